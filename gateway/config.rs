@@ -1,0 +1,893 @@
+//! The configuration file: TOML in, a validated [`Config`] out.
+//!
+//! Owns: the user-facing key names, their defaults (`config/default.toml`, embedded as the base
+//! layer), `${ENV_VAR}` substitution and every validation rule, with errors that name the key and
+//! the line.
+//! Must not touch: sockets, the store or the network. Loading is a pure function of the file's
+//! text, its location and an environment lookup, so tests never mutate the process environment.
+//!
+//! Two levels, as in ripgrep's `LowArgs` → `HiArgs`: the `Raw*` structs mirror the TOML with
+//! every value `Spanned` (so errors can point at a line), then [`Config::from_raw`] turns them
+//! into typed values. Only `Config` leaves this module.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::json;
+use crate::retry::RetryPolicy;
+use crate::sign::Secret;
+
+/// The embedded base layer. Every key a user may set is in this file with its default.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Keys the gateway writes into every envelope or reads from every event; a producer may not
+/// supply them as resource fields, and an endpoint may not match on them.
+pub const RESERVED_FIELDS: &[&str] = &["idempotency_key", "trigger", "data"];
+
+/// A validated configuration. Built once at startup and shared as an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub signing: SigningConfig,
+    pub delivery: DeliveryConfig,
+    pub endpoints: Vec<Endpoint>,
+    /// Things that are allowed but probably not meant; `check` prints them, `serve` logs them.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Absolute, or relative to the config file's folder, resolved at load time.
+    pub data_dir: PathBuf,
+    /// Larger ingest bodies are refused with 413 before they are parsed.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight attempts before leaving them to the next start.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub ingest_tokens: Vec<Token>,
+    pub admin_tokens: Vec<Token>,
+}
+
+/// A bearer token. `Debug` hides it so a token cannot reach a log line by accident.
+#[derive(Clone)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub secret: Secret,
+    pub previous_secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Bounds a whole attempt: connect, send and reading the response.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_endpoint: usize,
+    pub allow_http: bool,
+    pub allow_private_networks: bool,
+}
+
+/// A subscriber of events.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: url::Url,
+    pub triggers: Triggers,
+    /// Resource fields that must equal the event's for it to be delivered here. A non-empty
+    /// match makes this a resource-scoped (e.g. bot-level) endpoint.
+    pub matches: Vec<(String, json::Value)>,
+    /// Overrides `[signing]` for this endpoint; previous secrets then do not apply.
+    pub secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Triggers {
+    All,
+    Only(Vec<String>),
+}
+
+impl Triggers {
+    pub fn contains(&self, trigger: &str) -> bool {
+        match self {
+            Triggers::All => true,
+            Triggers::Only(list) => list.iter().any(|t| t == trigger),
+        }
+    }
+}
+
+impl std::fmt::Display for Triggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Triggers::All => f.write_str("*"),
+            Triggers::Only(list) => f.write_str(&list.join(", ")),
+        }
+    }
+}
+
+/// A configuration error, naming the file, the line (when the value came from the user's file)
+/// and the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Whether a trigger name is well formed: 1–128 characters of `[a-z0-9_.-]`.
+pub fn valid_trigger(t: &str) -> bool {
+    (1..=128).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+}
+
+/// Whether an endpoint id is well formed: 1–64 characters of `[A-Za-z0-9_.-]`.
+pub fn valid_endpoint_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// Parses a duration such as `500ms`, `10s`, `5m`, `1h`, `1d` or a sum like `1m30s`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400)?),
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(unit)?;
+    }
+    Some(total)
+}
+
+impl Config {
+    /// Reads and validates the file at `path`. `env` resolves `${NAME}` references.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base, env)
+    }
+
+    /// Validates config text. `file` names it in errors; relative paths resolve against `base`.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let user: RawConfig = toml::from_str(text).map_err(|e| toml_error(&e, text, file))?;
+        let defaults: RawConfig = toml::from_str(DEFAULT_TOML)
+            .map_err(|e| toml_error(&e, DEFAULT_TOML, "config/default.toml (embedded)"))?;
+        let ctx = Ctx { text, file, env };
+        Self::from_raw(user.over(defaults), &ctx, base)
+    }
+
+    fn from_raw(raw: RawConfig, ctx: &Ctx<'_>, base: &Path) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let s = raw.server.unwrap_or_default();
+        let listen_text = ctx.string(s.listen, "server.listen")?;
+        let listen = listen_text.1.parse::<SocketAddr>().map_err(|_| {
+            ctx.error(
+                "server.listen",
+                listen_text.0,
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:8080\"",
+                    listen_text.1
+                ),
+            )
+        })?;
+        let data_dir = ctx.string(s.data_dir, "server.data_dir")?.1;
+        let data_dir = base.join(data_dir);
+        let max_body_bytes =
+            ctx.number(s.max_body_bytes, "server.max_body_bytes", 1024, 64 << 20)?;
+        let shutdown_grace = ctx.duration(s.shutdown_grace, "server.shutdown_grace", true)?;
+
+        let a = raw.auth.unwrap_or_default();
+        let ingest_tokens = ctx.tokens(a.ingest_tokens, "auth.ingest_tokens")?;
+        if ingest_tokens.is_empty() {
+            return Err(ctx.error(
+                "auth.ingest_tokens",
+                None,
+                "at least one ingest token is required".into(),
+            ));
+        }
+        let admin_tokens = ctx.tokens(a.admin_tokens, "auth.admin_tokens")?;
+        if admin_tokens.is_empty() {
+            warnings
+                .push("auth.admin_tokens is empty: the read API will refuse every request".into());
+        }
+
+        let g = raw.signing.unwrap_or_default();
+        let (line, secret) = ctx.string(g.secret, "signing.secret")?;
+        if secret.is_empty() {
+            return Err(ctx.error(
+                "signing.secret",
+                line,
+                "is required: base64 of at least 32 random bytes (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            ));
+        }
+        let secret = ctx.secret(line, &secret, "signing.secret")?;
+        let mut previous_secrets = Vec::new();
+        for (line, text) in ctx.strings(g.previous_secrets, "signing.previous_secrets")? {
+            previous_secrets.push(ctx.secret(line, &text, "signing.previous_secrets")?);
+        }
+
+        let d = raw.delivery.unwrap_or_default();
+        let timeout = ctx.duration(d.timeout, "delivery.timeout", false)?;
+        let max_retries = ctx.number(d.max_retries, "delivery.max_retries", 0, 50)? as u32;
+        let initial = ctx.duration(d.backoff_initial, "delivery.backoff_initial", false)?;
+        let max = ctx.duration(d.backoff_max, "delivery.backoff_max", false)?;
+        let multiplier = ctx.float(
+            d.backoff_multiplier,
+            "delivery.backoff_multiplier",
+            1.0,
+            100.0,
+        )?;
+        let jitter = ctx.float(d.jitter, "delivery.jitter", 0.0, 0.99)?;
+        let max_in_flight = ctx.number(d.max_in_flight, "delivery.max_in_flight", 1, 100_000)?;
+        let max_in_flight_per_endpoint = ctx.number(
+            d.max_in_flight_per_endpoint,
+            "delivery.max_in_flight_per_endpoint",
+            1,
+            100_000,
+        )?;
+        let allow_http = ctx.boolean(d.allow_http, "delivery.allow_http")?;
+        let allow_private_networks =
+            ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
+
+        let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, e) in raw.endpoints.unwrap_or_default().into_iter().enumerate() {
+            let key = |field: &str| format!("endpoints[{i}].{field}");
+            let id_line = ctx.line(&e.id);
+            let id = e.id.into_inner();
+            if !valid_endpoint_id(&id) {
+                return Err(ctx.error(
+                    &key("id"),
+                    id_line,
+                    format!("{id:?} must be 1-64 characters of letters, digits, '_', '.', '-'"),
+                ));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(ctx.error(
+                    &key("id"),
+                    id_line,
+                    format!("duplicate endpoint id {id:?}"),
+                ));
+            }
+            let (url_line, url_text) = ctx.string(Some(e.url), &key("url"))?;
+            let url = validate_url(&url_text, allow_http)
+                .map_err(|m| ctx.error(&key("url"), url_line, m))?;
+            if !allow_private_networks {
+                if let Some(reason) = literal_private_host(&url) {
+                    warnings.push(format!(
+                        "endpoint {id:?}: {url} is {reason}; deliveries to it will be refused unless delivery.allow_private_networks = true"
+                    ));
+                }
+            }
+            let trig_line = ctx.line(&e.triggers);
+            let list = e.triggers.into_inner();
+            if list.is_empty() {
+                return Err(ctx.error(
+                    &key("triggers"),
+                    trig_line,
+                    "must list at least one trigger (or \"*\" for all)".into(),
+                ));
+            }
+            let triggers = if list.iter().any(|t| t == "*") {
+                Triggers::All
+            } else {
+                if let Some(bad) = list.iter().find(|t| !valid_trigger(t)) {
+                    return Err(ctx.error(
+                        &key("triggers"),
+                        trig_line,
+                        format!("{bad:?} is not a trigger: use 1-128 characters of a-z, 0-9, '_', '.', '-'"),
+                    ));
+                }
+                Triggers::Only(list)
+            };
+            let mut matches = Vec::new();
+            if let Some(m) = e.matches {
+                let line = ctx.line(&m);
+                for (field, value) in m.into_inner() {
+                    if RESERVED_FIELDS.contains(&field.as_str()) {
+                        return Err(ctx.error(
+                            &key(&format!("match.{field}")),
+                            line,
+                            "cannot match on a reserved field".into(),
+                        ));
+                    }
+                    let value = match value {
+                        toml::Value::String(s) => json::Value::String(ctx.expand(
+                            &s,
+                            &key(&format!("match.{field}")),
+                            line,
+                        )?),
+                        toml::Value::Integer(n) => {
+                            json::Value::Number(json::Number::Int(n.to_string()))
+                        }
+                        toml::Value::Boolean(b) => json::Value::Bool(b),
+                        other => {
+                            return Err(ctx.error(
+                                &key(&format!("match.{field}")),
+                                line,
+                                format!(
+                                    "must be a string, integer or boolean, not {}",
+                                    other.type_str()
+                                ),
+                            ));
+                        }
+                    };
+                    matches.push((field, value));
+                }
+            }
+            let secret = match e.secret {
+                None => None,
+                Some(s) => {
+                    let (line, text) = ctx.string(Some(s), &key("secret"))?;
+                    Some(ctx.secret(line, &text, &key("secret"))?)
+                }
+            };
+            endpoints.push(Endpoint {
+                id,
+                url,
+                triggers,
+                matches,
+                secret,
+            });
+        }
+        if endpoints.is_empty() {
+            warnings.push("no [[endpoints]]: events will be stored but delivered nowhere".into());
+        }
+
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                data_dir,
+                max_body_bytes,
+                shutdown_grace,
+            },
+            auth: AuthConfig {
+                ingest_tokens,
+                admin_tokens,
+            },
+            signing: SigningConfig {
+                secret,
+                previous_secrets,
+            },
+            delivery: DeliveryConfig {
+                timeout,
+                retry: RetryPolicy {
+                    max_retries,
+                    initial,
+                    multiplier,
+                    max,
+                    jitter,
+                },
+                max_in_flight,
+                max_in_flight_per_endpoint,
+                allow_http,
+                allow_private_networks,
+            },
+            endpoints,
+            warnings,
+        })
+    }
+}
+
+/// Checks an endpoint URL: absolute, http(s) with a host, no credentials, https unless allowed.
+pub fn validate_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(format!(
+                "{text:?} uses http://; only https:// is allowed unless delivery.allow_http = true"
+            ));
+        }
+        other => return Err(format!("{text:?} has scheme {other:?}; use https://")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{text:?} carries credentials; put secrets in the endpoint's secret, not its URL"
+        ));
+    }
+    Ok(url)
+}
+
+/// Why a URL's literal host is not a public address, if it is one we would refuse.
+fn literal_private_host(url: &url::Url) -> Option<&'static str> {
+    match url.host()? {
+        url::Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => Some("localhost"),
+        url::Host::Domain(_) => None,
+        url::Host::Ipv4(ip) => crate::deliver::guard::forbidden_reason(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => crate::deliver::guard::forbidden_reason(IpAddr::V6(ip)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw layer.
+
+/// Declares a config section whose every key is optional and spanned, and `over`, which lays
+/// the user's values over the defaults. Defaults get an empty span so errors about them name no
+/// line of the user's file.
+macro_rules! section {
+    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $( #[serde(default)] $field: Option<Spanned<$ty>>, )*
+        }
+        impl $name {
+            fn over(self, base: Self) -> Self {
+                Self { $( $field: self.$field.or(base.$field.map(from_default)), )* }
+            }
+        }
+    };
+}
+
+fn from_default<T>(s: Spanned<T>) -> Spanned<T> {
+    Spanned::new(usize::MAX..usize::MAX, s.into_inner())
+}
+
+section!(RawServer {
+    listen: String,
+    data_dir: String,
+    max_body_bytes: i64,
+    shutdown_grace: String
+});
+section!(RawAuth { ingest_tokens: Vec<String>, admin_tokens: Vec<String> });
+section!(RawSigning { secret: String, previous_secrets: Vec<String> });
+section!(RawDelivery {
+    timeout: String,
+    max_retries: i64,
+    backoff_initial: String,
+    backoff_multiplier: f64,
+    backoff_max: String,
+    jitter: f64,
+    max_in_flight: i64,
+    max_in_flight_per_endpoint: i64,
+    allow_http: bool,
+    allow_private_networks: bool,
+});
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Option<RawServer>,
+    auth: Option<RawAuth>,
+    signing: Option<RawSigning>,
+    delivery: Option<RawDelivery>,
+    endpoints: Option<Vec<RawEndpoint>>,
+}
+
+impl RawConfig {
+    fn over(self, base: RawConfig) -> RawConfig {
+        fn both<T: Default>(a: Option<T>, b: Option<T>, f: fn(T, T) -> T) -> Option<T> {
+            Some(f(a.unwrap_or_default(), b.unwrap_or_default()))
+        }
+        RawConfig {
+            server: both(self.server, base.server, RawServer::over),
+            auth: both(self.auth, base.auth, RawAuth::over),
+            signing: both(self.signing, base.signing, RawSigning::over),
+            delivery: both(self.delivery, base.delivery, RawDelivery::over),
+            endpoints: self.endpoints,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    id: Spanned<String>,
+    url: Spanned<String>,
+    triggers: Spanned<Vec<String>>,
+    #[serde(default, rename = "match")]
+    matches: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    secret: Option<Spanned<String>>,
+}
+
+/// What validation needs to phrase an error: the user's text (for line numbers), the file name
+/// and the environment for `${NAME}`.
+struct Ctx<'a> {
+    text: &'a str,
+    file: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Ctx<'_> {
+    fn line<T>(&self, s: &Spanned<T>) -> Option<usize> {
+        let start = s.span().start;
+        (start <= self.text.len()).then(|| self.text[..start].matches('\n').count() + 1)
+    }
+
+    fn error(&self, key: &str, line: Option<usize>, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    fn missing(&self, key: &str) -> ConfigError {
+        self.error(key, None, "is missing (and has no default)".into())
+    }
+
+    /// Replaces each `${NAME}` with the environment variable's value.
+    fn expand(&self, s: &str, key: &str, line: Option<usize>) -> Result<String, ConfigError> {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let Some(len) = rest[start + 2..].find('}') else {
+                return Err(self.error(key, line, "has an unterminated ${...} reference".into()));
+            };
+            let name = &rest[start + 2..start + 2 + len];
+            let value = (self.env)(name).ok_or_else(|| {
+                self.error(
+                    key,
+                    line,
+                    format!("refers to environment variable {name}, which is not set"),
+                )
+            })?;
+            out.push_str(&value);
+            rest = &rest[start + 3 + len..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn string(
+        &self,
+        v: Option<Spanned<String>>,
+        key: &str,
+    ) -> Result<(Option<usize>, String), ConfigError> {
+        let v = v.ok_or_else(|| self.missing(key))?;
+        let line = self.line(&v);
+        let s = self.expand(v.get_ref(), key, line)?;
+        Ok((line, s))
+    }
+
+    fn strings(
+        &self,
+        v: Option<Spanned<Vec<String>>>,
+        key: &str,
+    ) -> Result<Vec<(Option<usize>, String)>, ConfigError> {
+        let v = v.ok_or_else(|| self.missing(key))?;
+        let line = self.line(&v);
+        v.into_inner()
+            .iter()
+            .map(|s| Ok((line, self.expand(s, key, line)?)))
+            .collect()
+    }
+
+    fn tokens(
+        &self,
+        v: Option<Spanned<Vec<String>>>,
+        key: &str,
+    ) -> Result<Vec<Token>, ConfigError> {
+        let mut out = Vec::new();
+        for (line, t) in self.strings(v, key)? {
+            if t.trim().is_empty() || t.chars().any(char::is_whitespace) {
+                return Err(self.error(
+                    key,
+                    line,
+                    "tokens must be non-empty and contain no spaces".into(),
+                ));
+            }
+            out.push(Token(t));
+        }
+        Ok(out)
+    }
+
+    fn secret(&self, line: Option<usize>, text: &str, key: &str) -> Result<Secret, ConfigError> {
+        Secret::parse(text).map_err(|e| self.error(key, line, format!("the secret {e}")))
+    }
+
+    fn duration(
+        &self,
+        v: Option<Spanned<String>>,
+        key: &str,
+        zero_ok: bool,
+    ) -> Result<Duration, ConfigError> {
+        let (line, text) = self.string(v, key)?;
+        match parse_duration(&text) {
+            Some(d) if zero_ok || !d.is_zero() => Ok(d),
+            Some(_) => Err(self.error(key, line, "must be greater than zero".into())),
+            None => Err(self.error(
+                key,
+                line,
+                format!("{text:?} is not a duration; use e.g. \"500ms\", \"10s\", \"5m\", \"1h\""),
+            )),
+        }
+    }
+
+    fn number(
+        &self,
+        v: Option<Spanned<i64>>,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<usize, ConfigError> {
+        let v = v.ok_or_else(|| self.missing(key))?;
+        let line = self.line(&v);
+        let n = *v.get_ref();
+        if !(min..=max).contains(&n) {
+            return Err(self.error(key, line, format!("{n} is out of range ({min} to {max})")));
+        }
+        Ok(n as usize)
+    }
+
+    fn float(
+        &self,
+        v: Option<Spanned<f64>>,
+        key: &str,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        let v = v.ok_or_else(|| self.missing(key))?;
+        let line = self.line(&v);
+        let n = *v.get_ref();
+        if !(min..=max).contains(&n) {
+            return Err(self.error(key, line, format!("{n} is out of range ({min} to {max})")));
+        }
+        Ok(n)
+    }
+
+    fn boolean(&self, v: Option<Spanned<bool>>, key: &str) -> Result<bool, ConfigError> {
+        Ok(*v.ok_or_else(|| self.missing(key))?.get_ref())
+    }
+}
+
+/// Turns a TOML syntax or type error into a [`ConfigError`] with the line and, where the line
+/// reads `key = value`, the dotted key under its `[table]`.
+fn toml_error(e: &toml::de::Error, text: &str, file: &str) -> ConfigError {
+    let (line, key) = match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let line_no = text[..start].matches('\n').count() + 1;
+            let line_text = text.lines().nth(line_no - 1).unwrap_or("");
+            let table = text[..start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim().to_owned())
+                .filter(|k| !k.is_empty() && !k.starts_with('#'))
+                .map(|k| match &table {
+                    Some(t) => format!("{t}.{k}"),
+                    None => k,
+                })
+                .unwrap_or_default();
+            (Some(line_no), key)
+        }
+        None => (None, String::new()),
+    };
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        key,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let env = |name: &str| (name == "HOOK_TOKEN").then(|| "from-env".to_owned());
+        Config::parse(text, "test.toml", Path::new("/etc/hookgate"), &env)
+    }
+
+    fn minimal(extra: &str) -> String {
+        format!("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"{SECRET}\"\n{extra}")
+    }
+
+    #[test]
+    fn defaults_fill_every_key() {
+        let c = parse(&minimal("")).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.server.data_dir, Path::new("/etc/hookgate/data"));
+        assert_eq!(c.server.max_body_bytes, 262_144);
+        assert_eq!(c.delivery.timeout, Duration::from_secs(10));
+        assert_eq!(c.delivery.retry.max_retries, 3);
+        assert_eq!(c.delivery.retry.initial, Duration::from_secs(5));
+        assert_eq!(c.delivery.retry.max, Duration::from_secs(3600));
+        assert_eq!(c.delivery.max_in_flight, 512);
+        assert_eq!(c.delivery.max_in_flight_per_endpoint, 32);
+        assert!(!c.delivery.allow_http && !c.delivery.allow_private_networks);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "10", "s", "10x", "1.5s", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_references_are_expanded() {
+        let c = parse(&minimal("")).unwrap();
+        assert_eq!(c.auth.ingest_tokens[0].0, "t");
+        let c = parse(&minimal("").replace("[\"t\"]", "[\"${HOOK_TOKEN}\"]")).unwrap();
+        assert_eq!(c.auth.ingest_tokens[0].0, "from-env");
+        let e = parse(&minimal("").replace("[\"t\"]", "[\"${NOPE}\"]")).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("auth.ingest_tokens", Some(2)));
+        assert!(e.message.contains("NOPE"));
+    }
+
+    /// Each bad value is reported with the key and the line it sits on.
+    #[test]
+    fn errors_name_key_and_line() {
+        let ep = "[[endpoints]]\nid = \"a\"\nurl = \"https://example.com/h\"\ntriggers = [\"bot.state_change\"]\n";
+        let cases: Vec<(String, &str, usize, &str)> = vec![
+            (
+                minimal("[delivery]\ntimeout = \"10x\""),
+                "delivery.timeout",
+                6,
+                "not a duration",
+            ),
+            (
+                minimal("[delivery]\nbogus = 1"),
+                "delivery.bogus",
+                6,
+                "unknown field",
+            ),
+            (
+                minimal("[delivery]\nmax_retries = \"x\""),
+                "delivery.max_retries",
+                6,
+                "invalid type",
+            ),
+            (
+                minimal("[delivery]\njitter = 1.5"),
+                "delivery.jitter",
+                6,
+                "out of range",
+            ),
+            (
+                minimal(&ep.replace("https://example.com/h", "not a url")),
+                "endpoints[0].url",
+                7,
+                "not a valid URL",
+            ),
+            (
+                minimal(&ep.replace("https:", "http:")),
+                "endpoints[0].url",
+                7,
+                "http://",
+            ),
+            (
+                minimal(&ep.replace("[\"bot.state_change\"]", "[]")),
+                "endpoints[0].triggers",
+                8,
+                "at least one",
+            ),
+            (
+                minimal(&ep.replace("bot.state_change", "Bot State")),
+                "endpoints[0].triggers",
+                8,
+                "not a trigger",
+            ),
+            (
+                minimal(&format!("{ep}{ep}")),
+                "endpoints[1].id",
+                10,
+                "duplicate",
+            ),
+        ];
+        for (text, key, line, needle) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, key, "{text}\n=> {e}");
+            assert_eq!(e.line, Some(line), "{text}\n=> {e}");
+            assert!(e.message.contains(needle), "{text}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn required_keys() {
+        let e = parse(&format!("[signing]\nsecret = \"{SECRET}\"")).unwrap_err();
+        assert_eq!(e.key, "auth.ingest_tokens");
+        let e = parse("[auth]\ningest_tokens = [\"t\"]").unwrap_err();
+        assert_eq!(e.key, "signing.secret");
+        let e =
+            parse("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"c2hvcnQ=\"").unwrap_err();
+        assert!(e.message.contains("at least 32"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_with_match_and_warnings() {
+        let c = parse(&minimal(
+            "[[endpoints]]\nid = \"bot\"\nurl = \"https://10.0.0.1/h\"\ntriggers = [\"*\"]\nmatch = { bot_id = \"bot_1\", n = 3 }\n",
+        ))
+        .unwrap();
+        let e = &c.endpoints[0];
+        assert_eq!(e.triggers, Triggers::All);
+        assert_eq!(e.matches.len(), 2);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("private")),
+            "{:?}",
+            c.warnings
+        );
+        let e = parse(&minimal(
+            "[[endpoints]]\nid = \"bot\"\nurl = \"https://a.example/h\"\ntriggers = [\"*\"]\nmatch = { trigger = \"x\" }\n",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "endpoints[0].match.trigger");
+    }
+
+    #[test]
+    fn shipped_config_files_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::load(&root.join("config/example.toml"), &|_| None).unwrap();
+        assert!(!c.endpoints.is_empty());
+    }
+}

@@ -1,0 +1,175 @@
+//! The HTTP surface: routes, authentication and the JSON error shape shared by every handler.
+//!
+//! Owns: the router (which path goes to which handler), bearer-token checks and [`ApiError`],
+//! so every refusal looks the same: a status and `{"error": {"code", "message"}}`.
+//! Must not touch: the on-disk layout or outbound HTTP. Handlers live in `ingest` (writes) and
+//! `api` (reads); this module only wires them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::config::{Config, Token};
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    /// Tells the dispatcher that new deliveries are due.
+    pub wake: Arc<Notify>,
+    pub ingest_tokens: Arc<TokenSet>,
+    pub admin_tokens: Arc<TokenSet>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, store: Store, wake: Arc<Notify>) -> AppState {
+        AppState {
+            ingest_tokens: Arc::new(TokenSet::new(&config.auth.ingest_tokens)),
+            admin_tokens: Arc::new(TokenSet::new(&config.auth.admin_tokens)),
+            config,
+            store,
+            wake,
+        }
+    }
+}
+
+/// Accepted bearer tokens, kept as SHA-256 digests so that comparing a presented token takes
+/// the same time whatever it shares with a real one.
+pub struct TokenSet(Vec<[u8; 32]>);
+
+impl TokenSet {
+    fn new(tokens: &[Token]) -> TokenSet {
+        TokenSet(
+            tokens
+                .iter()
+                .map(|t| Sha256::digest(t.0.as_bytes()).into())
+                .collect(),
+        )
+    }
+
+    /// Checks the `Authorization: Bearer` header against every token, without early exit.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing `Authorization: Bearer <token>` header",
+                )
+            })?;
+        let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        let mut ok = false;
+        for t in &self.0 {
+            let diff = t
+                .iter()
+                .zip(digest.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            ok |= diff == 0;
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the bearer token is not valid for this route",
+            ))
+        }
+    }
+}
+
+/// A refusal: the status and a machine-readable code with a message for humans. Messages name
+/// the problem in the request and never carry internals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn store(e: &crate::store::StoreError) -> ApiError {
+        tracing::error!(error = %e, "store failure answered with 503");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the event store cannot commit right now; retry later",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        json_response(self.status, body.to_string())
+    }
+}
+
+/// A response with a JSON body already serialised.
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed on this path",
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/events",
+            post(crate::ingest::create_event).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/events/{id}",
+            get(crate::api::get_event).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/deliveries/{id}",
+            get(crate::api::get_delivery).fallback(method_not_allowed),
+        )
+        .route(
+            "/healthz",
+            get(crate::api::health).fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}

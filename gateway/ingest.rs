@@ -1,0 +1,260 @@
+//! Ingest: `POST /v1/events` turns a producer's request into a durable event and its pending
+//! deliveries, and answers 202 only once they are committed.
+//!
+//! Owns: request validation (auth, media type, size, JSON rules, the event's shape), fan-out at
+//! ingest time and the `Idempotency-Key` contract.
+//! Must not touch: outbound HTTP, signing or plugins. After the commit it only wakes the
+//! dispatcher.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::{RESERVED_FIELDS, valid_trigger};
+use crate::http::{ApiError, AppState, json_response};
+use crate::json::{self, Object, Value};
+use crate::model::{DeliveryRecord, DeliveryState, EventRecord, now_ms};
+use crate::store::{IdempotencyClaim, IngestOutcome, IngestWrite};
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// A request body that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent {
+    pub trigger: String,
+    /// The whole object: resource fields, `trigger` and `data`.
+    pub fields: Object,
+}
+
+/// Checks the body against the event rules: a JSON object (per `json::parse`'s strict rules)
+/// with a well-formed `trigger`, an object `data` and no reserved key.
+pub fn validate(body: &[u8]) -> Result<ValidEvent, ApiError> {
+    let value = json::parse(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            format!("the body must be a JSON object, not {}", value.kind()),
+        ));
+    };
+    let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", m);
+    let trigger = match fields.get("trigger") {
+        None => return Err(invalid("missing `trigger`".into())),
+        Some(Value::String(t)) if valid_trigger(t) => t.clone(),
+        Some(Value::String(t)) => {
+            return Err(invalid(format!(
+                "`trigger` {t:?} must be 1-128 characters of a-z, 0-9, '_', '.', '-'"
+            )));
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "`trigger` must be a string, not {}",
+                other.kind()
+            )));
+        }
+    };
+    match fields.get("data") {
+        None => return Err(invalid("missing `data` (an object)".into())),
+        Some(Value::Object(_)) => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "`data` must be an object, not {}",
+                other.kind()
+            )));
+        }
+    }
+    for reserved in RESERVED_FIELDS
+        .iter()
+        .filter(|k| !matches!(**k, "trigger" | "data"))
+    {
+        if fields.get(reserved).is_some() {
+            return Err(invalid(format!(
+                "`{reserved}` is reserved: the gateway sets it for each delivery"
+            )));
+        }
+    }
+    Ok(ValidEvent { trigger, fields })
+}
+
+/// `POST /v1/events`.
+pub async fn create_event(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match create(&st, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    st.ingest_tokens.check(headers)?;
+    check_content_type(headers)?;
+    let limit = st.config.server.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than server.max_body_bytes ({limit} bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if over {
+                too_large()
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            });
+        }
+    };
+    let idempotency_key = idempotency_key(headers)?;
+    let event = validate(&bytes)?;
+    let payload = Value::Object(event.fields.clone()).to_canonical();
+
+    let now = now_ms();
+    let event_id = Uuid::now_v7();
+    let receivers = crate::fanout::select(&st.config.endpoints, &event.trigger, &event.fields);
+    let deliveries: Vec<DeliveryRecord> = receivers
+        .iter()
+        .map(|ep| DeliveryRecord {
+            id: Uuid::now_v7(),
+            event_id,
+            endpoint_id: ep.id.clone(),
+            idempotency_key: Uuid::new_v4(),
+            trigger: event.trigger.clone(),
+            state: DeliveryState::Pending,
+            created_at_ms: now,
+            next_attempt_at_ms: Some(now),
+            attempts: Vec::new(),
+        })
+        .collect();
+    let claim = idempotency_key.map(|key| IdempotencyClaim {
+        key,
+        request_hash: hex(&Sha256::digest(payload.as_bytes())),
+    });
+    let write = IngestWrite {
+        event: EventRecord {
+            id: event_id,
+            received_at_ms: now,
+            trigger: event.trigger.clone(),
+            payload,
+            delivery_ids: deliveries.iter().map(|d| d.id).collect(),
+        },
+        deliveries,
+        idempotency: claim,
+    };
+    let outcome = st
+        .store
+        .ingest(write)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let (event_id, n, replayed) = match outcome {
+        IngestOutcome::Created {
+            event_id,
+            deliveries,
+        } => {
+            st.wake.notify_one();
+            tracing::debug!(%event_id, trigger = %event.trigger, deliveries, "event accepted");
+            (event_id, deliveries, false)
+        }
+        IngestOutcome::Replayed {
+            event_id,
+            deliveries,
+        } => (event_id, deliveries, true),
+        IngestOutcome::KeyReused => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used in the last 24 hours with a different body",
+            ));
+        }
+    };
+    let body = serde_json::json!({ "event_id": event_id, "deliveries": n }).to_string();
+    let mut resp = json_response(StatusCode::ACCEPTED, body);
+    if replayed {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type must be application/json, not {:?}", ct),
+        ))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
+            Ok(Some(k.trim().to_owned()))
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("[]", "not an array"),
+            (r#"{"data":{}}"#, "missing `trigger`"),
+            (r#"{"trigger":5,"data":{}}"#, "must be a string"),
+            (r#"{"trigger":"Bot Change","data":{}}"#, "must be 1-128"),
+            (r#"{"trigger":"bot.state_change"}"#, "missing `data`"),
+            (
+                r#"{"trigger":"bot.state_change","data":[]}"#,
+                "`data` must be an object",
+            ),
+            (
+                r#"{"trigger":"bot.state_change","data":{},"idempotency_key":"x"}"#,
+                "reserved",
+            ),
+        ];
+        for (body, needle) in cases {
+            let e = validate(body.as_bytes()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+        }
+        let ok = validate(br#"{"trigger":"bot.state_change","data":{},"bot_id":"b"}"#).unwrap();
+        assert_eq!(ok.trigger, "bot.state_change");
+        assert_eq!(ok.fields.len(), 3);
+    }
+}

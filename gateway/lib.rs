@@ -1,0 +1,96 @@
+//! Hookgate: a self-hosted webhook delivery gateway in one process.
+//!
+//! Read `ARCHITECTURE.md` first. The pipeline, one module per stage:
+//!
+//! - `ingest` — `POST /v1/events`: validate, fan out, commit, answer 202.
+//! - `store` — the redb file; the only module that imports `redb`; group commit.
+//! - `dispatch` — the only module that knows the stage order: due → sign → deliver → record.
+//! - `sign` — pure signature recipes.
+//! - `deliver` — the only outbound HTTP; SSRF guard; classification of failures.
+//! - `retry` — pure retry timing.
+//!
+//! Supporting modules: `config` (TOML → validated `Config`), `json` (strict parser and canonical
+//! writer), `fanout` (who receives an event), `model` (records), `http` and `api` (routes, auth,
+//! read API).
+//!
+//! The entry point is [`run`]: it takes a bound listener, a validated config and a shutdown
+//! future, so tests run the real gateway on `127.0.0.1:0` in-process.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod deliver;
+pub mod dispatch;
+pub mod fanout;
+pub mod http;
+pub mod ingest;
+pub mod json;
+pub mod model;
+pub mod retry;
+pub mod sign;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// How long shutdown waits for the store's writer to commit its last batch.
+const WRITER_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then shuts down in order: stop
+/// accepting and let in-flight requests finish (each commits before it answers), stop
+/// scheduling, give in-flight attempts `server.shutdown_grace`, let the store commit its last
+/// batch, return.
+pub async fn run(
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (store, writer) = store::Store::open(&config.server.data_dir)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let wake = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(dispatch::run(
+        config.clone(),
+        store.clone(),
+        wake.clone(),
+        stop.clone(),
+    ));
+
+    let app = http::router(http::AppState::new(config.clone(), store.clone(), wake));
+    tracing::info!(listen = %listener.local_addr()?, endpoints = config.endpoints.len(), "hookgate is serving");
+    let stop_server = stop.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stop_server.cancelled() => {}
+            }
+            tracing::info!("shutting down: no new requests; finishing in-flight ones");
+        })
+        .await;
+    stop.cancel();
+    let dispatched = dispatcher.await;
+    drop(store);
+    let joined = tokio::time::timeout(
+        WRITER_JOIN_TIMEOUT,
+        tokio::task::spawn_blocking(move || writer.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::error!("the store writer did not finish in time");
+    }
+    served?;
+    dispatched??;
+    tracing::info!("stopped");
+    Ok(())
+}

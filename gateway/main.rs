@@ -1,0 +1,156 @@
+//! The `hookgate` binary: parses the command line, loads the config, installs logging, binds the
+//! listener and hands over to `hookgate::run`. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use hookgate::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "Self-hosted webhook delivery gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The TOML config file (see config/default.toml for every key).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print a summary; exits non-zero on error.
+    Check {
+        /// The TOML config file to validate.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = |name: &str| std::env::var(name).ok();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config, &env) {
+            Ok(c) => {
+                print_summary(&c);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            init_tracing();
+            let config = match Config::load(&config, &env) {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    hookgate::run(config, listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn print_summary(c: &Config) {
+    println!("config ok");
+    println!("  listen:   {}", c.server.listen);
+    println!("  data_dir: {}", c.server.data_dir.display());
+    let d = &c.delivery;
+    println!(
+        "  delivery: timeout {:?}, {} retries (first after {:?}, x{}), https only: {}, private networks: {}",
+        d.timeout,
+        d.retry.max_retries,
+        d.retry.initial,
+        d.retry.multiplier,
+        !d.allow_http,
+        if d.allow_private_networks {
+            "allowed"
+        } else {
+            "refused"
+        }
+    );
+    println!("  endpoints ({}):", c.endpoints.len());
+    for e in &c.endpoints {
+        let scope = if e.matches.is_empty() {
+            String::new()
+        } else {
+            let m: Vec<String> = e
+                .matches
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.to_canonical()))
+                .collect();
+            format!(" [match {}]", m.join(", "))
+        };
+        println!(
+            "    {} -> {} triggers: {}{}",
+            e.id, e.url, e.triggers, scope
+        );
+    }
+    for w in &c.warnings {
+        println!("warning: {w}");
+    }
+}

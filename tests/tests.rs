@@ -1,0 +1,16 @@
+//! The one integration test binary. Each area is a module; all of them run the real gateway
+//! (in-process on 127.0.0.1:0, or the built binary where a test must kill or signal it) against
+//! a real receiver on loopback, with temp data dirs.
+
+mod util;
+
+/// `hookgate check` and `--help`.
+mod cli;
+/// Signatures, retries, timeouts, redirects, SSRF, fan-out, concurrency limits.
+mod delivery;
+/// The ingest error table and idempotency keys.
+mod ingest;
+/// kill -9 and SIGTERM with the real binary.
+mod lifecycle;
+/// Module headers and stage boundaries.
+mod tidy;

@@ -1,0 +1,66 @@
+//! Tidy: every source file opens with a `//!` header saying what it owns, and the stage
+//! boundaries hold: `redb` only in `store`, `reqwest` only in `deliver`, `wasmtime` only in
+//! `plugin`.
+
+use std::path::{Path, PathBuf};
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn gateway_sources() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_module_opens_with_a_header() {
+    for (rel, text) in gateway_sources() {
+        assert!(
+            text.starts_with("//!"),
+            "gateway/{rel} must open with a //! header"
+        );
+    }
+}
+
+#[test]
+fn crates_stay_inside_their_stage() {
+    let owners = [
+        ("redb", "store"),
+        ("reqwest", "deliver"),
+        ("wasmtime", "plugin"),
+    ];
+    for (rel, text) in gateway_sources() {
+        for (krate, owner) in owners {
+            let uses = text.lines().any(|l| {
+                let l = l.trim_start();
+                !l.starts_with("//")
+                    && (l.contains(&format!("{krate}::")) || l.contains(&format!("use {krate}")))
+            });
+            let inside = rel.starts_with(owner);
+            assert!(
+                !uses || inside,
+                "gateway/{rel} uses {krate}, which belongs to gateway/{owner}"
+            );
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Test harness: a real gateway in-process on 127.0.0.1:0 with a temp data dir, a scriptable
+//! receiver, the real binary as a subprocess for crash tests, and bounded polling instead of
+//! sleeps.
+
+#![allow(dead_code)]
+
+pub mod receiver;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use receiver::{Behavior, Receiver};
+
+pub const INGEST_TOKEN: &str = "test-ingest-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// base64 of the bytes 0x00..0x1f, the shared vectors' secret.
+pub const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The config every test starts from: loopback over http allowed (the receiver lives there),
+/// short retry delays, no jitter so gaps are predictable.
+pub fn base_config(data_dir: &Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{data_dir}"
+shutdown_grace = "3s"
+
+[auth]
+ingest_tokens = ["{INGEST_TOKEN}"]
+admin_tokens = ["{ADMIN_TOKEN}"]
+
+[signing]
+secret = "{SECRET}"
+
+[delivery]
+timeout = "2s"
+max_retries = 3
+backoff_initial = "100ms"
+backoff_multiplier = 2.0
+backoff_max = "10s"
+jitter = 0.0
+allow_http = true
+allow_private_networks = true
+"#,
+        data_dir = data_dir.display()
+    )
+}
+
+/// An `[[endpoints]]` table.
+pub fn endpoint(id: &str, url: &str, triggers: &str) -> String {
+    format!("\n[[endpoints]]\nid = \"{id}\"\nurl = \"{url}\"\ntriggers = {triggers}\n")
+}
+
+/// Replaces `key = ...` under `[section]` in a config text (for tests that tweak one value).
+pub fn set(config: &str, section: &str, key: &str, value: &str) -> String {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut done = false;
+    for line in config.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            if current == section && !done {
+                out.push(format!("{key} = {value}"));
+                done = true;
+            }
+            current = t.trim_matches(|c| c == '[' || c == ']').to_owned();
+        }
+        if current == section && t.starts_with(&format!("{key} ")) {
+            out.push(format!("{key} = {value}"));
+            done = true;
+            continue;
+        }
+        out.push(line.to_owned());
+    }
+    if !done {
+        if current != section {
+            out.push(format!("[{section}]"));
+        }
+        out.push(format!("{key} = {value}"));
+    }
+    out.join("\n")
+}
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestGateway {
+    pub async fn start(config_text: &str) -> TestGateway {
+        let config = hookgate::Config::parse(config_text, "test.toml", Path::new("/"), &|_| None)
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(hookgate::run(Arc::new(config), listener, async move {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown; returns what `run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    pub async fn ingest(&self, body: &Value) -> (u16, Value) {
+        self.ingest_raw(body.to_string().into_bytes(), &[]).await
+    }
+
+    /// POST /v1/events with the ingest token, JSON content type and extra headers.
+    pub async fn ingest_raw(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/events", self.base))
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        response(req).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+        response(req).await
+    }
+
+    pub async fn delivery(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/deliveries/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The ids of an event's deliveries.
+    pub async fn delivery_ids(&self, event_id: &str) -> Vec<String> {
+        let (status, body) = self.get(&format!("/v1/events/{event_id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits until the delivery leaves `pending`, and returns it.
+    pub async fn settled(&self, delivery_id: &str, within: Duration) -> Value {
+        eventually(within, || async {
+            let d = self.delivery(delivery_id).await;
+            (d["state"] != "pending").then_some(d)
+        })
+        .await
+    }
+}
+
+pub async fn response(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.expect("request to the gateway");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Polls `check` until it returns `Some`, at most `within`; panics on timeout. The poll interval
+/// is short so tests finish as soon as the condition holds.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A bot.state_change event for `bot`.
+pub fn state_change(bot: &str) -> Value {
+    serde_json::json!({
+        "trigger": "bot.state_change",
+        "bot_id": bot,
+        "bot_metadata": {"customer": "Zoë"},
+        "data": {
+            "new_state": "ended",
+            "old_state": "post_processing",
+            "created_at": "2025-07-15T14:30:45.123456+00:00",
+            "event_type": "post_processing_completed",
+            "event_sub_type": null,
+            "event_metadata": null
+        }
+    })
+}
+
+/// The real `hookgate` binary, for tests that kill or signal the process.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl GatewayProcess {
+    /// Writes `config` (whose `listen` must be `127.0.0.1:{port}`) and starts `hookgate serve`,
+    /// returning once `/healthz` answers.
+    pub async fn spawn(config_path: &Path, config: &str, port: u16) -> GatewayProcess {
+        std::fs::write(config_path, config).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start hookgate");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let url = format!("{base}/healthz");
+        eventually(Duration::from_secs(30), || async {
+            http.get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+        GatewayProcess { child, base }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
