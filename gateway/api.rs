@@ -166,10 +166,19 @@ pub async fn get_delivery(
 /// `GET /healthz`: 200 while the store answers reads, 503 otherwise.
 pub async fn health(State(st): State<AppState>) -> Response {
     match st.store.pending_count().await {
-        Ok(pending) => json_response(
-            StatusCode::OK,
-            serde_json::json!({ "status": "ok", "pending_deliveries": pending }).to_string(),
-        ),
+        Ok(pending) => {
+            let stats = st.store.stats();
+            let body = serde_json::json!({
+                "status": "ok",
+                "pending_deliveries": pending,
+                // The group-commit factor is operations / commits.
+                "store": {
+                    "commits": stats.commits.load(std::sync::atomic::Ordering::Relaxed),
+                    "operations": stats.operations.load(std::sync::atomic::Ordering::Relaxed),
+                },
+            });
+            json_response(StatusCode::OK, body.to_string())
+        }
         Err(e) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "status": "unavailable", "error": e.to_string() }).to_string(),

@@ -262,7 +262,11 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
         status = outcome.status_code,
         error = kind,
         duration_ms = outcome.duration.as_millis() as u64,
-        next = ?next,
+        next_attempt_at = match next {
+            Next::RetryAt(at) => crate::model::rfc3339(at),
+            Next::Succeeded => "none (succeeded)".into(),
+            Next::Failed => "none (failed)".into(),
+        },
         "attempt finished"
     );
     let record = AttemptRecord {
