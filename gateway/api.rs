@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::http::{ApiError, AppState, json_response};
-use crate::model::{AttemptRecord, DeliveryRecord, EventRecord, rfc3339};
+use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord, rfc3339};
 
 #[derive(Serialize)]
 pub struct EventView<'a> {
@@ -35,6 +35,25 @@ pub struct DeliveryView<'a> {
     pub created_at: String,
     pub next_attempt_at: Option<String>,
     pub attempts: Vec<AttemptView<'a>>,
+    /// Set when a plugin dropped the delivery: which one and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filtered: Option<NoteView<'a>>,
+    /// Set when a plugin failed the delivery before any attempt (error kind `plugin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<PluginErrorView<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct NoteView<'a> {
+    pub plugin: &'a str,
+    pub reason: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct PluginErrorView<'a> {
+    pub kind: &'static str,
+    pub plugin: &'a str,
+    pub message: &'a str,
 }
 
 #[derive(Serialize)]
@@ -64,6 +83,21 @@ pub fn delivery_view(d: &DeliveryRecord) -> DeliveryView<'_> {
         created_at: rfc3339(d.created_at_ms),
         next_attempt_at: d.next_attempt_at_ms.map(rfc3339),
         attempts: d.attempts.iter().map(attempt_view).collect(),
+        filtered: match (&d.note, d.state) {
+            (Some(n), DeliveryState::Filtered) => Some(NoteView {
+                plugin: &n.plugin,
+                reason: &n.message,
+            }),
+            _ => None,
+        },
+        error: match (&d.note, d.state) {
+            (Some(n), DeliveryState::Failed) => Some(PluginErrorView {
+                kind: "plugin",
+                plugin: &n.plugin,
+                message: &n.message,
+            }),
+            _ => None,
+        },
     }
 }
 

@@ -37,8 +37,82 @@ pub struct Config {
     pub signing: SigningConfig,
     pub delivery: DeliveryConfig,
     pub endpoints: Vec<Endpoint>,
+    pub plugins: Vec<PluginConfig>,
+    /// Plugin chains per trigger, run for every endpoint of that trigger, before the
+    /// endpoint's own chain.
+    pub trigger_plugins: std::collections::BTreeMap<String, Vec<String>>,
     /// Things that are allowed but probably not meant; `check` prints them, `serve` logs them.
     pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The plugins that run for a delivery of `trigger` to `endpoint`, in order.
+    pub fn chain(&self, trigger: &str, endpoint: &Endpoint) -> Vec<String> {
+        let mut chain = self
+            .trigger_plugins
+            .get(trigger)
+            .cloned()
+            .unwrap_or_default();
+        chain.extend(endpoint.plugins.iter().cloned());
+        chain
+    }
+}
+
+/// A `[[plugins]]` entry: a WebAssembly component and how to run it.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    /// Absolute, or relative to the config file's folder, resolved at load time.
+    pub path: PathBuf,
+    /// The `config` table, as key/value text pairs in key order.
+    pub config: Vec<(String, String)>,
+    pub on_error: OnError,
+    /// Hard deadline of one call.
+    pub timeout: Duration,
+    /// Cap on the plugin's linear memory, in bytes.
+    pub memory_limit: usize,
+}
+
+/// What a plugin failure does to the delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// The delivery fails with error kind `plugin`; no HTTP attempt is made.
+    Fail,
+    /// The delivery proceeds as if the plugin were absent.
+    Skip,
+}
+
+/// Default per-call deadline of a plugin.
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default memory cap of a plugin.
+pub const DEFAULT_PLUGIN_MEMORY: usize = 32 << 20;
+/// The largest memory cap a plugin may be given.
+pub const MAX_PLUGIN_MEMORY: usize = 4 << 30;
+
+/// Parses a size such as `32MiB`, `512KiB`, `1GiB`, `64MB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let n: usize = t[..digits].parse().ok()?;
+    let unit = match t[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// Whether a plugin name is well formed: 1-64 characters of `[a-z0-9_-]`.
+pub fn valid_plugin_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +170,8 @@ pub struct Endpoint {
     pub matches: Vec<(String, json::Value)>,
     /// Overrides `[signing]` for this endpoint; previous secrets then do not apply.
     pub secret: Option<Secret>,
+    /// Plugins run for this endpoint's deliveries, after the trigger's chain.
+    pub plugins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -288,6 +364,34 @@ impl Config {
         let allow_private_networks =
             ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
 
+        let plugins = Self::plugins_from_raw(raw.plugins.unwrap_or_default(), ctx, base)?;
+        let known: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+        let check_chain =
+            |list: Spanned<Vec<String>>, key: &str| -> Result<Vec<String>, ConfigError> {
+                let line = ctx.line(&list);
+                let list = list.into_inner();
+                if let Some(unknown) = list.iter().find(|n| !known.contains(n.as_str())) {
+                    return Err(ctx.error(
+                        key,
+                        line,
+                        format!("unknown plugin {unknown:?}: no [[plugins]] entry has this name"),
+                    ));
+                }
+                Ok(list)
+            };
+        let mut trigger_plugins = std::collections::BTreeMap::new();
+        for (trigger, t) in raw.triggers.unwrap_or_default() {
+            let key = format!("triggers.\"{trigger}\".plugins");
+            if !valid_trigger(&trigger) {
+                return Err(ctx.error(
+                    &key,
+                    ctx.line(&t),
+                    format!("{trigger:?} is not a trigger name"),
+                ));
+            }
+            trigger_plugins.insert(trigger, check_chain(t.into_inner().plugins, &key)?);
+        }
+
         let mut endpoints = Vec::new();
         let mut seen = HashSet::new();
         for (i, e) in raw.endpoints.unwrap_or_default().into_iter().enumerate() {
@@ -381,12 +485,17 @@ impl Config {
                     Some(ctx.secret(line, &text, &key("secret"))?)
                 }
             };
+            let plugins = match e.plugins {
+                Some(list) => check_chain(list, &key("plugins"))?,
+                None => Vec::new(),
+            };
             endpoints.push(Endpoint {
                 id,
                 url,
                 triggers,
                 matches,
                 secret,
+                plugins,
             });
         }
         if endpoints.is_empty() {
@@ -423,8 +532,110 @@ impl Config {
                 allow_private_networks,
             },
             endpoints,
+            plugins,
+            trigger_plugins,
             warnings,
         })
+    }
+
+    fn plugins_from_raw(
+        raw: Vec<RawPlugin>,
+        ctx: &Ctx<'_>,
+        base: &Path,
+    ) -> Result<Vec<PluginConfig>, ConfigError> {
+        let mut out: Vec<PluginConfig> = Vec::new();
+        for (i, p) in raw.into_iter().enumerate() {
+            let key = |field: &str| format!("plugins[{i}].{field}");
+            let line = ctx.line(&p.name);
+            let name = p.name.into_inner();
+            if !valid_plugin_name(&name) {
+                return Err(ctx.error(
+                    &key("name"),
+                    line,
+                    format!("{name:?} must be 1-64 characters of a-z, 0-9, '_', '-'"),
+                ));
+            }
+            if out.iter().any(|o| o.name == name) {
+                return Err(ctx.error(
+                    &key("name"),
+                    line,
+                    format!("duplicate plugin name {name:?}"),
+                ));
+            }
+            let (_, path) = ctx.string(Some(p.path), &key("path"))?;
+            let config = match p.config {
+                None => Vec::new(),
+                Some(t) => t
+                    .into_inner()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            toml::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (k, text)
+                    })
+                    .collect(),
+            };
+            let on_error = match p.on_error {
+                None => OnError::Fail,
+                Some(v) => {
+                    let line = ctx.line(&v);
+                    match v.get_ref().as_str() {
+                        "fail" => OnError::Fail,
+                        "skip" => OnError::Skip,
+                        other => {
+                            return Err(ctx.error(
+                                &key("on_error"),
+                                line,
+                                format!("{other:?} must be \"fail\" or \"skip\""),
+                            ));
+                        }
+                    }
+                }
+            };
+            let timeout = match p.timeout {
+                None => DEFAULT_PLUGIN_TIMEOUT,
+                Some(t) => {
+                    let d = ctx.duration(Some(t), &key("timeout"), false)?;
+                    if d > Duration::from_secs(10) {
+                        return Err(ctx.error(
+                            &key("timeout"),
+                            line,
+                            "must be at most 10s: plugins run before every first attempt".into(),
+                        ));
+                    }
+                    d
+                }
+            };
+            let memory_limit = match p.memory_limit {
+                None => DEFAULT_PLUGIN_MEMORY,
+                Some(m) => {
+                    let (line, text) = ctx.string(Some(m), &key("memory_limit"))?;
+                    match parse_size(&text) {
+                        Some(n) if (1 << 20..=MAX_PLUGIN_MEMORY).contains(&n) => n,
+                        _ => {
+                            return Err(ctx.error(
+                                &key("memory_limit"),
+                                line,
+                                format!(
+                                    "{text:?} must be a size between 1MiB and 4GiB, e.g. \"32MiB\""
+                                ),
+                            ));
+                        }
+                    }
+                }
+            };
+            out.push(PluginConfig {
+                name,
+                path: base.join(path),
+                config,
+                on_error,
+                timeout,
+                memory_limit,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -516,6 +727,29 @@ struct RawConfig {
     signing: Option<RawSigning>,
     delivery: Option<RawDelivery>,
     endpoints: Option<Vec<RawEndpoint>>,
+    plugins: Option<Vec<RawPlugin>>,
+    triggers: Option<std::collections::BTreeMap<String, Spanned<RawTrigger>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    #[serde(default)]
+    config: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    on_error: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    memory_limit: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    plugins: Spanned<Vec<String>>,
 }
 
 impl RawConfig {
@@ -529,6 +763,8 @@ impl RawConfig {
             signing: both(self.signing, base.signing, RawSigning::over),
             delivery: both(self.delivery, base.delivery, RawDelivery::over),
             endpoints: self.endpoints,
+            plugins: self.plugins,
+            triggers: self.triggers,
         }
     }
 }
@@ -543,6 +779,8 @@ struct RawEndpoint {
     matches: Option<Spanned<toml::Table>>,
     #[serde(default)]
     secret: Option<Spanned<String>>,
+    #[serde(default)]
+    plugins: Option<Spanned<Vec<String>>>,
 }
 
 /// What validation needs to phrase an error: the user's text (for line numbers), the file name
@@ -882,6 +1120,53 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.key, "endpoints[0].match.trigger");
+    }
+
+    #[test]
+    fn plugins_and_chains() {
+        let text = minimal(
+            "[[plugins]]\nname = \"only\"\npath = \"p/only.wasm\"\nconfig = { event_types = \"a,b\", n = 3 }\non_error = \"skip\"\ntimeout = \"20ms\"\nmemory_limit = \"8MiB\"\n\
+             [triggers.\"bot.state_change\"]\nplugins = [\"only\"]\n\
+             [[endpoints]]\nid = \"e\"\nurl = \"https://a.example/\"\ntriggers = [\"*\"]\nplugins = [\"only\"]\n",
+        );
+        let c = parse(&text).unwrap();
+        let p = &c.plugins[0];
+        assert_eq!(p.path, Path::new("/etc/hookgate/p/only.wasm"));
+        assert_eq!(
+            p.config,
+            vec![
+                ("event_types".into(), "a,b".into()),
+                ("n".into(), "3".into())
+            ]
+        );
+        assert_eq!(
+            (p.on_error, p.timeout, p.memory_limit),
+            (OnError::Skip, Duration::from_millis(20), 8 << 20)
+        );
+        assert_eq!(
+            c.chain("bot.state_change", &c.endpoints[0]),
+            ["only", "only"]
+        );
+        assert_eq!(c.chain("other", &c.endpoints[0]), ["only"]);
+
+        let e = parse(
+            &text
+                .replace("plugins = [\"only\"]\n\n", "plugins = [\"nope\"]\n\n")
+                .replace(
+                    "[triggers.\"bot.state_change\"]\nplugins = [\"only\"]",
+                    "[triggers.\"bot.state_change\"]\nplugins = [\"nope\"]",
+                ),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("unknown plugin \"nope\""), "{e}");
+        assert_eq!(e.key, "triggers.\"bot.state_change\".plugins");
+        let e = parse(&text.replace("\"8MiB\"", "\"lots\"")).unwrap_err();
+        assert_eq!(e.key, "plugins[0].memory_limit");
+        let e = parse(&text.replace("\"skip\"", "\"ignore\"")).unwrap_err();
+        assert_eq!(e.key, "plugins[0].on_error");
+        assert_eq!(parse_size("32MiB"), Some(32 << 20));
+        assert_eq!(parse_size("2 GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("12 parsecs"), None);
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //! signing recipes (that is `sign`). It calls them in order:
 //!
 //! ```text
-//! store.scan_due → envelope → sign → deliver.send → decide (retry math) → store.record_attempt
+//! store.scan_due → envelope → plugin chain (first attempt only) → sign → deliver.send
+//!     → decide (retry math) → store.record_attempt
 //! ```
+//!
+//! The plugin chain's result is stored with the first attempt, so every retry sends and signs
+//! the same bytes; a drop or a plugin failure settles the delivery without an attempt.
 //!
 //! **Invariant:** nothing about pending work lives only in memory. The scheduler re-reads the
 //! due index each round; the in-memory state is just which deliveries are in flight right now.
@@ -26,10 +30,11 @@ use uuid::Uuid;
 use crate::config::{Config, Endpoint};
 use crate::deliver::{Deliverer, Outcome, Policy};
 use crate::json;
-use crate::model::{AttemptError, AttemptRecord, DeliveryState, ErrorKind, now_ms};
+use crate::model::{AttemptError, AttemptRecord, DeliveryState, ErrorKind, PluginNote, now_ms};
+use crate::plugin::{CallInput, ChainOutcome, PluginHost};
 use crate::retry::RetryPolicy;
 use crate::sign;
-use crate::store::{DueItem, Next, Store};
+use crate::store::{DueItem, Next, Prepared, Store};
 
 /// The longest the scheduler sleeps without looking at the due index. Wake-ups come from
 /// ingest and from finished attempts; this bound is only a safety net.
@@ -51,6 +56,7 @@ struct Ctx {
     store: Store,
     deliverer: Deliverer,
     endpoints: HashMap<String, Endpoint>,
+    plugins: Option<Arc<PluginHost>>,
     in_flight: Mutex<InFlight>,
     /// Signalled by ingest after a commit and by every finished attempt.
     wake: Arc<Notify>,
@@ -85,6 +91,7 @@ impl Drop for Slot {
 pub async fn run(
     config: Arc<Config>,
     store: Store,
+    plugins: Option<Arc<PluginHost>>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -103,6 +110,7 @@ pub async fn run(
         store,
         deliverer,
         endpoints,
+        plugins,
         in_flight: Mutex::new(InFlight::default()),
         wake,
     });
@@ -208,6 +216,7 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
     }
     let number = delivery.attempts.len() as u32 + 1;
     let started_at_ms = now_ms();
+    let mut prepared = None;
     let outcome = match ctx.endpoints.get(&delivery.endpoint_id) {
         None => Outcome {
             status_code: None,
@@ -222,30 +231,67 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
             duration: Duration::ZERO,
             retry_after: None,
         },
-        Some(endpoint) => match envelope(&event.payload, delivery.idempotency_key) {
-            Ok(body) => {
-                let signing = &ctx.config.signing;
-                let (secret, previous) = match &endpoint.secret {
-                    Some(s) => (s, &[][..]),
-                    None => (&signing.secret, signing.previous_secrets.as_slice()),
-                };
-                let key = delivery.idempotency_key.to_string();
-                let signed = sign::sign(
-                    secret,
-                    previous,
-                    &key,
-                    (started_at_ms / 1000) as i64,
-                    body.as_bytes(),
-                );
-                ctx.deliverer
-                    .send(&endpoint.url, &signed.pairs(), body.into_bytes())
-                    .await
-            }
-            Err(e) => {
-                tracing::error!(delivery_id = %id, error = %e, "stored event payload is unreadable");
-                return;
-            }
-        },
+        Some(endpoint) => {
+            let envelope = match envelope(&event.payload, delivery.idempotency_key) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(delivery_id = %id, error = %e, "stored event payload is unreadable");
+                    return;
+                }
+            };
+            let body = if delivery.prepared {
+                delivery.body.clone().unwrap_or(envelope)
+            } else {
+                let chain = ctx.config.chain(&delivery.trigger, endpoint);
+                match (&ctx.plugins, chain.is_empty()) {
+                    (_, true) | (None, _) => envelope,
+                    (Some(host), false) => {
+                        let input = CallInput {
+                            trigger: delivery.trigger.clone(),
+                            event_id: delivery.event_id.to_string(),
+                            endpoint_id: delivery.endpoint_id.clone(),
+                            envelope: envelope.clone(),
+                            max_body_bytes: ctx.config.server.max_body_bytes,
+                        };
+                        match host.run_chain(chain, input).await {
+                            ChainOutcome::Deliver { body } => {
+                                prepared = Some(Prepared { body: body.clone() });
+                                body.unwrap_or(envelope)
+                            }
+                            ChainOutcome::Filtered { plugin, reason } => {
+                                let note = PluginNote {
+                                    plugin,
+                                    message: reason,
+                                };
+                                settle(&ctx, id, DeliveryState::Filtered, note).await;
+                                return;
+                            }
+                            ChainOutcome::Failed { plugin, message } => {
+                                let note = PluginNote { plugin, message };
+                                settle(&ctx, id, DeliveryState::Failed, note).await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            let signing = &ctx.config.signing;
+            let (secret, previous) = match &endpoint.secret {
+                Some(s) => (s, &[][..]),
+                None => (&signing.secret, signing.previous_secrets.as_slice()),
+            };
+            let key = delivery.idempotency_key.to_string();
+            let signed = sign::sign(
+                secret,
+                previous,
+                &key,
+                (started_at_ms / 1000) as i64,
+                body.as_bytes(),
+            );
+            ctx.deliverer
+                .send(&endpoint.url, &signed.pairs(), body.into_bytes())
+                .await
+        }
     };
     let next = decide(
         &ctx.config.delivery.retry,
@@ -277,9 +323,18 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
         error: outcome.error,
         response_body: outcome.response_body,
     };
-    if let Err(e) = ctx.store.record_attempt(id, record, next).await {
+    if let Err(e) = ctx.store.record_attempt(id, record, next, prepared).await {
         // The due entry is unchanged, so the delivery is attempted again: at worst a duplicate.
         tracing::error!(delivery_id = %id, error = %e, "cannot record an attempt");
+    }
+}
+
+/// Ends a delivery without an attempt because of its plugin chain.
+async fn settle(ctx: &Ctx, id: Uuid, state: DeliveryState, note: PluginNote) {
+    tracing::info!(delivery_id = %id, plugin = %note.plugin, state = state.as_str(), reason = %note.message, "delivery settled by a plugin");
+    if let Err(e) = ctx.store.settle(id, state, note).await {
+        // Still due: the chain runs again on the next round.
+        tracing::error!(delivery_id = %id, error = %e, "cannot record a plugin outcome");
     }
 }
 

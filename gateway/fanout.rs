@@ -48,6 +48,7 @@ mod tests {
                 .map(|b| vec![("bot_id".to_string(), Value::String(b.into()))])
                 .unwrap_or_default(),
             secret: None,
+            plugins: Vec::new(),
         }
     }
 

@@ -138,6 +138,9 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             created_at_ms: now,
             next_attempt_at_ms: Some(now),
             attempts: Vec::new(),
+            prepared: false,
+            body: None,
+            note: None,
         })
         .collect();
     let claim = idempotency_key.map(|key| IdempotencyClaim {

@@ -7,6 +7,7 @@
 //! - `dispatch` — the only module that knows the stage order: due → sign → deliver → record.
 //! - `sign` — pure signature recipes.
 //! - `deliver` — the only outbound HTTP; SSRF guard; classification of failures.
+//! - `plugin` — the only module that imports `wasmtime`; sandboxed filter/transform chains.
 //! - `retry` — pure retry timing.
 //!
 //! Supporting modules: `config` (TOML → validated `Config`), `json` (strict parser and canonical
@@ -16,7 +17,7 @@
 //! The entry point is [`run`]: it takes a bound listener, a validated config and a shutdown
 //! future, so tests run the real gateway on `127.0.0.1:0` in-process.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod model;
+pub mod plugin;
 pub mod retry;
 pub mod sign;
 pub mod store;
@@ -53,15 +55,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (store, writer) = store::Store::open(&config.server.data_dir)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    let plugins = load_plugins(&config).await?;
+    let (store, writer) = store::Store::open(&config.server.data_dir)?;
     let wake = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(dispatch::run(
         config.clone(),
         store.clone(),
+        plugins,
         wake.clone(),
         stop.clone(),
     ));
@@ -93,4 +97,18 @@ pub async fn run(
     dispatched??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Compiles (or loads from the cache) every configured plugin, off the async runtime: Cranelift
+/// takes a while on a cold cache.
+pub async fn load_plugins(config: &Arc<Config>) -> anyhow::Result<Option<Arc<plugin::PluginHost>>> {
+    if config.plugins.is_empty() {
+        return Ok(None);
+    }
+    let c = config.clone();
+    let host = tokio::task::spawn_blocking(move || {
+        plugin::PluginHost::load(&c.plugins, &c.server.data_dir)
+    })
+    .await??;
+    Ok(Some(Arc::new(host)))
 }

@@ -41,6 +41,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config, &env) {
             Ok(c) => {
+                // Plugins are compiled and matched against the WIT world too, so a missing or
+                // incompatible component fails here, naming the plugin.
+                if !c.plugins.is_empty() {
+                    if let Err(e) =
+                        hookgate::plugin::PluginHost::load(&c.plugins, &c.server.data_dir)
+                    {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
                 print_summary(&c);
                 ExitCode::SUCCESS
             }
@@ -145,10 +155,30 @@ fn print_summary(c: &Config) {
                 .collect();
             format!(" [match {}]", m.join(", "))
         };
+        let chain = if e.plugins.is_empty() {
+            String::new()
+        } else {
+            format!(" plugins: {}", e.plugins.join(" -> "))
+        };
         println!(
-            "    {} -> {} triggers: {}{}",
-            e.id, e.url, e.triggers, scope
+            "    {} -> {} triggers: {}{}{}",
+            e.id, e.url, e.triggers, scope, chain
         );
+    }
+    if !c.plugins.is_empty() {
+        println!("  plugins ({}):", c.plugins.len());
+        for p in &c.plugins {
+            let mib = p.memory_limit >> 20;
+            println!(
+                "    {} <- {} (timeout {:?}, memory {mib} MiB)",
+                p.name,
+                p.path.display(),
+                p.timeout
+            );
+        }
+        for (trigger, chain) in &c.trigger_plugins {
+            println!("    trigger {trigger}: {}", chain.join(" -> "));
+        }
     }
     for w in &c.warnings {
         println!("warning: {w}");

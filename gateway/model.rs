@@ -26,8 +26,11 @@ pub enum DeliveryState {
     /// Waiting for its next attempt at `next_attempt_at`.
     Pending,
     Succeeded,
-    /// Out of attempts, or failed permanently (a blocked address, a gone endpoint).
+    /// Out of attempts, or failed permanently (a blocked address, a gone endpoint, a plugin
+    /// error).
     Failed,
+    /// A plugin dropped it; nothing was sent. The note says which plugin and why.
+    Filtered,
 }
 
 impl DeliveryState {
@@ -36,6 +39,7 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Succeeded => "succeeded",
             DeliveryState::Failed => "failed",
+            DeliveryState::Filtered => "filtered",
         }
     }
 }
@@ -55,6 +59,24 @@ pub struct DeliveryRecord {
     /// Set exactly when `state` is `Pending`; the store's due index is keyed by it.
     pub next_attempt_at_ms: Option<u64>,
     pub attempts: Vec<AttemptRecord>,
+    /// Whether the plugin chain has run (it runs once, before the first attempt).
+    #[serde(default)]
+    pub prepared: bool,
+    /// The body a transform produced (canonical JSON). `None`: the envelope is sent as is.
+    /// Stored so every retry sends and signs the same bytes.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Why the delivery ended without an attempt: filtered, or failed in a plugin.
+    #[serde(default)]
+    pub note: Option<PluginNote>,
+}
+
+/// A plugin's verdict that ended a delivery before any attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PluginNote {
+    pub plugin: String,
+    /// The drop reason (state `filtered`) or the error message (state `failed`).
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,6 +113,8 @@ pub enum ErrorKind {
     Request,
     /// The endpoint no longer exists in the configuration. Never retried.
     EndpointGone,
+    /// A plugin trapped, ran out of time or memory, returned an error or an invalid body.
+    Plugin,
 }
 
 impl ErrorKind {
@@ -102,12 +126,16 @@ impl ErrorKind {
             ErrorKind::Blocked => "blocked",
             ErrorKind::Request => "request",
             ErrorKind::EndpointGone => "endpoint_gone",
+            ErrorKind::Plugin => "plugin",
         }
     }
 
     /// Whether another attempt could succeed where this one failed.
     pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorKind::Blocked | ErrorKind::EndpointGone)
+        !matches!(
+            self,
+            ErrorKind::Blocked | ErrorKind::EndpointGone | ErrorKind::Plugin
+        )
     }
 }
 

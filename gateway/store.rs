@@ -28,7 +28,7 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord};
+use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord, PluginNote};
 
 /// Events by id (UUIDv7 as u128, so the table is in arrival order) → JSON `EventRecord`.
 const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
@@ -138,8 +138,22 @@ enum Op {
         delivery_id: Uuid,
         attempt: AttemptRecord,
         next: Next,
+        prepared: Option<Prepared>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    Settle {
+        delivery_id: Uuid,
+        state: DeliveryState,
+        note: PluginNote,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The plugin chain's result, stored with the first attempt so retries reuse it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The transformed body, or `None` when every plugin kept the envelope.
+    pub body: Option<String>,
 }
 
 /// A cheap, cloneable handle to the database and its writer thread.
@@ -215,12 +229,14 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Appends an attempt to a delivery and moves it to its next state, durably.
+    /// Appends an attempt to a delivery and moves it to its next state, durably. `prepared`
+    /// stores the plugin chain's result along with the delivery's first attempt.
     pub async fn record_attempt(
         &self,
         delivery_id: Uuid,
         attempt: AttemptRecord,
         next: Next,
+        prepared: Option<Prepared>,
     ) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
@@ -228,6 +244,27 @@ impl Store {
                 delivery_id,
                 attempt,
                 next,
+                prepared,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Ends a pending delivery without an attempt (`filtered`, or `failed` in a plugin).
+    pub async fn settle(
+        &self,
+        delivery_id: Uuid,
+        state: DeliveryState,
+        note: PluginNote,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Op::Settle {
+                delivery_id,
+                state,
+                note,
                 reply,
             })
             .await
@@ -498,7 +535,9 @@ fn apply_batch(
             if failure.is_some() {
                 match op {
                     Op::Ingest(_, tx) => replies.push(Reply::Ingest(tx, IngestOutcome::KeyReused)),
-                    Op::Attempt { reply, .. } => replies.push(Reply::Attempt(reply, Ok(()))),
+                    Op::Attempt { reply, .. } | Op::Settle { reply, .. } => {
+                        replies.push(Reply::Attempt(reply, Ok(())))
+                    }
                 }
                 continue;
             }
@@ -520,18 +559,53 @@ fn apply_batch(
                         }
                     }
                 }
+                Op::Settle {
+                    delivery_id,
+                    state,
+                    note,
+                    reply,
+                } => {
+                    let change = |d: &mut DeliveryRecord| {
+                        d.state = state;
+                        d.next_attempt_at_ms = None;
+                        d.prepared = true;
+                        d.note = Some(note);
+                    };
+                    match update_delivery(&mut deliveries, &mut due, delivery_id, change) {
+                        Ok(r) => replies.push(Reply::Attempt(reply, r)),
+                        Err(e) => {
+                            replies.push(Reply::Attempt(reply, Ok(())));
+                            failure = Some(e);
+                        }
+                    }
+                }
                 Op::Attempt {
                     delivery_id,
                     attempt,
                     next,
+                    prepared,
                     reply,
-                } => match apply_attempt(&mut deliveries, &mut due, delivery_id, attempt, next) {
-                    Ok(r) => replies.push(Reply::Attempt(reply, r)),
-                    Err(e) => {
-                        replies.push(Reply::Attempt(reply, Ok(())));
-                        failure = Some(e);
+                } => {
+                    let change = |d: &mut DeliveryRecord| {
+                        if let Some(p) = prepared {
+                            d.prepared = true;
+                            d.body = p.body;
+                        }
+                        d.attempts.push(attempt);
+                        (d.state, d.next_attempt_at_ms) = match next {
+                            Next::RetryAt(at) => (DeliveryState::Pending, Some(at)),
+                            Next::Succeeded => (DeliveryState::Succeeded, None),
+                            Next::Failed => (DeliveryState::Failed, None),
+                        };
+                    };
+                    match update_delivery(&mut deliveries, &mut due, delivery_id, change) {
+                        Ok(r) => replies.push(Reply::Attempt(reply, r)),
+                        Err(e) => {
+                            replies.push(Reply::Attempt(reply, Ok(())));
+                            failure = Some(e);
+                        }
                     }
-                },
+                }
             }
         }
         if let Some(e) = failure {
@@ -605,14 +679,14 @@ fn apply_ingest(
     })
 }
 
+/// Changes one delivery and keeps the due index in step with it (the module's invariant).
 /// The outer `Result` is a storage failure (abandon the batch); the inner one is this
 /// operation's own answer.
-fn apply_attempt(
+fn update_delivery(
     deliveries: &mut Table<'_, u128, &[u8]>,
     due: &mut Table<'_, (&str, u64, u128), ()>,
     id: Uuid,
-    attempt: AttemptRecord,
-    next: Next,
+    change: impl FnOnce(&mut DeliveryRecord),
 ) -> Result<Result<(), StoreError>, StoreError> {
     let Some(raw) = deliveries.get(id.as_u128()).map_err(storage)? else {
         return Ok(Err(StoreError::Corrupt(format!(
@@ -628,22 +702,10 @@ fn apply_attempt(
         due.remove((d.endpoint_id.as_str(), at, id.as_u128()))
             .map_err(storage)?;
     }
-    d.attempts.push(attempt);
-    match next {
-        Next::RetryAt(at) => {
-            d.state = DeliveryState::Pending;
-            d.next_attempt_at_ms = Some(at);
-            due.insert((d.endpoint_id.as_str(), at, id.as_u128()), ())
-                .map_err(storage)?;
-        }
-        Next::Succeeded | Next::Failed => {
-            d.state = if next == Next::Succeeded {
-                DeliveryState::Succeeded
-            } else {
-                DeliveryState::Failed
-            };
-            d.next_attempt_at_ms = None;
-        }
+    change(&mut d);
+    if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+        due.insert((d.endpoint_id.as_str(), at, id.as_u128()), ())
+            .map_err(storage)?;
     }
     deliveries
         .insert(id.as_u128(), to_json(&d).as_slice())
@@ -697,6 +759,9 @@ mod tests {
             created_at_ms: at,
             next_attempt_at_ms: Some(at),
             attempts: vec![],
+            prepared: false,
+            body: None,
+            note: None,
         }
     }
 
@@ -754,7 +819,7 @@ mod tests {
         assert_eq!(ids, [ds[3].id, ds[4].id]);
         // Recording a retry moves the due entry; success removes it.
         store
-            .record_attempt(b_id, attempt(1), Next::RetryAt(9_000))
+            .record_attempt(b_id, attempt(1), Next::RetryAt(9_000), None)
             .await
             .unwrap();
         let d = store.delivery(b_id).await.unwrap().unwrap();
@@ -763,7 +828,7 @@ mod tests {
             (DeliveryState::Pending, Some(9_000), 1)
         );
         store
-            .record_attempt(b_id, attempt(2), Next::Succeeded)
+            .record_attempt(b_id, attempt(2), Next::Succeeded, None)
             .await
             .unwrap();
         let d = store.delivery(b_id).await.unwrap().unwrap();

@@ -12,5 +12,7 @@ mod delivery;
 mod ingest;
 /// kill -9 and SIGTERM with the real binary.
 mod lifecycle;
+/// Example plugins through the pipeline, hostile guests, the compile cache.
+mod plugins;
 /// Module headers and stage boundaries.
 mod tidy;

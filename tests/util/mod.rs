@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod receiver;
+pub mod wasm;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,12 @@
+//! The single `bindgen!` of the plugin WIT (`wit/hookgate.wit`), and nothing else.
+//!
+//! Owns: the generated types. Only `plugin/` sees them; the rest of the gateway gets domain
+//! types from `plugin::mod`.
+//! Must not touch: engine setup, limits or the cache.
+
+wasmtime::component::bindgen!({
+    path: "wit",
+    world: "plugin",
+});
+
+pub use hookgate::plugin::host::Level;
