@@ -419,3 +419,15 @@ async fn bad_plugins_fail_at_load_naming_the_plugin() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("plugin \"garbage\""), "{stderr}");
 }
+
+/// The shipped plugin example config is valid and its plugins load.
+#[tokio::test]
+async fn plugins_example_config_loads() {
+    wasm::plugin("only_event_types"); // builds the plugins
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = hookgate::Config::load(&root.join("config/plugins-example.toml"), &|_| None).unwrap();
+    assert_eq!(c.plugins.len(), 3);
+    let dir = temp_dir();
+    let host = PluginHost::load(&c.plugins, dir.path()).unwrap();
+    assert_eq!(host.sources().len(), 3);
+}

@@ -64,3 +64,18 @@ fn crates_stay_inside_their_stage() {
         }
     }
 }
+
+/// `unsafe` is denied crate-wide; the one allowed use (loading our own compiled-plugin cache)
+/// stays in `plugin/cache.rs`, next to its SAFETY comment.
+#[test]
+fn unsafe_only_in_the_plugin_cache() {
+    for (rel, text) in gateway_sources() {
+        let uses = text.lines().any(|l| {
+            let l = l.trim_start();
+            !l.starts_with("//") && (l.contains("unsafe {") || l.contains("allow(unsafe_code)"))
+        });
+        assert!(!uses || rel == "plugin/cache.rs", "gateway/{rel} uses unsafe");
+    }
+    let cache = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway/plugin/cache.rs")).unwrap();
+    assert!(cache.contains("// SAFETY:"), "the unsafe block must carry a SAFETY comment");
+}
