@@ -18,9 +18,8 @@ fn main() {
         "concurrency", "requests", "req/s", "p50 ms", "p99 ms", "events/commit"
     );
     for (concurrency, requests) in [(1, 300), (16, 3000), (64, 6000), (256, 10000)] {
-        let mut runs: Vec<(f64, f64, f64, f64)> = (0..RUNS)
-            .map(|_| rt.block_on(run_once(concurrency, requests)))
-            .collect();
+        let mut runs: Vec<(f64, f64, f64, f64)> =
+            (0..RUNS).map(|_| rt.block_on(run_once(concurrency, requests))).collect();
         let median = |f: fn(&(f64, f64, f64, f64)) -> f64, runs: &mut Vec<(f64, f64, f64, f64)>| {
             let mut v: Vec<f64> = runs.iter().map(f).collect();
             v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -84,26 +83,12 @@ async fn run_once(concurrency: usize, requests: usize) -> (f64, f64, f64, f64) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
-    let health: serde_json::Value = serde_json::from_str(
-        &http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let health: serde_json::Value =
+        serde_json::from_str(&http.get(format!("{base}/healthz")).send().await.unwrap().text().await.unwrap()).unwrap();
     let commits = health["store"]["commits"].as_f64().unwrap().max(1.0);
     let ops = health["store"]["operations"].as_f64().unwrap();
     let _ = stop.send(());
     gw.await.unwrap().unwrap();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (
-        lat.len() as f64 / elapsed,
-        ms(lat[lat.len() / 2]),
-        ms(lat[lat.len() * 99 / 100]),
-        ops / commits,
-    )
+    (lat.len() as f64 / elapsed, ms(lat[lat.len() / 2]), ms(lat[lat.len() * 99 / 100]), ops / commits)
 }

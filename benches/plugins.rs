@@ -31,26 +31,16 @@ fn main() {
     let host = Arc::new(
         PluginHost::load(
             &[
-                cfg(
-                    "filter",
-                    "only_event_types",
-                    vec![("event_types".into(), "post_processing_completed".into())],
-                ),
+                cfg("filter", "only_event_types", vec![("event_types".into(), "post_processing_completed".into())]),
                 cfg("recall", "recall_envelope", vec![]),
-                cfg(
-                    "redact",
-                    "redact",
-                    vec![("pointers".into(), "/data/transcription/words".into())],
-                ),
+                cfg("redact", "redact", vec![("pointers".into(), "/data/transcription/words".into())]),
             ],
             dir.path(),
         )
         .unwrap(),
     );
     let state_change = r#"{"bot_id":"bot_3hfP6n8Qx2LmZk9a","bot_metadata":{"customer":"Zoë Müller","ticket":"42"},"data":{"created_at":"2025-07-15T14:30:45.123456+00:00","event_metadata":null,"event_sub_type":null,"event_type":"post_processing_completed","new_state":"ended","old_state":"post_processing"},"idempotency_key":"3f0c8a52-9a4e-4c1e-8a57-6c2d1b7e9f10","trigger":"bot.state_change"}"#;
-    let words: Vec<String> = (0..20)
-        .map(|i| format!(r#"{{"word":"w{i}","start":{i}.5,"end":{i}.9}}"#))
-        .collect();
+    let words: Vec<String> = (0..20).map(|i| format!(r#"{{"word":"w{i}","start":{i}.5,"end":{i}.9}}"#)).collect();
     let transcript = format!(
         r#"{{"bot_id":"bot_x","bot_metadata":{{"team":"a"}},"data":{{"speaker_name":"Ana","timestamp_ms":1700000000123,"transcription":{{"transcript":"hello world","words":[{}]}}}},"idempotency_key":"9b1d2c3e-0000-4000-8000-000000000001","trigger":"transcript.update"}}"#,
         words.join(",")
@@ -63,28 +53,13 @@ fn main() {
         max_body_bytes: 262_144,
     };
     let cases = [
-        (
-            "filter: only_event_types",
-            "filter",
-            input("bot.state_change", state_change),
-        ),
-        (
-            "transform: recall_envelope",
-            "recall",
-            input("bot.state_change", state_change),
-        ),
-        (
-            "transform: redact (1 KB)",
-            "redact",
-            input("transcript.update", &transcript),
-        ),
+        ("filter: only_event_types", "filter", input("bot.state_change", state_change)),
+        ("transform: recall_envelope", "recall", input("bot.state_change", state_change)),
+        ("transform: redact (1 KB)", "redact", input("transcript.update", &transcript)),
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!("Hookgate plugin benchmark: {CALLS} calls x {RUNS} runs, median µs per call");
-    println!(
-        "{:<28} {:>8} {:>10} {:>12}",
-        "plugin", "bytes in", "direct", "async chain"
-    );
+    println!("{:<28} {:>8} {:>10} {:>12}", "plugin", "bytes in", "direct", "async chain");
     for (label, name, input) in &cases {
         let mut direct = Vec::new();
         let mut chained = Vec::new();
@@ -104,11 +79,6 @@ fn main() {
         }
         direct.sort_by(|a, b| a.partial_cmp(b).unwrap());
         chained.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!(
-            "{label:<28} {:>8} {:>10.1} {:>12.1}",
-            input.envelope.len(),
-            direct[RUNS / 2],
-            chained[RUNS / 2]
-        );
+        println!("{label:<28} {:>8} {:>10.1} {:>12.1}", input.envelope.len(), direct[RUNS / 2], chained[RUNS / 2]);
     }
 }

@@ -4,15 +4,20 @@
 //! times, stable field names).
 //! Must not touch: writes of any kind. It reads through `store` and renders.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::config::{Endpoint, Origin, Triggers};
+use crate::dispatch::ResendError;
 use crate::http::{ApiError, AppState, json_response};
+use crate::json;
 use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord, rfc3339};
+use crate::model::{now_ms, parse_time};
+use crate::store::DeliveryQuery;
 
 #[derive(Serialize)]
 pub struct EventView<'a> {
@@ -64,6 +69,8 @@ pub struct AttemptView<'a> {
     pub status_code: Option<u16>,
     pub error: Option<ErrorView<'a>>,
     pub response_body: &'a str,
+    /// Made by a resend request rather than the retry schedule.
+    pub manual: bool,
 }
 
 #[derive(Serialize)]
@@ -84,18 +91,13 @@ pub fn delivery_view(d: &DeliveryRecord) -> DeliveryView<'_> {
         next_attempt_at: d.next_attempt_at_ms.map(rfc3339),
         attempts: d.attempts.iter().map(attempt_view).collect(),
         filtered: match (&d.note, d.state) {
-            (Some(n), DeliveryState::Filtered) => Some(NoteView {
-                plugin: &n.plugin,
-                reason: &n.message,
-            }),
+            (Some(n), DeliveryState::Filtered) => Some(NoteView { plugin: &n.plugin, reason: &n.message }),
             _ => None,
         },
         error: match (&d.note, d.state) {
-            (Some(n), DeliveryState::Failed) => Some(PluginErrorView {
-                kind: "plugin",
-                plugin: &n.plugin,
-                message: &n.message,
-            }),
+            (Some(n), DeliveryState::Failed) => {
+                Some(PluginErrorView { kind: "plugin", plugin: &n.plugin, message: &n.message })
+            }
             _ => None,
         },
     }
@@ -107,21 +109,15 @@ fn attempt_view(a: &AttemptRecord) -> AttemptView<'_> {
         started_at: rfc3339(a.started_at_ms),
         duration_ms: a.duration_ms,
         status_code: a.status_code,
-        error: a.error.as_ref().map(|e| ErrorView {
-            kind: e.kind.as_str(),
-            message: &e.message,
-        }),
+        error: a.error.as_ref().map(|e| ErrorView { kind: e.kind.as_str(), message: &e.message }),
         response_body: &a.response_body,
+        manual: a.manual,
     }
 }
 
 fn event_view(e: &EventRecord) -> Result<EventView<'_>, ApiError> {
     let payload: &RawValue = serde_json::from_str(&e.payload).map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "corrupt_record",
-            "the stored event is unreadable",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_record", "the stored event is unreadable")
     })?;
     Ok(EventView {
         id: e.id,
@@ -133,8 +129,7 @@ fn event_view(e: &EventRecord) -> Result<EventView<'_>, ApiError> {
 }
 
 fn parse_id(kind: &str, text: &str) -> Result<Uuid, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::not_found(format!("no {kind} with id {text:?}")))
+    text.parse().map_err(|_| ApiError::not_found(format!("no {kind} with id {text:?}")))
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -142,11 +137,7 @@ fn to_json<T: Serialize>(v: &T) -> String {
 }
 
 /// `GET /v1/events/{id}`: `{"event": {...}, "deliveries": [...]}`.
-pub async fn get_event(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub async fn get_event(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         st.admin_tokens.check(&headers)?;
         let id = parse_id("event", &id)?;
@@ -156,20 +147,13 @@ pub async fn get_event(
             .await
             .map_err(|e| ApiError::store(&e))?
             .ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))?;
-        let deliveries = st
-            .store
-            .deliveries(event.delivery_ids.clone())
-            .await
-            .map_err(|e| ApiError::store(&e))?;
+        let deliveries = st.store.deliveries(event.delivery_ids.clone()).await.map_err(|e| ApiError::store(&e))?;
         #[derive(Serialize)]
         struct Body<'a> {
             event: EventView<'a>,
             deliveries: Vec<DeliveryView<'a>>,
         }
-        let body = Body {
-            event: event_view(&event)?,
-            deliveries: deliveries.iter().map(delivery_view).collect(),
-        };
+        let body = Body { event: event_view(&event)?, deliveries: deliveries.iter().map(delivery_view).collect() };
         Ok::<_, ApiError>(json_response(StatusCode::OK, to_json(&body)))
     }
     .await;
@@ -177,24 +161,47 @@ pub async fn get_event(
 }
 
 /// `GET /v1/deliveries/{id}`: the delivery with its attempts.
-pub async fn get_delivery(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub async fn get_delivery(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         st.admin_tokens.check(&headers)?;
         let id = parse_id("delivery", &id)?;
-        let d = st
-            .store
-            .delivery(id)
-            .await
-            .map_err(|e| ApiError::store(&e))?
-            .ok_or_else(|| ApiError::not_found(format!("no delivery with id {id}")))?;
-        Ok::<_, ApiError>(json_response(StatusCode::OK, to_json(&delivery_view(&d))))
+        detail_response(&st, id).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A delivery with everything the log shows about it: the exact body sent (the stored
+/// transform, or the canonical envelope), the endpoint's URL and the event's resource fields.
+async fn detail_response(st: &AppState, id: Uuid) -> Result<Response, ApiError> {
+    let (d, event) = st
+        .store
+        .delivery_with_event(id)
+        .await
+        .map_err(|e| ApiError::store(&e))?
+        .ok_or_else(|| ApiError::not_found(format!("no delivery with id {id}")))?;
+    let body = match (&d.body, d.state) {
+        (Some(b), _) => Some(b.clone()),
+        (None, DeliveryState::Filtered) => None,
+        (None, _) => crate::dispatch::envelope(&event.payload, d.idempotency_key).ok(),
+    };
+    let body: Option<Box<RawValue>> = body.and_then(|b| RawValue::from_string(b).ok());
+    #[derive(Serialize)]
+    struct Detail<'a> {
+        #[serde(flatten)]
+        delivery: DeliveryView<'a>,
+        url: Option<String>,
+        resource: serde_json::Map<String, serde_json::Value>,
+        /// The exact bytes sent (or to be sent), as JSON; null for a filtered delivery.
+        body: Option<Box<RawValue>>,
+    }
+    let detail = Detail {
+        delivery: delivery_view(&d),
+        url: st.endpoints.get(&d.endpoint_id).map(|e| e.url.to_string()),
+        resource: resource_map(&d),
+        body,
+    };
+    Ok(json_response(StatusCode::OK, to_json(&detail)))
 }
 
 /// `GET /healthz`: 200 while the store answers reads, 503 otherwise.
@@ -218,4 +225,346 @@ pub async fn health(State(st): State<AppState>) -> Response {
             serde_json::json!({ "status": "unavailable", "error": e.to_string() }).to_string(),
         ),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery log: listing, resend.
+
+/// The largest page `GET /v1/deliveries` returns.
+pub const MAX_PAGE: usize = 200;
+const DEFAULT_PAGE: usize = 50;
+
+/// At most this many deliveries are queued by one bulk resend; the answer says if more remain.
+const MAX_BULK_RESEND: usize = 10_000;
+
+/// Query parameters with a meaning of their own; any other parameter filters on a resource
+/// field of the event (`bot_id=bot_123`).
+const LIST_PARAMS: &[&str] = &["state", "endpoint_id", "trigger", "since", "until", "limit", "cursor"];
+
+#[derive(Serialize)]
+pub struct DeliverySummary<'a> {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub endpoint_id: &'a str,
+    pub trigger: &'a str,
+    pub state: &'static str,
+    pub created_at: String,
+    pub next_attempt_at: Option<String>,
+    pub attempt_count: usize,
+    pub last_attempt: Option<LastAttempt<'a>>,
+    /// The event's scalar resource fields (`bot_id`, ...).
+    pub resource: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct LastAttempt<'a> {
+    pub started_at: String,
+    pub status_code: Option<u16>,
+    pub error_kind: Option<&'static str>,
+    pub manual: bool,
+    #[serde(skip)]
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+fn resource_map(d: &DeliveryRecord) -> serde_json::Map<String, serde_json::Value> {
+    // Values are canonical JSON scalars; strings and booleans round-trip through serde_json
+    // exactly, and numbers that do not are shown as their text.
+    d.resource
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.clone()))))
+        .collect()
+}
+
+fn summary(d: &DeliveryRecord) -> DeliverySummary<'_> {
+    DeliverySummary {
+        id: d.id,
+        event_id: d.event_id,
+        endpoint_id: &d.endpoint_id,
+        trigger: &d.trigger,
+        state: d.state.as_str(),
+        created_at: rfc3339(d.created_at_ms),
+        next_attempt_at: d.next_attempt_at_ms.map(rfc3339),
+        attempt_count: d.attempts.len(),
+        last_attempt: d.attempts.last().map(|a| LastAttempt {
+            started_at: rfc3339(a.started_at_ms),
+            status_code: a.status_code,
+            error_kind: a.error.as_ref().map(|e| e.kind.as_str()),
+            manual: a.manual,
+            _p: std::marker::PhantomData,
+        }),
+        resource: resource_map(d),
+    }
+}
+
+fn parse_query(params: &[(String, String)]) -> Result<DeliveryQuery, ApiError> {
+    let mut q = DeliveryQuery { limit: DEFAULT_PAGE, ..DeliveryQuery::default() };
+    let time = |name: &str, v: &str| {
+        parse_time(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`{name}` must be an RFC 3339 time (2026-11-23T10:00:00Z) or epoch milliseconds, not {v:?}"
+            ))
+        })
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "state" => {
+                q.state = Some(match v.as_str() {
+                    "pending" => DeliveryState::Pending,
+                    "succeeded" => DeliveryState::Succeeded,
+                    "failed" => DeliveryState::Failed,
+                    "filtered" => DeliveryState::Filtered,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "`state` must be pending, succeeded, failed or filtered, not {v:?}"
+                        )));
+                    }
+                })
+            }
+            "endpoint_id" => q.endpoint_id = Some(v.clone()),
+            "trigger" => q.trigger = Some(v.clone()),
+            "since" => q.since_ms = Some(time("since", v)?),
+            "until" => q.until_ms = Some(time("until", v)?),
+            "limit" => {
+                q.limit = v.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    ApiError::bad_request(format!("`limit` must be a number from 1 to {MAX_PAGE}, not {v:?}"))
+                })?
+            }
+            "cursor" => {
+                q.after = Some(v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("`cursor` {v:?} is not a cursor from a previous page"))
+                })?)
+            }
+            field if field.is_empty() || field.len() > 128 => {
+                return Err(ApiError::bad_request("resource field filters need a name of 1-128 characters"));
+            }
+            field => q.fields.push((field.to_owned(), json::Value::String(v.clone()).to_canonical())),
+        }
+    }
+    debug_assert!(LIST_PARAMS.iter().all(|p| !p.is_empty()));
+    Ok(q)
+}
+
+/// `GET /v1/deliveries`: newest first, filtered, paginated by cursor.
+pub async fn list_deliveries(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let q = parse_query(&params)?;
+        let page = st.store.list_deliveries(q).await.map_err(|e| ApiError::store(&e))?;
+        #[derive(Serialize)]
+        struct Body<'a> {
+            data: Vec<DeliverySummary<'a>>,
+            next_cursor: Option<Uuid>,
+        }
+        let body = Body { data: page.deliveries.iter().map(summary).collect(), next_cursor: page.next };
+        Ok::<_, ApiError>(json_response(StatusCode::OK, to_json(&body)))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/deliveries/{id}/resend`: one manual attempt now; answers with the delivery.
+pub async fn resend(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let id = parse_id("delivery", &id)?;
+        st.dispatcher.resend(id).await.map_err(|e| match e {
+            ResendError::NotFound => ApiError::not_found(format!("no delivery with id {id}")),
+            ResendError::Store(e) => ApiError::store(&e),
+            ResendError::AttemptCap => ApiError::new(StatusCode::CONFLICT, "attempt_limit_reached", e.to_string()),
+            ResendError::InProgress => ApiError::new(StatusCode::CONFLICT, "attempt_in_progress", e.to_string()),
+            ResendError::Filtered => ApiError::new(StatusCode::CONFLICT, "delivery_filtered", e.to_string()),
+        })?;
+        detail_response(&st, id).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/deliveries/resend` `{"endpoint_id", "since"}`: queues one new attempt for every
+/// failed delivery of the endpoint created since then (Svix's "recover").
+pub async fn bulk_resend(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+        let o = v.as_object().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+        if let Some((k, _)) = o.iter().find(|(k, _)| !matches!(*k, "endpoint_id" | "since")) {
+            return Err(ApiError::bad_request(format!("unknown field `{k}`; expected endpoint_id, since")));
+        }
+        let endpoint_id = o
+            .get("endpoint_id")
+            .and_then(json::Value::as_str)
+            .ok_or_else(|| ApiError::bad_request("`endpoint_id` (a string) is required"))?
+            .to_owned();
+        let since = o
+            .get("since")
+            .and_then(json::Value::as_str)
+            .ok_or_else(|| ApiError::bad_request("`since` (an RFC 3339 time) is required"))?;
+        let since_ms = parse_time(since)
+            .ok_or_else(|| ApiError::bad_request(format!("`since` {since:?} is not an RFC 3339 time")))?;
+        let mut ids = Vec::new();
+        let mut q = DeliveryQuery {
+            state: Some(DeliveryState::Failed),
+            endpoint_id: Some(endpoint_id),
+            since_ms: Some(since_ms),
+            limit: MAX_PAGE,
+            ..DeliveryQuery::default()
+        };
+        let more = loop {
+            let page = st.store.list_deliveries(q.clone()).await.map_err(|e| ApiError::store(&e))?;
+            ids.extend(page.deliveries.iter().map(|d| d.id));
+            match page.next {
+                Some(next) if ids.len() < MAX_BULK_RESEND => q.after = Some(next),
+                Some(_) => break true,
+                None => break false,
+            }
+        };
+        let queued = st.store.requeue(ids, now_ms()).await.map_err(|e| ApiError::store(&e))?;
+        st.wake.notify_one();
+        let body = serde_json::json!({ "queued": queued, "more": more });
+        Ok::<_, ApiError>(json_response(StatusCode::ACCEPTED, body.to_string()))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints at runtime.
+
+#[derive(Serialize)]
+struct EndpointView<'a> {
+    id: &'a str,
+    url: &'a str,
+    triggers: Vec<&'a str>,
+    #[serde(rename = "match")]
+    matches: Option<serde_json::Map<String, serde_json::Value>>,
+    has_secret: bool,
+    plugins: &'a [String],
+    /// `config` (read-only here; edit the file) or `api`.
+    source: &'static str,
+    created_at: Option<String>,
+}
+
+fn endpoint_view(e: &Endpoint) -> EndpointView<'_> {
+    EndpointView {
+        id: &e.id,
+        url: e.url.as_str(),
+        triggers: match &e.triggers {
+            Triggers::All => vec!["*"],
+            Triggers::Only(list) => list.iter().map(String::as_str).collect(),
+        },
+        matches: (!e.matches.is_empty()).then(|| {
+            e.matches
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::from_str(&v.to_canonical()).unwrap_or(serde_json::Value::Null)))
+                .collect()
+        }),
+        has_secret: e.secret.is_some(),
+        plugins: &e.plugins,
+        source: match e.origin {
+            Origin::Config => "config",
+            Origin::Api { .. } => "api",
+        },
+        created_at: match e.origin {
+            Origin::Config => None,
+            Origin::Api { created_at_ms } => Some(rfc3339(created_at_ms)),
+        },
+    }
+}
+
+/// `GET /v1/endpoints`.
+pub async fn list_endpoints(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = st.admin_tokens.check(&headers) {
+        return e.into_response();
+    }
+    let all = st.endpoints.snapshot();
+    let body = serde_json::json!({ "data": all.iter().map(endpoint_view).map(|v| serde_json::to_value(v).unwrap_or_default()).collect::<Vec<_>>() });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+/// `GET /v1/endpoints/{id}`.
+pub async fn get_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(e) = st.admin_tokens.check(&headers) {
+        return e.into_response();
+    }
+    match st.endpoints.get(&id) {
+        Some(e) => json_response(StatusCode::OK, to_json(&endpoint_view(&e))),
+        None => ApiError::not_found(format!("no endpoint with id {id:?}")).into_response(),
+    }
+}
+
+/// `POST /v1/endpoints` `{url, triggers, match?, secret?}`: validated like the config file,
+/// stored durably, live for the next ingested event.
+pub async fn create_endpoint(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+        let id = format!("ep_{}", Uuid::now_v7().simple());
+        let (endpoint, record) = crate::endpoints::validate_new(&v, &st.config.delivery, id, now_ms())
+            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", m))?;
+        st.store.put_endpoint(record).await.map_err(|e| ApiError::store(&e))?;
+        st.endpoints.insert(endpoint.clone());
+        tracing::info!(endpoint = %endpoint.id, "endpoint created through the API");
+        Ok::<_, ApiError>(json_response(StatusCode::CREATED, to_json(&endpoint_view(&endpoint))))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /v1/endpoints/{id}`: API endpoints only; their delivery history stays.
+pub async fn delete_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let e = st.endpoints.get(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
+        if e.origin == Origin::Config {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "endpoint_read_only",
+                format!("endpoint {id:?} is defined in the config file; change it there"),
+            ));
+        }
+        st.store.delete_endpoint(id.clone()).await.map_err(|e| ApiError::store(&e))?;
+        st.endpoints.remove(&id);
+        tracing::info!(endpoint = %id, "endpoint deleted through the API");
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and the dashboard.
+
+/// `GET /metrics`: Prometheus text format. Counts only: no ids, payloads or secrets.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let pending = st.store.pending_count().await.unwrap_or(0);
+    let stats = st.store.stats();
+    let gauges = crate::metrics::Gauges {
+        pending,
+        store_commits: stats.commits.load(std::sync::atomic::Ordering::Relaxed),
+        store_operations: stats.operations.load(std::sync::atomic::Ordering::Relaxed),
+        plugins: st.plugins.as_ref().map(|p| p.stats()).unwrap_or_default(),
+    };
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&gauges))
+        .into_response()
+}
+
+/// The dashboard page, embedded in the binary.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// `GET /`: the dashboard. The page holds no data; it asks for the admin token and reads
+/// everything through the API with it.
+pub async fn dashboard() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
 }

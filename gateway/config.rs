@@ -48,11 +48,7 @@ pub struct Config {
 impl Config {
     /// The plugins that run for a delivery of `trigger` to `endpoint`, in order.
     pub fn chain(&self, trigger: &str, endpoint: &Endpoint) -> Vec<String> {
-        let mut chain = self
-            .trigger_plugins
-            .get(trigger)
-            .cloned()
-            .unwrap_or_default();
+        let mut chain = self.trigger_plugins.get(trigger).cloned().unwrap_or_default();
         chain.extend(endpoint.plugins.iter().cloned());
         chain
     }
@@ -110,9 +106,7 @@ pub fn parse_size(text: &str) -> Option<usize> {
 /// Whether a plugin name is well formed: 1-64 characters of `[a-z0-9_-]`.
 pub fn valid_plugin_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +166,14 @@ pub struct Endpoint {
     pub secret: Option<Secret>,
     /// Plugins run for this endpoint's deliveries, after the trigger's chain.
     pub plugins: Vec<String>,
+    /// Where the endpoint was defined. Config endpoints are read-only through the API.
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Config,
+    Api { created_at_ms: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,16 +227,12 @@ impl std::fmt::Display for ConfigError {
 /// Whether a trigger name is well formed: 1–128 characters of `[a-z0-9_.-]`.
 pub fn valid_trigger(t: &str) -> bool {
     (1..=128).contains(&t.len())
-        && t.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
 }
 
 /// Whether an endpoint id is well formed: 1–64 characters of `[A-Za-z0-9_.-]`.
 pub fn valid_endpoint_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Parses a duration such as `500ms`, `10s`, `5m`, `1h`, `1d` or a sum like `1m30s`.
@@ -284,8 +282,8 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let user: RawConfig = toml::from_str(text).map_err(|e| toml_error(&e, text, file))?;
-        let defaults: RawConfig = toml::from_str(DEFAULT_TOML)
-            .map_err(|e| toml_error(&e, DEFAULT_TOML, "config/default.toml (embedded)"))?;
+        let defaults: RawConfig =
+            toml::from_str(DEFAULT_TOML).map_err(|e| toml_error(&e, DEFAULT_TOML, "config/default.toml (embedded)"))?;
         let ctx = Ctx { text, file, env };
         Self::from_raw(user.over(defaults), &ctx, base)
     }
@@ -298,31 +296,22 @@ impl Config {
             ctx.error(
                 "server.listen",
                 listen_text.0,
-                format!(
-                    "{:?} is not an address like \"127.0.0.1:8080\"",
-                    listen_text.1
-                ),
+                format!("{:?} is not an address like \"127.0.0.1:8080\"", listen_text.1),
             )
         })?;
         let data_dir = ctx.string(s.data_dir, "server.data_dir")?.1;
         let data_dir = base.join(data_dir);
-        let max_body_bytes =
-            ctx.number(s.max_body_bytes, "server.max_body_bytes", 1024, 64 << 20)?;
+        let max_body_bytes = ctx.number(s.max_body_bytes, "server.max_body_bytes", 1024, 64 << 20)?;
         let shutdown_grace = ctx.duration(s.shutdown_grace, "server.shutdown_grace", true)?;
 
         let a = raw.auth.unwrap_or_default();
         let ingest_tokens = ctx.tokens(a.ingest_tokens, "auth.ingest_tokens")?;
         if ingest_tokens.is_empty() {
-            return Err(ctx.error(
-                "auth.ingest_tokens",
-                None,
-                "at least one ingest token is required".into(),
-            ));
+            return Err(ctx.error("auth.ingest_tokens", None, "at least one ingest token is required".into()));
         }
         let admin_tokens = ctx.tokens(a.admin_tokens, "auth.admin_tokens")?;
         if admin_tokens.is_empty() {
-            warnings
-                .push("auth.admin_tokens is empty: the read API will refuse every request".into());
+            warnings.push("auth.admin_tokens is empty: the read API will refuse every request".into());
         }
 
         let g = raw.signing.unwrap_or_default();
@@ -331,8 +320,7 @@ impl Config {
             return Err(ctx.error(
                 "signing.secret",
                 line,
-                "is required: base64 of at least 32 random bytes (e.g. `openssl rand -base64 32`)"
-                    .into(),
+                "is required: base64 of at least 32 random bytes (e.g. `openssl rand -base64 32`)".into(),
             ));
         }
         let secret = ctx.secret(line, &secret, "signing.secret")?;
@@ -346,48 +334,33 @@ impl Config {
         let max_retries = ctx.number(d.max_retries, "delivery.max_retries", 0, 50)? as u32;
         let initial = ctx.duration(d.backoff_initial, "delivery.backoff_initial", false)?;
         let max = ctx.duration(d.backoff_max, "delivery.backoff_max", false)?;
-        let multiplier = ctx.float(
-            d.backoff_multiplier,
-            "delivery.backoff_multiplier",
-            1.0,
-            100.0,
-        )?;
+        let multiplier = ctx.float(d.backoff_multiplier, "delivery.backoff_multiplier", 1.0, 100.0)?;
         let jitter = ctx.float(d.jitter, "delivery.jitter", 0.0, 0.99)?;
         let max_in_flight = ctx.number(d.max_in_flight, "delivery.max_in_flight", 1, 100_000)?;
-        let max_in_flight_per_endpoint = ctx.number(
-            d.max_in_flight_per_endpoint,
-            "delivery.max_in_flight_per_endpoint",
-            1,
-            100_000,
-        )?;
+        let max_in_flight_per_endpoint =
+            ctx.number(d.max_in_flight_per_endpoint, "delivery.max_in_flight_per_endpoint", 1, 100_000)?;
         let allow_http = ctx.boolean(d.allow_http, "delivery.allow_http")?;
-        let allow_private_networks =
-            ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
+        let allow_private_networks = ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
 
         let plugins = Self::plugins_from_raw(raw.plugins.unwrap_or_default(), ctx, base)?;
         let known: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
-        let check_chain =
-            |list: Spanned<Vec<String>>, key: &str| -> Result<Vec<String>, ConfigError> {
-                let line = ctx.line(&list);
-                let list = list.into_inner();
-                if let Some(unknown) = list.iter().find(|n| !known.contains(n.as_str())) {
-                    return Err(ctx.error(
-                        key,
-                        line,
-                        format!("unknown plugin {unknown:?}: no [[plugins]] entry has this name"),
-                    ));
-                }
-                Ok(list)
-            };
+        let check_chain = |list: Spanned<Vec<String>>, key: &str| -> Result<Vec<String>, ConfigError> {
+            let line = ctx.line(&list);
+            let list = list.into_inner();
+            if let Some(unknown) = list.iter().find(|n| !known.contains(n.as_str())) {
+                return Err(ctx.error(
+                    key,
+                    line,
+                    format!("unknown plugin {unknown:?}: no [[plugins]] entry has this name"),
+                ));
+            }
+            Ok(list)
+        };
         let mut trigger_plugins = std::collections::BTreeMap::new();
         for (trigger, t) in raw.triggers.unwrap_or_default() {
             let key = format!("triggers.\"{trigger}\".plugins");
             if !valid_trigger(&trigger) {
-                return Err(ctx.error(
-                    &key,
-                    ctx.line(&t),
-                    format!("{trigger:?} is not a trigger name"),
-                ));
+                return Err(ctx.error(&key, ctx.line(&t), format!("{trigger:?} is not a trigger name")));
             }
             trigger_plugins.insert(trigger, check_chain(t.into_inner().plugins, &key)?);
         }
@@ -406,15 +379,10 @@ impl Config {
                 ));
             }
             if !seen.insert(id.clone()) {
-                return Err(ctx.error(
-                    &key("id"),
-                    id_line,
-                    format!("duplicate endpoint id {id:?}"),
-                ));
+                return Err(ctx.error(&key("id"), id_line, format!("duplicate endpoint id {id:?}")));
             }
             let (url_line, url_text) = ctx.string(Some(e.url), &key("url"))?;
-            let url = validate_url(&url_text, allow_http)
-                .map_err(|m| ctx.error(&key("url"), url_line, m))?;
+            let url = validate_url(&url_text, allow_http).map_err(|m| ctx.error(&key("url"), url_line, m))?;
             if !allow_private_networks {
                 if let Some(reason) = literal_private_host(&url) {
                     warnings.push(format!(
@@ -455,23 +423,16 @@ impl Config {
                         ));
                     }
                     let value = match value {
-                        toml::Value::String(s) => json::Value::String(ctx.expand(
-                            &s,
-                            &key(&format!("match.{field}")),
-                            line,
-                        )?),
-                        toml::Value::Integer(n) => {
-                            json::Value::Number(json::Number::Int(n.to_string()))
+                        toml::Value::String(s) => {
+                            json::Value::String(ctx.expand(&s, &key(&format!("match.{field}")), line)?)
                         }
+                        toml::Value::Integer(n) => json::Value::Number(json::Number::Int(n.to_string())),
                         toml::Value::Boolean(b) => json::Value::Bool(b),
                         other => {
                             return Err(ctx.error(
                                 &key(&format!("match.{field}")),
                                 line,
-                                format!(
-                                    "must be a string, integer or boolean, not {}",
-                                    other.type_str()
-                                ),
+                                format!("must be a string, integer or boolean, not {}", other.type_str()),
                             ));
                         }
                     };
@@ -489,43 +450,19 @@ impl Config {
                 Some(list) => check_chain(list, &key("plugins"))?,
                 None => Vec::new(),
             };
-            endpoints.push(Endpoint {
-                id,
-                url,
-                triggers,
-                matches,
-                secret,
-                plugins,
-            });
+            endpoints.push(Endpoint { id, url, triggers, matches, secret, plugins, origin: Origin::Config });
         }
         if endpoints.is_empty() {
             warnings.push("no [[endpoints]]: events will be stored but delivered nowhere".into());
         }
 
         Ok(Config {
-            server: ServerConfig {
-                listen,
-                data_dir,
-                max_body_bytes,
-                shutdown_grace,
-            },
-            auth: AuthConfig {
-                ingest_tokens,
-                admin_tokens,
-            },
-            signing: SigningConfig {
-                secret,
-                previous_secrets,
-            },
+            server: ServerConfig { listen, data_dir, max_body_bytes, shutdown_grace },
+            auth: AuthConfig { ingest_tokens, admin_tokens },
+            signing: SigningConfig { secret, previous_secrets },
             delivery: DeliveryConfig {
                 timeout,
-                retry: RetryPolicy {
-                    max_retries,
-                    initial,
-                    multiplier,
-                    max,
-                    jitter,
-                },
+                retry: RetryPolicy { max_retries, initial, multiplier, max, jitter },
                 max_in_flight,
                 max_in_flight_per_endpoint,
                 allow_http,
@@ -538,11 +475,7 @@ impl Config {
         })
     }
 
-    fn plugins_from_raw(
-        raw: Vec<RawPlugin>,
-        ctx: &Ctx<'_>,
-        base: &Path,
-    ) -> Result<Vec<PluginConfig>, ConfigError> {
+    fn plugins_from_raw(raw: Vec<RawPlugin>, ctx: &Ctx<'_>, base: &Path) -> Result<Vec<PluginConfig>, ConfigError> {
         let mut out: Vec<PluginConfig> = Vec::new();
         for (i, p) in raw.into_iter().enumerate() {
             let key = |field: &str| format!("plugins[{i}].{field}");
@@ -556,11 +489,7 @@ impl Config {
                 ));
             }
             if out.iter().any(|o| o.name == name) {
-                return Err(ctx.error(
-                    &key("name"),
-                    line,
-                    format!("duplicate plugin name {name:?}"),
-                ));
+                return Err(ctx.error(&key("name"), line, format!("duplicate plugin name {name:?}")));
             }
             let (_, path) = ctx.string(Some(p.path), &key("path"))?;
             let config = match p.config {
@@ -618,22 +547,13 @@ impl Config {
                             return Err(ctx.error(
                                 &key("memory_limit"),
                                 line,
-                                format!(
-                                    "{text:?} must be a size between 1MiB and 4GiB, e.g. \"32MiB\""
-                                ),
+                                format!("{text:?} must be a size between 1MiB and 4GiB, e.g. \"32MiB\""),
                             ));
                         }
                     }
                 }
             };
-            out.push(PluginConfig {
-                name,
-                path: base.join(path),
-                config,
-                on_error,
-                timeout,
-                memory_limit,
-            });
+            out.push(PluginConfig { name, path: base.join(path), config, on_error, timeout, memory_limit });
         }
         Ok(out)
     }
@@ -646,9 +566,7 @@ pub fn validate_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
         "https" => {}
         "http" if allow_http => {}
         "http" => {
-            return Err(format!(
-                "{text:?} uses http://; only https:// is allowed unless delivery.allow_http = true"
-            ));
+            return Err(format!("{text:?} uses http://; only https:// is allowed unless delivery.allow_http = true"));
         }
         other => return Err(format!("{text:?} has scheme {other:?}; use https://")),
     }
@@ -656,9 +574,7 @@ pub fn validate_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
         return Err(format!("{text:?} has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "{text:?} carries credentials; put secrets in the endpoint's secret, not its URL"
-        ));
+        return Err(format!("{text:?} carries credentials; put secrets in the endpoint's secret, not its URL"));
     }
     Ok(url)
 }
@@ -698,12 +614,7 @@ fn from_default<T>(s: Spanned<T>) -> Spanned<T> {
     Spanned::new(usize::MAX..usize::MAX, s.into_inner())
 }
 
-section!(RawServer {
-    listen: String,
-    data_dir: String,
-    max_body_bytes: i64,
-    shutdown_grace: String
-});
+section!(RawServer { listen: String, data_dir: String, max_body_bytes: i64, shutdown_grace: String });
 section!(RawAuth { ingest_tokens: Vec<String>, admin_tokens: Vec<String> });
 section!(RawSigning { secret: String, previous_secrets: Vec<String> });
 section!(RawDelivery {
@@ -798,12 +709,7 @@ impl Ctx<'_> {
     }
 
     fn error(&self, key: &str, line: Option<usize>, message: String) -> ConfigError {
-        ConfigError {
-            file: self.file.to_owned(),
-            line,
-            key: key.to_owned(),
-            message,
-        }
+        ConfigError { file: self.file.to_owned(), line, key: key.to_owned(), message }
     }
 
     fn missing(&self, key: &str) -> ConfigError {
@@ -821,11 +727,7 @@ impl Ctx<'_> {
             };
             let name = &rest[start + 2..start + 2 + len];
             let value = (self.env)(name).ok_or_else(|| {
-                self.error(
-                    key,
-                    line,
-                    format!("refers to environment variable {name}, which is not set"),
-                )
+                self.error(key, line, format!("refers to environment variable {name}, which is not set"))
             })?;
             out.push_str(&value);
             rest = &rest[start + 3 + len..];
@@ -834,43 +736,24 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    fn string(
-        &self,
-        v: Option<Spanned<String>>,
-        key: &str,
-    ) -> Result<(Option<usize>, String), ConfigError> {
+    fn string(&self, v: Option<Spanned<String>>, key: &str) -> Result<(Option<usize>, String), ConfigError> {
         let v = v.ok_or_else(|| self.missing(key))?;
         let line = self.line(&v);
         let s = self.expand(v.get_ref(), key, line)?;
         Ok((line, s))
     }
 
-    fn strings(
-        &self,
-        v: Option<Spanned<Vec<String>>>,
-        key: &str,
-    ) -> Result<Vec<(Option<usize>, String)>, ConfigError> {
+    fn strings(&self, v: Option<Spanned<Vec<String>>>, key: &str) -> Result<Vec<(Option<usize>, String)>, ConfigError> {
         let v = v.ok_or_else(|| self.missing(key))?;
         let line = self.line(&v);
-        v.into_inner()
-            .iter()
-            .map(|s| Ok((line, self.expand(s, key, line)?)))
-            .collect()
+        v.into_inner().iter().map(|s| Ok((line, self.expand(s, key, line)?))).collect()
     }
 
-    fn tokens(
-        &self,
-        v: Option<Spanned<Vec<String>>>,
-        key: &str,
-    ) -> Result<Vec<Token>, ConfigError> {
+    fn tokens(&self, v: Option<Spanned<Vec<String>>>, key: &str) -> Result<Vec<Token>, ConfigError> {
         let mut out = Vec::new();
         for (line, t) in self.strings(v, key)? {
             if t.trim().is_empty() || t.chars().any(char::is_whitespace) {
-                return Err(self.error(
-                    key,
-                    line,
-                    "tokens must be non-empty and contain no spaces".into(),
-                ));
+                return Err(self.error(key, line, "tokens must be non-empty and contain no spaces".into()));
             }
             out.push(Token(t));
         }
@@ -881,12 +764,7 @@ impl Ctx<'_> {
         Secret::parse(text).map_err(|e| self.error(key, line, format!("the secret {e}")))
     }
 
-    fn duration(
-        &self,
-        v: Option<Spanned<String>>,
-        key: &str,
-        zero_ok: bool,
-    ) -> Result<Duration, ConfigError> {
+    fn duration(&self, v: Option<Spanned<String>>, key: &str, zero_ok: bool) -> Result<Duration, ConfigError> {
         let (line, text) = self.string(v, key)?;
         match parse_duration(&text) {
             Some(d) if zero_ok || !d.is_zero() => Ok(d),
@@ -899,13 +777,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn number(
-        &self,
-        v: Option<Spanned<i64>>,
-        key: &str,
-        min: i64,
-        max: i64,
-    ) -> Result<usize, ConfigError> {
+    fn number(&self, v: Option<Spanned<i64>>, key: &str, min: i64, max: i64) -> Result<usize, ConfigError> {
         let v = v.ok_or_else(|| self.missing(key))?;
         let line = self.line(&v);
         let n = *v.get_ref();
@@ -915,13 +787,7 @@ impl Ctx<'_> {
         Ok(n as usize)
     }
 
-    fn float(
-        &self,
-        v: Option<Spanned<f64>>,
-        key: &str,
-        min: f64,
-        max: f64,
-    ) -> Result<f64, ConfigError> {
+    fn float(&self, v: Option<Spanned<f64>>, key: &str, min: f64, max: f64) -> Result<f64, ConfigError> {
         let v = v.ok_or_else(|| self.missing(key))?;
         let line = self.line(&v);
         let n = *v.get_ref();
@@ -963,12 +829,7 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &str) -> ConfigError {
         }
         None => (None, String::new()),
     };
-    ConfigError {
-        file: file.to_owned(),
-        line,
-        key,
-        message: e.message().trim().to_owned(),
-    }
+    ConfigError { file: file.to_owned(), line, key, message: e.message().trim().to_owned() }
 }
 
 #[cfg(test)]
@@ -1027,60 +888,15 @@ mod tests {
     fn errors_name_key_and_line() {
         let ep = "[[endpoints]]\nid = \"a\"\nurl = \"https://example.com/h\"\ntriggers = [\"bot.state_change\"]\n";
         let cases: Vec<(String, &str, usize, &str)> = vec![
-            (
-                minimal("[delivery]\ntimeout = \"10x\""),
-                "delivery.timeout",
-                6,
-                "not a duration",
-            ),
-            (
-                minimal("[delivery]\nbogus = 1"),
-                "delivery.bogus",
-                6,
-                "unknown field",
-            ),
-            (
-                minimal("[delivery]\nmax_retries = \"x\""),
-                "delivery.max_retries",
-                6,
-                "invalid type",
-            ),
-            (
-                minimal("[delivery]\njitter = 1.5"),
-                "delivery.jitter",
-                6,
-                "out of range",
-            ),
-            (
-                minimal(&ep.replace("https://example.com/h", "not a url")),
-                "endpoints[0].url",
-                7,
-                "not a valid URL",
-            ),
-            (
-                minimal(&ep.replace("https:", "http:")),
-                "endpoints[0].url",
-                7,
-                "http://",
-            ),
-            (
-                minimal(&ep.replace("[\"bot.state_change\"]", "[]")),
-                "endpoints[0].triggers",
-                8,
-                "at least one",
-            ),
-            (
-                minimal(&ep.replace("bot.state_change", "Bot State")),
-                "endpoints[0].triggers",
-                8,
-                "not a trigger",
-            ),
-            (
-                minimal(&format!("{ep}{ep}")),
-                "endpoints[1].id",
-                10,
-                "duplicate",
-            ),
+            (minimal("[delivery]\ntimeout = \"10x\""), "delivery.timeout", 6, "not a duration"),
+            (minimal("[delivery]\nbogus = 1"), "delivery.bogus", 6, "unknown field"),
+            (minimal("[delivery]\nmax_retries = \"x\""), "delivery.max_retries", 6, "invalid type"),
+            (minimal("[delivery]\njitter = 1.5"), "delivery.jitter", 6, "out of range"),
+            (minimal(&ep.replace("https://example.com/h", "not a url")), "endpoints[0].url", 7, "not a valid URL"),
+            (minimal(&ep.replace("https:", "http:")), "endpoints[0].url", 7, "http://"),
+            (minimal(&ep.replace("[\"bot.state_change\"]", "[]")), "endpoints[0].triggers", 8, "at least one"),
+            (minimal(&ep.replace("bot.state_change", "Bot State")), "endpoints[0].triggers", 8, "not a trigger"),
+            (minimal(&format!("{ep}{ep}")), "endpoints[1].id", 10, "duplicate"),
         ];
         for (text, key, line, needle) in cases {
             let e = parse(&text).unwrap_err();
@@ -1096,8 +912,7 @@ mod tests {
         assert_eq!(e.key, "auth.ingest_tokens");
         let e = parse("[auth]\ningest_tokens = [\"t\"]").unwrap_err();
         assert_eq!(e.key, "signing.secret");
-        let e =
-            parse("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"c2hvcnQ=\"").unwrap_err();
+        let e = parse("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"c2hvcnQ=\"").unwrap_err();
         assert!(e.message.contains("at least 32"), "{e}");
     }
 
@@ -1110,11 +925,7 @@ mod tests {
         let e = &c.endpoints[0];
         assert_eq!(e.triggers, Triggers::All);
         assert_eq!(e.matches.len(), 2);
-        assert!(
-            c.warnings.iter().any(|w| w.contains("private")),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings.iter().any(|w| w.contains("private")), "{:?}", c.warnings);
         let e = parse(&minimal(
             "[[endpoints]]\nid = \"bot\"\nurl = \"https://a.example/h\"\ntriggers = [\"*\"]\nmatch = { trigger = \"x\" }\n",
         ))
@@ -1132,31 +943,15 @@ mod tests {
         let c = parse(&text).unwrap();
         let p = &c.plugins[0];
         assert_eq!(p.path, Path::new("/etc/hookgate/p/only.wasm"));
-        assert_eq!(
-            p.config,
-            vec![
-                ("event_types".into(), "a,b".into()),
-                ("n".into(), "3".into())
-            ]
-        );
-        assert_eq!(
-            (p.on_error, p.timeout, p.memory_limit),
-            (OnError::Skip, Duration::from_millis(20), 8 << 20)
-        );
-        assert_eq!(
-            c.chain("bot.state_change", &c.endpoints[0]),
-            ["only", "only"]
-        );
+        assert_eq!(p.config, vec![("event_types".into(), "a,b".into()), ("n".into(), "3".into())]);
+        assert_eq!((p.on_error, p.timeout, p.memory_limit), (OnError::Skip, Duration::from_millis(20), 8 << 20));
+        assert_eq!(c.chain("bot.state_change", &c.endpoints[0]), ["only", "only"]);
         assert_eq!(c.chain("other", &c.endpoints[0]), ["only"]);
 
-        let e = parse(
-            &text
-                .replace("plugins = [\"only\"]\n\n", "plugins = [\"nope\"]\n\n")
-                .replace(
-                    "[triggers.\"bot.state_change\"]\nplugins = [\"only\"]",
-                    "[triggers.\"bot.state_change\"]\nplugins = [\"nope\"]",
-                ),
-        )
+        let e = parse(&text.replace("plugins = [\"only\"]\n\n", "plugins = [\"nope\"]\n\n").replace(
+            "[triggers.\"bot.state_change\"]\nplugins = [\"only\"]",
+            "[triggers.\"bot.state_change\"]\nplugins = [\"nope\"]",
+        ))
         .unwrap_err();
         assert!(e.message.contains("unknown plugin \"nope\""), "{e}");
         assert_eq!(e.key, "triggers.\"bot.state_change\".plugins");

@@ -1,7 +1,8 @@
 //! Dispatch: the only module that knows the order of the delivery stages.
 //!
-//! Owns: the scheduler loop (find due deliveries on disk → claim a slot → attempt → record) and
-//! the concurrency limits, global and per endpoint.
+//! Owns: the scheduler loop (find due deliveries on disk → claim a slot → attempt → record), the
+//! concurrency limits, global and per endpoint, and manual resends, which go through the same
+//! attempt path.
 //! Must not touch: HTTP details (that is `deliver`), the on-disk layout (that is `store`) or the
 //! signing recipes (that is `sign`). It calls them in order:
 //!
@@ -27,14 +28,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{Config, Endpoint};
+use crate::config::Config;
 use crate::deliver::{Deliverer, Outcome, Policy};
+use crate::endpoints::Registry;
 use crate::json;
-use crate::model::{AttemptError, AttemptRecord, DeliveryState, ErrorKind, PluginNote, now_ms};
+use crate::metrics::Metrics;
+use crate::model::{
+    AttemptError, AttemptRecord, DeliveryRecord, DeliveryState, ErrorKind, EventRecord, MAX_ATTEMPTS, PluginNote,
+    now_ms,
+};
 use crate::plugin::{CallInput, ChainOutcome, PluginHost};
 use crate::retry::RetryPolicy;
 use crate::sign;
-use crate::store::{DueItem, Next, Prepared, Store};
+use crate::store::{DueItem, Next, Prepared, Store, StoreError};
 
 /// The longest the scheduler sleeps without looking at the due index. Wake-ups come from
 /// ingest and from finished attempts; this bound is only a safety net.
@@ -51,18 +57,25 @@ struct InFlight {
     per_endpoint: HashMap<String, usize>,
 }
 
+/// A handle to the delivery machinery, shared by the scheduler and the API's resend routes.
+#[derive(Clone)]
+pub struct Dispatcher {
+    ctx: Arc<Ctx>,
+}
+
 struct Ctx {
     config: Arc<Config>,
     store: Store,
     deliverer: Deliverer,
-    endpoints: HashMap<String, Endpoint>,
+    endpoints: Arc<Registry>,
     plugins: Option<Arc<PluginHost>>,
+    metrics: Arc<Metrics>,
     in_flight: Mutex<InFlight>,
     /// Signalled by ingest after a commit and by every finished attempt.
     wake: Arc<Notify>,
 }
 
-/// Releases an in-flight slot when an attempt task ends, however it ends (even when aborted at
+/// Releases an in-flight slot when an attempt ends, however it ends (even when aborted at
 /// shutdown), and wakes the scheduler so the slot is reused at once.
 struct Slot {
     ctx: Arc<Ctx>,
@@ -85,84 +98,122 @@ impl Drop for Slot {
     }
 }
 
-/// Runs the scheduler until `shutdown` fires, then gives in-flight attempts
-/// `server.shutdown_grace` to finish. Attempts still running after that are dropped; their due
-/// entries are untouched on disk, so the next start resumes them.
-pub async fn run(
-    config: Arc<Config>,
-    store: Store,
-    plugins: Option<Arc<PluginHost>>,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let deliverer = Deliverer::new(Policy {
-        timeout: config.delivery.timeout,
-        allow_http: config.delivery.allow_http,
-        allow_private_networks: config.delivery.allow_private_networks,
-    })?;
-    let endpoints = config
-        .endpoints
-        .iter()
-        .map(|e| (e.id.clone(), e.clone()))
-        .collect();
-    let ctx = Arc::new(Ctx {
-        config: config.clone(),
-        store,
-        deliverer,
-        endpoints,
-        plugins,
-        in_flight: Mutex::new(InFlight::default()),
-        wake,
-    });
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let sleep_for = match schedule_round(&ctx, &mut tasks).await {
-            Ok(Some(next_due)) => {
-                Duration::from_millis(next_due.saturating_sub(now_ms())).min(MAX_IDLE)
+/// Why a manual resend was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    #[error("no delivery with this id")]
+    NotFound,
+    #[error("an attempt of this delivery is in progress; try again when it has finished")]
+    InProgress,
+    #[error("a plugin filtered this delivery; there is no body to send")]
+    Filtered,
+    #[error("this delivery has reached the cap of {MAX_ATTEMPTS} attempts")]
+    AttemptCap,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How an attempt came about, which decides what follows a failure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// The retry schedule: failures retry until the policy says stop.
+    Scheduled,
+    /// A resend: one attempt; a failure leaves state and schedule as they were.
+    Manual,
+    /// Queued by a bulk resend: one attempt; a failure ends the delivery as failed again.
+    Requeued,
+}
+
+impl Dispatcher {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        endpoints: Arc<Registry>,
+        plugins: Option<Arc<PluginHost>>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Dispatcher> {
+        let deliverer = Deliverer::new(Policy {
+            timeout: config.delivery.timeout,
+            allow_http: config.delivery.allow_http,
+            allow_private_networks: config.delivery.allow_private_networks,
+        })?;
+        Ok(Dispatcher {
+            ctx: Arc::new(Ctx {
+                config,
+                store,
+                deliverer,
+                endpoints,
+                plugins,
+                metrics,
+                in_flight: Mutex::new(InFlight::default()),
+                wake,
+            }),
+        })
+    }
+
+    /// Runs the scheduler until `shutdown` fires, then gives in-flight attempts
+    /// `server.shutdown_grace` to finish. Attempts still running after that are dropped; their
+    /// due entries are untouched on disk, so the next start resumes them.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let ctx = &self.ctx;
+        let mut tasks = JoinSet::new();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let sleep_for = match schedule_round(ctx, &mut tasks).await {
+                Ok(Some(next_due)) => Duration::from_millis(next_due.saturating_sub(now_ms())).min(MAX_IDLE),
+                Ok(None) => MAX_IDLE,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the due index; retrying");
+                    STORE_ERROR_BACKOFF
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ctx.wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
             }
-            Ok(None) => MAX_IDLE,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the due index; retrying");
-                STORE_ERROR_BACKOFF
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = ctx.wake.notified() => {}
-            _ = tokio::time::sleep(sleep_for) => {}
         }
+        let grace = ctx.config.server.shutdown_grace;
+        if !tasks.is_empty() {
+            tracing::info!(in_flight = tasks.len(), ?grace, "waiting for in-flight attempts");
+        }
+        let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "attempts still running after the grace period; they will be retried on the next start"
+            );
+            tasks.shutdown().await;
+        }
+        Ok(())
     }
-    let grace = config.server.shutdown_grace;
-    let in_flight = tasks.len();
-    if in_flight > 0 {
-        tracing::info!(in_flight, ?grace, "waiting for in-flight attempts");
+
+    /// Makes one manual attempt of a delivery now (same idempotency key, freshly signed) and
+    /// records it. Refused for filtered deliveries, past the attempt cap, and while another
+    /// attempt of the same delivery runs.
+    pub async fn resend(&self, id: Uuid) -> Result<(), ResendError> {
+        let ctx = &self.ctx;
+        let (delivery, event) = ctx.store.delivery_with_event(id).await?.ok_or(ResendError::NotFound)?;
+        if delivery.state == DeliveryState::Filtered {
+            return Err(ResendError::Filtered);
+        }
+        if delivery.attempts.len() >= MAX_ATTEMPTS {
+            return Err(ResendError::AttemptCap);
+        }
+        let slot = try_claim(ctx, id, &delivery.endpoint_id).ok_or(ResendError::InProgress)?;
+        perform(ctx, delivery, event, Mode::Manual).await;
+        drop(slot);
+        Ok(())
     }
-    let drained =
-        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = tasks.len(),
-            "attempts still running after the grace period; they will be retried on the next start"
-        );
-        tasks.shutdown().await;
-    }
-    Ok(())
 }
 
 /// Claims every due delivery that fits in the free slots and starts its attempt. Returns the
 /// next future due time seen, if any.
-async fn schedule_round(
-    ctx: &Arc<Ctx>,
-    tasks: &mut JoinSet<()>,
-) -> Result<Option<u64>, crate::store::StoreError> {
+async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Option<u64>, StoreError> {
     let (ids, counts, global_free) = {
         let f = ctx.in_flight.lock().expect("in-flight lock");
-        let free = ctx
-            .config
-            .delivery
-            .max_in_flight
-            .saturating_sub(f.ids.len());
+        let free = ctx.config.delivery.max_in_flight.saturating_sub(f.ids.len());
         (f.ids.clone(), f.per_endpoint.clone(), free)
     };
     if global_free == 0 {
@@ -180,40 +231,39 @@ async fn schedule_round(
         )
         .await?;
     for item in scan.items {
-        let slot = claim(ctx, &item);
-        tasks.spawn(attempt(ctx.clone(), item, slot));
+        if let Some(slot) = try_claim(ctx, item.delivery_id, &item.endpoint_id) {
+            tasks.spawn(scheduled_attempt(ctx.clone(), item, slot));
+        }
     }
     Ok(scan.next_due_ms)
 }
 
-fn claim(ctx: &Arc<Ctx>, item: &DueItem) -> Slot {
+/// Marks a delivery in flight, unless it already is.
+fn try_claim(ctx: &Arc<Ctx>, id: Uuid, endpoint: &str) -> Option<Slot> {
     let mut f = ctx.in_flight.lock().expect("in-flight lock");
-    f.ids.insert(item.delivery_id);
-    *f.per_endpoint.entry(item.endpoint_id.clone()).or_default() += 1;
-    Slot {
-        ctx: ctx.clone(),
-        id: item.delivery_id,
-        endpoint: item.endpoint_id.clone(),
+    if !f.ids.insert(id) {
+        return None;
+    }
+    *f.per_endpoint.entry(endpoint.to_owned()).or_default() += 1;
+    Some(Slot { ctx: ctx.clone(), id, endpoint: endpoint.to_owned() })
+}
+
+async fn scheduled_attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
+    let id = item.delivery_id;
+    match ctx.store.delivery_with_event(id).await {
+        Ok(Some((d, e))) if d.state == DeliveryState::Pending => {
+            let mode = if d.requeued { Mode::Requeued } else { Mode::Scheduled };
+            perform(&ctx, d, e, mode).await;
+        }
+        Ok(Some(_)) => {}
+        Ok(None) => tracing::error!(delivery_id = %id, "due delivery has no record"),
+        Err(e) => tracing::error!(delivery_id = %id, error = %e, "cannot load a due delivery"),
     }
 }
 
-/// One attempt of one delivery, from reading it to recording what happened.
-async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
-    let id = item.delivery_id;
-    let (delivery, event) = match ctx.store.delivery_with_event(id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            tracing::error!(delivery_id = %id, "due delivery has no record");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(delivery_id = %id, error = %e, "cannot load a due delivery");
-            return;
-        }
-    };
-    if delivery.state != DeliveryState::Pending {
-        return;
-    }
+/// One attempt of one delivery, from building its body to recording what happened.
+async fn perform(ctx: &Ctx, delivery: DeliveryRecord, event: EventRecord, mode: Mode) {
+    let id = delivery.id;
     let number = delivery.attempts.len() as u32 + 1;
     let started_at_ms = now_ms();
     let mut prepared = None;
@@ -222,10 +272,7 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
             status_code: None,
             error: Some(AttemptError {
                 kind: ErrorKind::EndpointGone,
-                message: format!(
-                    "endpoint {:?} is no longer configured",
-                    delivery.endpoint_id
-                ),
+                message: format!("endpoint {:?} no longer exists", delivery.endpoint_id),
             }),
             response_body: String::new(),
             duration: Duration::ZERO,
@@ -242,7 +289,7 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
             let body = if delivery.prepared {
                 delivery.body.clone().unwrap_or(envelope)
             } else {
-                let chain = ctx.config.chain(&delivery.trigger, endpoint);
+                let chain = ctx.config.chain(&delivery.trigger, &endpoint);
                 match (&ctx.plugins, chain.is_empty()) {
                     (_, true) | (None, _) => envelope,
                     (Some(host), false) => {
@@ -259,16 +306,12 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
                                 body.unwrap_or(envelope)
                             }
                             ChainOutcome::Filtered { plugin, reason } => {
-                                let note = PluginNote {
-                                    plugin,
-                                    message: reason,
-                                };
-                                settle(&ctx, id, DeliveryState::Filtered, note).await;
+                                let note = PluginNote { plugin, message: reason };
+                                settle(ctx, id, DeliveryState::Filtered, note).await;
                                 return;
                             }
                             ChainOutcome::Failed { plugin, message } => {
-                                let note = PluginNote { plugin, message };
-                                settle(&ctx, id, DeliveryState::Failed, note).await;
+                                settle(ctx, id, DeliveryState::Failed, PluginNote { plugin, message }).await;
                                 return;
                             }
                         }
@@ -281,37 +324,38 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
                 None => (&signing.secret, signing.previous_secrets.as_slice()),
             };
             let key = delivery.idempotency_key.to_string();
-            let signed = sign::sign(
-                secret,
-                previous,
-                &key,
-                (started_at_ms / 1000) as i64,
-                body.as_bytes(),
-            );
-            ctx.deliverer
-                .send(&endpoint.url, &signed.pairs(), body.into_bytes())
-                .await
+            let signed = sign::sign(secret, previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
+            ctx.deliverer.send(&endpoint.url, &signed.pairs(), body.into_bytes()).await
         }
     };
-    let next = decide(
-        &ctx.config.delivery.retry,
-        number,
-        &outcome,
-        now_ms(),
-        fastrand::f64() * 2.0 - 1.0,
-    );
-    let kind = outcome.error.as_ref().map(|e| e.kind.as_str());
+    let next = match mode {
+        Mode::Scheduled => decide(
+            &ctx.config.delivery.retry,
+            delivery.automatic_attempts() + 1,
+            &outcome,
+            now_ms(),
+            fastrand::f64() * 2.0 - 1.0,
+        ),
+        Mode::Manual if outcome.error.is_none() => Next::Succeeded,
+        Mode::Manual => Next::Keep,
+        Mode::Requeued if outcome.error.is_none() => Next::Succeeded,
+        Mode::Requeued => Next::Failed,
+    };
+    let kind = outcome.error.as_ref().map(|e| e.kind);
+    ctx.metrics.attempt(outcome.status_code, kind, outcome.duration);
     tracing::info!(
         delivery_id = %id,
         endpoint = %delivery.endpoint_id,
         attempt = number,
+        manual = mode != Mode::Scheduled,
         status = outcome.status_code,
-        error = kind,
+        error = kind.map(ErrorKind::as_str),
         duration_ms = outcome.duration.as_millis() as u64,
         next_attempt_at = match next {
             Next::RetryAt(at) => crate::model::rfc3339(at),
             Next::Succeeded => "none (succeeded)".into(),
             Next::Failed => "none (failed)".into(),
+            Next::Keep => "unchanged".into(),
         },
         "attempt finished"
     );
@@ -322,19 +366,30 @@ async fn attempt(ctx: Arc<Ctx>, item: DueItem, _slot: Slot) {
         status_code: outcome.status_code,
         error: outcome.error,
         response_body: outcome.response_body,
+        manual: mode != Mode::Scheduled,
     };
-    if let Err(e) = ctx.store.record_attempt(id, record, next, prepared).await {
+    match ctx.store.record_attempt(id, record, next, prepared).await {
+        Ok(()) => match next {
+            Next::Succeeded if delivery.state != DeliveryState::Succeeded => {
+                ctx.metrics.outcome(DeliveryState::Succeeded);
+                let since = Duration::from_millis(now_ms().saturating_sub(delivery.created_at_ms));
+                ctx.metrics.delivery_latency.observe(since);
+            }
+            Next::Failed if delivery.state != DeliveryState::Failed => ctx.metrics.outcome(DeliveryState::Failed),
+            _ => {}
+        },
         // The due entry is unchanged, so the delivery is attempted again: at worst a duplicate.
-        tracing::error!(delivery_id = %id, error = %e, "cannot record an attempt");
+        Err(e) => tracing::error!(delivery_id = %id, error = %e, "cannot record an attempt"),
     }
 }
 
 /// Ends a delivery without an attempt because of its plugin chain.
 async fn settle(ctx: &Ctx, id: Uuid, state: DeliveryState, note: PluginNote) {
     tracing::info!(delivery_id = %id, plugin = %note.plugin, state = state.as_str(), reason = %note.message, "delivery settled by a plugin");
-    if let Err(e) = ctx.store.settle(id, state, note).await {
+    match ctx.store.settle(id, state, note).await {
+        Ok(()) => ctx.metrics.outcome(state),
         // Still due: the chain runs again on the next round.
-        tracing::error!(delivery_id = %id, error = %e, "cannot record a plugin outcome");
+        Err(e) => tracing::error!(delivery_id = %id, error = %e, "cannot record a plugin outcome"),
     }
 }
 
@@ -342,26 +397,16 @@ async fn settle(ctx: &Ctx, id: Uuid, state: DeliveryState, note: PluginNote) {
 /// These bytes are exactly the bytes signed.
 pub fn envelope(payload: &str, idempotency_key: Uuid) -> Result<String, json::ParseError> {
     let json::Value::Object(mut fields) = json::parse(payload.as_bytes())? else {
-        return Err(json::ParseError {
-            message: "stored payload is not an object".into(),
-        });
+        return Err(json::ParseError { message: "stored payload is not an object".into() });
     };
-    fields.insert(
-        "idempotency_key".into(),
-        json::Value::String(idempotency_key.to_string()),
-    );
+    fields.insert("idempotency_key".into(), json::Value::String(idempotency_key.to_string()));
     Ok(json::Value::Object(fields).to_canonical())
 }
 
-/// What follows an attempt: success on 2xx; otherwise a retry while the policy allows and the
-/// failure is retryable; otherwise a permanent failure. `jitter` is a sample in `[-1, 1]`.
-pub fn decide(
-    policy: &RetryPolicy,
-    attempts_made: u32,
-    outcome: &Outcome,
-    now_ms: u64,
-    jitter: f64,
-) -> Next {
+/// What follows a scheduled attempt: success on 2xx; otherwise a retry while the policy allows
+/// and the failure is retryable; otherwise a permanent failure. `attempts_made` counts this
+/// attempt; `jitter` is a sample in `[-1, 1]`.
+pub fn decide(policy: &RetryPolicy, attempts_made: u32, outcome: &Outcome, now_ms: u64, jitter: f64) -> Next {
     let Some(error) = &outcome.error else {
         return Next::Succeeded;
     };
@@ -379,10 +424,7 @@ mod tests {
     fn outcome(kind: Option<ErrorKind>, retry_after: Option<Duration>) -> Outcome {
         Outcome {
             status_code: None,
-            error: kind.map(|kind| AttemptError {
-                kind,
-                message: String::new(),
-            }),
+            error: kind.map(|kind| AttemptError { kind, message: String::new() }),
             response_body: String::new(),
             duration: Duration::ZERO,
             retry_after,
@@ -399,27 +441,12 @@ mod tests {
             jitter: 0.0,
         };
         assert_eq!(decide(&p, 1, &outcome(None, None), 0, 0.0), Next::Succeeded);
-        assert_eq!(
-            decide(&p, 1, &outcome(Some(ErrorKind::Status), None), 0, 0.0),
-            Next::RetryAt(5_000)
-        );
-        assert_eq!(
-            decide(&p, 2, &outcome(Some(ErrorKind::Timeout), None), 0, 0.0),
-            Next::RetryAt(25_000)
-        );
-        assert_eq!(
-            decide(&p, 3, &outcome(Some(ErrorKind::Status), None), 0, 0.0),
-            Next::Failed
-        );
-        assert_eq!(
-            decide(&p, 1, &outcome(Some(ErrorKind::Blocked), None), 0, 0.0),
-            Next::Failed
-        );
+        assert_eq!(decide(&p, 1, &outcome(Some(ErrorKind::Status), None), 0, 0.0), Next::RetryAt(5_000));
+        assert_eq!(decide(&p, 2, &outcome(Some(ErrorKind::Timeout), None), 0, 0.0), Next::RetryAt(25_000));
+        assert_eq!(decide(&p, 3, &outcome(Some(ErrorKind::Status), None), 0, 0.0), Next::Failed);
+        assert_eq!(decide(&p, 1, &outcome(Some(ErrorKind::Blocked), None), 0, 0.0), Next::Failed);
         let asked = Some(Duration::from_secs(40));
-        assert_eq!(
-            decide(&p, 1, &outcome(Some(ErrorKind::Status), asked), 0, 0.0),
-            Next::RetryAt(40_000)
-        );
+        assert_eq!(decide(&p, 1, &outcome(Some(ErrorKind::Status), asked), 0, 0.0), Next::RetryAt(40_000));
     }
 
     #[test]
@@ -428,16 +455,8 @@ mod tests {
         let input = std::fs::read(format!("{dir}attendee-a.input.json")).unwrap();
         let expected = std::fs::read_to_string(format!("{dir}attendee-a.canonical")).unwrap();
         let mut v = json::parse(&input).unwrap();
-        let json::Value::Object(o) = &mut v else {
-            panic!()
-        };
-        let key: Uuid = o
-            .remove("idempotency_key")
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let json::Value::Object(o) = &mut v else { panic!() };
+        let key: Uuid = o.remove("idempotency_key").unwrap().as_str().unwrap().parse().unwrap();
         assert_eq!(envelope(&v.to_canonical(), key).unwrap(), expected);
     }
 }

@@ -14,19 +14,10 @@ use crate::json::Object;
 /// event. Then the trigger filter picks the receivers.
 pub fn select<'a>(endpoints: &'a [Endpoint], trigger: &str, event: &Object) -> Vec<&'a Endpoint> {
     let applies = |e: &Endpoint| e.matches.iter().all(|(k, v)| event.get(k) == Some(v));
-    let scoped: Vec<&Endpoint> = endpoints
-        .iter()
-        .filter(|e| !e.matches.is_empty() && applies(e))
-        .collect();
-    let candidates = if scoped.is_empty() {
-        endpoints.iter().filter(|e| e.matches.is_empty()).collect()
-    } else {
-        scoped
-    };
-    candidates
-        .into_iter()
-        .filter(|e| e.triggers.contains(trigger))
-        .collect()
+    let scoped: Vec<&Endpoint> = endpoints.iter().filter(|e| !e.matches.is_empty() && applies(e)).collect();
+    let candidates =
+        if scoped.is_empty() { endpoints.iter().filter(|e| e.matches.is_empty()).collect() } else { scoped };
+    candidates.into_iter().filter(|e| e.triggers.contains(trigger)).collect()
 }
 
 #[cfg(test)]
@@ -44,53 +35,33 @@ mod tests {
             } else {
                 Triggers::Only(triggers.iter().map(|t| t.to_string()).collect())
             },
-            matches: bot
-                .map(|b| vec![("bot_id".to_string(), Value::String(b.into()))])
-                .unwrap_or_default(),
+            matches: bot.map(|b| vec![("bot_id".to_string(), Value::String(b.into()))]).unwrap_or_default(),
             secret: None,
             plugins: Vec::new(),
+            origin: crate::config::Origin::Config,
         }
     }
 
     fn ids(eps: &[Endpoint], trigger: &str, event: &str) -> Vec<String> {
         let v = json::parse(event.as_bytes()).unwrap();
-        select(eps, trigger, v.as_object().unwrap())
-            .iter()
-            .map(|e| e.id.clone())
-            .collect()
+        select(eps, trigger, v.as_object().unwrap()).iter().map(|e| e.id.clone()).collect()
     }
 
     #[test]
     fn triggers_filter_unscoped_endpoints() {
-        let eps = [
-            ep("a", &["bot.state_change"], None),
-            ep("b", &["*"], None),
-            ep("c", &["x"], None),
-        ];
-        assert_eq!(
-            ids(&eps, "bot.state_change", r#"{"bot_id":"b1"}"#),
-            ["a", "b"]
-        );
+        let eps = [ep("a", &["bot.state_change"], None), ep("b", &["*"], None), ep("c", &["x"], None)];
+        assert_eq!(ids(&eps, "bot.state_change", r#"{"bot_id":"b1"}"#), ["a", "b"]);
         assert_eq!(ids(&eps, "transcript.update", "{}"), ["b"]);
     }
 
     #[test]
     fn a_matching_bot_level_endpoint_hides_project_level_ones_whatever_its_triggers() {
-        let eps = [
-            ep("project", &["*"], None),
-            ep("bot1", &["transcript.update"], Some("b1")),
-        ];
+        let eps = [ep("project", &["*"], None), ep("bot1", &["transcript.update"], Some("b1"))];
         // bot1's endpoint exists for b1 but not for this trigger: nobody gets it.
         assert!(ids(&eps, "bot.state_change", r#"{"bot_id":"b1"}"#).is_empty());
-        assert_eq!(
-            ids(&eps, "transcript.update", r#"{"bot_id":"b1"}"#),
-            ["bot1"]
-        );
+        assert_eq!(ids(&eps, "transcript.update", r#"{"bot_id":"b1"}"#), ["bot1"]);
         // Other bots still go to the project-level endpoint.
-        assert_eq!(
-            ids(&eps, "bot.state_change", r#"{"bot_id":"b2"}"#),
-            ["project"]
-        );
+        assert_eq!(ids(&eps, "bot.state_change", r#"{"bot_id":"b2"}"#), ["project"]);
         assert_eq!(ids(&eps, "bot.state_change", "{}"), ["project"]);
     }
 }

@@ -15,6 +15,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::config::{Config, Token};
+use crate::dispatch::Dispatcher;
+use crate::endpoints::Registry;
+use crate::metrics::Metrics;
+use crate::plugin::PluginHost;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -26,16 +30,32 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     pub ingest_tokens: Arc<TokenSet>,
     pub admin_tokens: Arc<TokenSet>,
+    pub endpoints: Arc<Registry>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+    pub plugins: Option<Arc<PluginHost>>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Store, wake: Arc<Notify>) -> AppState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        wake: Arc<Notify>,
+        endpoints: Arc<Registry>,
+        dispatcher: Dispatcher,
+        metrics: Arc<Metrics>,
+        plugins: Option<Arc<PluginHost>>,
+    ) -> AppState {
         AppState {
             ingest_tokens: Arc::new(TokenSet::new(&config.auth.ingest_tokens)),
             admin_tokens: Arc::new(TokenSet::new(&config.auth.admin_tokens)),
             config,
             store,
             wake,
+            endpoints,
+            dispatcher,
+            metrics,
+            plugins,
         }
     }
 }
@@ -46,12 +66,7 @@ pub struct TokenSet(Vec<[u8; 32]>);
 
 impl TokenSet {
     fn new(tokens: &[Token]) -> TokenSet {
-        TokenSet(
-            tokens
-                .iter()
-                .map(|t| Sha256::digest(t.0.as_bytes()).into())
-                .collect(),
-        )
+        TokenSet(tokens.iter().map(|t| Sha256::digest(t.0.as_bytes()).into()).collect())
     }
 
     /// Checks the `Authorization: Bearer` header against every token, without early exit.
@@ -59,10 +74,7 @@ impl TokenSet {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -73,20 +85,13 @@ impl TokenSet {
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         let mut ok = false;
         for t in &self.0 {
-            let diff = t
-                .iter()
-                .zip(digest.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            let diff = t.iter().zip(digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
             ok |= diff == 0;
         }
         if ok {
             Ok(())
         } else {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the bearer token is not valid for this route",
-            ))
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid for this route"))
         }
     }
 }
@@ -102,11 +107,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -140,11 +141,7 @@ pub fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this method is not allowed on this path",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed on this path")
 }
 
 async fn not_found() -> ApiError {
@@ -153,23 +150,20 @@ async fn not_found() -> ApiError {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    use crate::api;
+    let mna = method_not_allowed;
     Router::new()
-        .route(
-            "/v1/events",
-            post(crate::ingest::create_event).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/events/{id}",
-            get(crate::api::get_event).fallback(method_not_allowed),
-        )
-        .route(
-            "/v1/deliveries/{id}",
-            get(crate::api::get_delivery).fallback(method_not_allowed),
-        )
-        .route(
-            "/healthz",
-            get(crate::api::health).fallback(method_not_allowed),
-        )
+        .route("/v1/events", post(crate::ingest::create_event).fallback(mna))
+        .route("/v1/events/{id}", get(api::get_event).fallback(mna))
+        .route("/v1/deliveries", get(api::list_deliveries).fallback(mna))
+        .route("/v1/deliveries/resend", post(api::bulk_resend).fallback(mna))
+        .route("/v1/deliveries/{id}", get(api::get_delivery).fallback(mna))
+        .route("/v1/deliveries/{id}/resend", post(api::resend).fallback(mna))
+        .route("/v1/endpoints", get(api::list_endpoints).post(api::create_endpoint).fallback(mna))
+        .route("/v1/endpoints/{id}", get(api::get_endpoint).delete(api::delete_endpoint).fallback(mna))
+        .route("/metrics", get(api::metrics).fallback(mna))
+        .route("/healthz", get(api::health).fallback(mna))
+        .route("/", get(api::dashboard).fallback(mna))
         .fallback(not_found)
         .with_state(state)
 }

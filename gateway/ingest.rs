@@ -33,8 +33,7 @@ pub struct ValidEvent {
 /// Checks the body against the event rules: a JSON object (per `json::parse`'s strict rules)
 /// with a well-formed `trigger`, an object `data` and no reserved key.
 pub fn validate(body: &[u8]) -> Result<ValidEvent, ApiError> {
-    let value = json::parse(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+    let value = json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
     let Value::Object(fields) = value else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -47,35 +46,22 @@ pub fn validate(body: &[u8]) -> Result<ValidEvent, ApiError> {
         None => return Err(invalid("missing `trigger`".into())),
         Some(Value::String(t)) if valid_trigger(t) => t.clone(),
         Some(Value::String(t)) => {
-            return Err(invalid(format!(
-                "`trigger` {t:?} must be 1-128 characters of a-z, 0-9, '_', '.', '-'"
-            )));
+            return Err(invalid(format!("`trigger` {t:?} must be 1-128 characters of a-z, 0-9, '_', '.', '-'")));
         }
         Some(other) => {
-            return Err(invalid(format!(
-                "`trigger` must be a string, not {}",
-                other.kind()
-            )));
+            return Err(invalid(format!("`trigger` must be a string, not {}", other.kind())));
         }
     };
     match fields.get("data") {
         None => return Err(invalid("missing `data` (an object)".into())),
         Some(Value::Object(_)) => {}
         Some(other) => {
-            return Err(invalid(format!(
-                "`data` must be an object, not {}",
-                other.kind()
-            )));
+            return Err(invalid(format!("`data` must be an object, not {}", other.kind())));
         }
     }
-    for reserved in RESERVED_FIELDS
-        .iter()
-        .filter(|k| !matches!(**k, "trigger" | "data"))
-    {
+    for reserved in RESERVED_FIELDS.iter().filter(|k| !matches!(**k, "trigger" | "data")) {
         if fields.get(reserved).is_some() {
-            return Err(invalid(format!(
-                "`{reserved}` is reserved: the gateway sets it for each delivery"
-            )));
+            return Err(invalid(format!("`{reserved}` is reserved: the gateway sets it for each delivery")));
         }
     }
     Ok(ValidEvent { trigger, fields })
@@ -100,23 +86,16 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             format!("the body is larger than server.max_body_bytes ({limit} bytes)"),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return Err(if over {
-                too_large()
-            } else {
-                ApiError::bad_request("the request body could not be read")
-            });
+            let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if over { too_large() } else { ApiError::bad_request("the request body could not be read") });
         }
     };
     let idempotency_key = idempotency_key(headers)?;
@@ -125,7 +104,9 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
 
     let now = now_ms();
     let event_id = Uuid::now_v7();
-    let receivers = crate::fanout::select(&st.config.endpoints, &event.trigger, &event.fields);
+    let endpoints = st.endpoints.snapshot();
+    let receivers = crate::fanout::select(&endpoints, &event.trigger, &event.fields);
+    let resource = indexed_fields(&event.fields);
     let deliveries: Vec<DeliveryRecord> = receivers
         .iter()
         .map(|ep| DeliveryRecord {
@@ -141,12 +122,12 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             prepared: false,
             body: None,
             note: None,
+            resource: resource.clone(),
+            requeued: false,
         })
         .collect();
-    let claim = idempotency_key.map(|key| IdempotencyClaim {
-        key,
-        request_hash: hex(&Sha256::digest(payload.as_bytes())),
-    });
+    let claim =
+        idempotency_key.map(|key| IdempotencyClaim { key, request_hash: hex(&Sha256::digest(payload.as_bytes())) });
     let write = IngestWrite {
         event: EventRecord {
             id: event_id,
@@ -158,24 +139,18 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
         deliveries,
         idempotency: claim,
     };
-    let outcome = st
-        .store
-        .ingest(write)
-        .await
-        .map_err(|e| ApiError::store(&e))?;
+    let commit_started = std::time::Instant::now();
+    let outcome = st.store.ingest(write).await.map_err(|e| ApiError::store(&e))?;
+    st.metrics.ingest_commit.observe(commit_started.elapsed());
     let (event_id, n, replayed) = match outcome {
-        IngestOutcome::Created {
-            event_id,
-            deliveries,
-        } => {
+        IngestOutcome::Created { event_id, deliveries } => {
             st.wake.notify_one();
+            st.metrics.events_ingested.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            st.metrics.deliveries_created.fetch_add(deliveries as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(%event_id, trigger = %event.trigger, deliveries, "event accepted");
             (event_id, deliveries, false)
         }
-        IngestOutcome::Replayed {
-            event_id,
-            deliveries,
-        } => (event_id, deliveries, true),
+        IngestOutcome::Replayed { event_id, deliveries } => (event_id, deliveries, true),
         IngestOutcome::KeyReused => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -187,19 +162,28 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     let body = serde_json::json!({ "event_id": event_id, "deliveries": n }).to_string();
     let mut resp = json_response(StatusCode::ACCEPTED, body);
     if replayed {
-        resp.headers_mut().insert(
-            "idempotent-replayed",
-            header::HeaderValue::from_static("true"),
-        );
+        resp.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
     }
     Ok(resp)
 }
 
+/// The longest resource field value that is indexed for filtering. Longer values are still
+/// delivered, just not searchable.
+const MAX_INDEXED_VALUE: usize = 256;
+
+/// The event's scalar resource fields as (name, canonical JSON value), for the delivery index.
+fn indexed_fields(fields: &Object) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .filter(|(k, _)| !matches!(*k, "trigger" | "data") && k.len() <= 128)
+        .filter(|(_, v)| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)))
+        .map(|(k, v)| (k.to_owned(), v.to_canonical()))
+        .filter(|(_, v)| v.len() <= MAX_INDEXED_VALUE)
+        .collect()
+}
+
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
@@ -217,9 +201,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     match v.to_str() {
-        Ok(k) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
-            Ok(Some(k.trim().to_owned()))
-        }
+        Ok(k) if !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => Ok(Some(k.trim().to_owned())),
         _ => Err(ApiError::bad_request(format!(
             "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
         ))),
@@ -242,14 +224,8 @@ mod tests {
             (r#"{"trigger":5,"data":{}}"#, "must be a string"),
             (r#"{"trigger":"Bot Change","data":{}}"#, "must be 1-128"),
             (r#"{"trigger":"bot.state_change"}"#, "missing `data`"),
-            (
-                r#"{"trigger":"bot.state_change","data":[]}"#,
-                "`data` must be an object",
-            ),
-            (
-                r#"{"trigger":"bot.state_change","data":{},"idempotency_key":"x"}"#,
-                "reserved",
-            ),
+            (r#"{"trigger":"bot.state_change","data":[]}"#, "`data` must be an object"),
+            (r#"{"trigger":"bot.state_change","data":{},"idempotency_key":"x"}"#, "reserved"),
         ];
         for (body, needle) in cases {
             let e = validate(body.as_bytes()).unwrap_err();

@@ -48,10 +48,7 @@ impl Object {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| &self.0[i].1)
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| &self.0[i].1)
     }
 
     /// Inserts or replaces `key`, keeping the members sorted.
@@ -135,9 +132,7 @@ pub struct ParseError {
 }
 
 fn err<T>(message: impl Into<String>) -> Result<T, ParseError> {
-    Err(ParseError {
-        message: message.into(),
-    })
+    Err(ParseError { message: message.into() })
 }
 
 /// Parses one JSON document (RFC 8259, no extensions), refusing invalid UTF-8, duplicate keys,
@@ -146,17 +141,10 @@ pub fn parse(bytes: &[u8]) -> Result<Value, ParseError> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            return err(format!(
-                "body is not valid UTF-8 (at byte {})",
-                e.valid_up_to()
-            ));
+            return err(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to()));
         }
     };
-    let mut p = Parser {
-        s: text.as_bytes(),
-        text,
-        pos: 0,
-    };
+    let mut p = Parser { s: text.as_bytes(), text, pos: 0 };
     p.skip_ws();
     let v = p.value(0)?;
     p.skip_ws();
@@ -177,9 +165,7 @@ impl Parser<'_> {
         let before = &self.text.as_bytes()[..self.pos.min(self.s.len())];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
         let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-        err(format!(
-            "malformed JSON at line {line} column {col}: {what}"
-        ))
+        err(format!("malformed JSON at line {line} column {col}: {what}"))
     }
 
     fn skip_ws(&mut self) {
@@ -288,10 +274,7 @@ impl Parser<'_> {
         let Some(h) = self.s.get(self.pos..self.pos + 4) else {
             return self.fail("truncated \\u escape");
         };
-        let Some(v) = std::str::from_utf8(h)
-            .ok()
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-        else {
+        let Some(v) = std::str::from_utf8(h).ok().and_then(|h| u32::from_str_radix(h, 16).ok()) else {
             return self.fail("invalid \\u escape");
         };
         self.pos += 4;
@@ -570,10 +553,7 @@ mod tests {
 
     #[test]
     fn integers_are_kept_exactly() {
-        assert_eq!(
-            canon("[123456789012345678901234567890,-0,0,-7]"),
-            "[123456789012345678901234567890,0,0,-7]"
-        );
+        assert_eq!(canon("[123456789012345678901234567890,-0,0,-7]"), "[123456789012345678901234567890,0,0,-7]");
     }
 
     #[test]
@@ -617,12 +597,7 @@ mod tests {
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(ok.as_bytes()).is_ok());
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
-        assert!(
-            parse(deep.as_bytes())
-                .unwrap_err()
-                .message
-                .contains("deeper")
-        );
+        assert!(parse(deep.as_bytes()).unwrap_err().message.contains("deeper"));
     }
 
     proptest::proptest! {

@@ -23,10 +23,13 @@ pub mod api;
 pub mod config;
 pub mod deliver;
 pub mod dispatch;
+pub mod endpoints;
 pub mod fanout;
 pub mod http;
 pub mod ingest;
 pub mod json;
+pub mod listen;
+pub mod metrics;
 pub mod model;
 pub mod plugin;
 pub mod retry;
@@ -62,16 +65,24 @@ pub async fn run(
     let (store, writer) = store::Store::open(&config.server.data_dir)?;
     let wake = Arc::new(Notify::new());
     let stop = CancellationToken::new();
-    let dispatcher = tokio::spawn(dispatch::run(
+    let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let dispatcher = dispatch::Dispatcher::new(
         config.clone(),
         store.clone(),
-        plugins,
+        registry.clone(),
+        plugins.clone(),
+        metrics.clone(),
         wake.clone(),
-        stop.clone(),
-    ));
-
-    let app = http::router(http::AppState::new(config.clone(), store.clone(), wake));
-    tracing::info!(listen = %listener.local_addr()?, endpoints = config.endpoints.len(), "hookgate is serving");
+    )?;
+    let scheduler = {
+        let (d, stop) = (dispatcher.clone(), stop.clone());
+        tokio::spawn(async move { d.run(stop).await })
+    };
+    let endpoint_count = registry.snapshot().len();
+    let state = http::AppState::new(config.clone(), store.clone(), wake, registry, dispatcher, metrics, plugins);
+    let app = http::router(state);
+    tracing::info!(listen = %listener.local_addr()?, endpoints = endpoint_count, "hookgate is serving");
     let stop_server = stop.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -83,13 +94,9 @@ pub async fn run(
         })
         .await;
     stop.cancel();
-    let dispatched = dispatcher.await;
+    let dispatched = scheduler.await;
     drop(store);
-    let joined = tokio::time::timeout(
-        WRITER_JOIN_TIMEOUT,
-        tokio::task::spawn_blocking(move || writer.join()),
-    )
-    .await;
+    let joined = tokio::time::timeout(WRITER_JOIN_TIMEOUT, tokio::task::spawn_blocking(move || writer.join())).await;
     if joined.is_err() {
         tracing::error!("the store writer did not finish in time");
     }
@@ -106,9 +113,6 @@ pub async fn load_plugins(config: &Arc<Config>) -> anyhow::Result<Option<Arc<plu
         return Ok(None);
     }
     let c = config.clone();
-    let host = tokio::task::spawn_blocking(move || {
-        plugin::PluginHost::load(&c.plugins, &c.server.data_dir)
-    })
-    .await??;
+    let host = tokio::task::spawn_blocking(move || plugin::PluginHost::load(&c.plugins, &c.server.data_dir)).await??;
     Ok(Some(Arc::new(host)))
 }

@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 use hookgate::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "hookgate",
-    version,
-    about = "Self-hosted webhook delivery gateway"
-)]
+#[command(name = "hookgate", version, about = "Self-hosted webhook delivery gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +23,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run a local webhook receiver that prints each delivery and whether both signatures verify.
+    Listen {
+        /// Port on 127.0.0.1.
+        #[arg(long, short, default_value_t = 9000)]
+        port: u16,
+        /// The signing secret (base64, or whsec_<base64>), as in [signing] secret.
+        #[arg(long, short)]
+        secret: String,
+    },
     /// Validate a config file and print a summary; exits non-zero on error.
     Check {
         /// The TOML config file to validate.
@@ -39,14 +44,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = |name: &str| std::env::var(name).ok();
     match cli.command {
+        Command::Listen { port, secret } => {
+            let secret = match hookgate::sign::Secret::parse_any_length(&secret) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: --secret {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(hookgate::listen::run(port, secret)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => match Config::load(&config, &env) {
             Ok(c) => {
                 // Plugins are compiled and matched against the WIT world too, so a missing or
                 // incompatible component fails here, naming the plugin.
                 if !c.plugins.is_empty() {
-                    if let Err(e) =
-                        hookgate::plugin::PluginHost::load(&c.plugins, &c.server.data_dir)
-                    {
+                    if let Err(e) = hookgate::plugin::PluginHost::load(&c.plugins, &c.server.data_dir) {
                         eprintln!("error: {e}");
                         return ExitCode::FAILURE;
                     }
@@ -88,9 +110,8 @@ fn main() -> ExitCode {
 
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     hookgate::run(config, listener, shutdown_signal()).await
 }
 
@@ -119,10 +140,7 @@ async fn shutdown_signal() {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
 fn print_summary(c: &Config) {
@@ -137,44 +155,24 @@ fn print_summary(c: &Config) {
         d.retry.initial,
         d.retry.multiplier,
         !d.allow_http,
-        if d.allow_private_networks {
-            "allowed"
-        } else {
-            "refused"
-        }
+        if d.allow_private_networks { "allowed" } else { "refused" }
     );
     println!("  endpoints ({}):", c.endpoints.len());
     for e in &c.endpoints {
         let scope = if e.matches.is_empty() {
             String::new()
         } else {
-            let m: Vec<String> = e
-                .matches
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.to_canonical()))
-                .collect();
+            let m: Vec<String> = e.matches.iter().map(|(k, v)| format!("{k}={}", v.to_canonical())).collect();
             format!(" [match {}]", m.join(", "))
         };
-        let chain = if e.plugins.is_empty() {
-            String::new()
-        } else {
-            format!(" plugins: {}", e.plugins.join(" -> "))
-        };
-        println!(
-            "    {} -> {} triggers: {}{}{}",
-            e.id, e.url, e.triggers, scope, chain
-        );
+        let chain = if e.plugins.is_empty() { String::new() } else { format!(" plugins: {}", e.plugins.join(" -> ")) };
+        println!("    {} -> {} triggers: {}{}{}", e.id, e.url, e.triggers, scope, chain);
     }
     if !c.plugins.is_empty() {
         println!("  plugins ({}):", c.plugins.len());
         for p in &c.plugins {
             let mib = p.memory_limit >> 20;
-            println!(
-                "    {} <- {} (timeout {:?}, memory {mib} MiB)",
-                p.name,
-                p.path.display(),
-                p.timeout
-            );
+            println!("    {} <- {} (timeout {:?}, memory {mib} MiB)", p.name, p.path.display(), p.timeout);
         }
         for (trigger, chain) in &c.trigger_plugins {
             println!("    trigger {trigger}: {}", chain.join(" -> "));

@@ -69,6 +69,38 @@ pub struct DeliveryRecord {
     /// Why the delivery ended without an attempt: filtered, or failed in a plugin.
     #[serde(default)]
     pub note: Option<PluginNote>,
+    /// The event's scalar resource fields (`bot_id`, `calendar_id`, ...) as (name, canonical
+    /// JSON value): indexed for filtering and shown in listings.
+    #[serde(default)]
+    pub resource: Vec<(String, String)>,
+    /// Put back in the queue by a bulk resend: its next attempt is a manual one, and a failure
+    /// ends it again instead of starting a new retry schedule.
+    #[serde(default)]
+    pub requeued: bool,
+}
+
+impl DeliveryRecord {
+    /// Attempts made by the retry schedule (manual resends do not use up retries).
+    pub fn automatic_attempts(&self) -> u32 {
+        self.attempts.iter().filter(|a| !a.manual).count() as u32
+    }
+}
+
+/// The most attempts one delivery may have, manual ones included (Attendee's cap).
+pub const MAX_ATTEMPTS: usize = 50;
+
+/// An endpoint created through the API, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub url: String,
+    /// Trigger names, or `["*"]` for all.
+    pub triggers: Vec<String>,
+    /// (field, canonical JSON value) pairs of a resource-scoped endpoint.
+    pub matches: Vec<(String, String)>,
+    /// The endpoint's own signing secret as given (base64 or `whsec_`), if any.
+    pub secret: Option<String>,
+    pub created_at_ms: u64,
 }
 
 /// A plugin's verdict that ended a delivery before any attempt.
@@ -89,6 +121,9 @@ pub struct AttemptRecord {
     pub error: Option<AttemptError>,
     /// The first bytes of the response body (lossy UTF-8), at most `deliver::RESPONSE_BODY_LIMIT`.
     pub response_body: String,
+    /// Made by a resend request rather than the retry schedule.
+    #[serde(default)]
+    pub manual: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,18 +167,13 @@ impl ErrorKind {
 
     /// Whether another attempt could succeed where this one failed.
     pub fn is_retryable(self) -> bool {
-        !matches!(
-            self,
-            ErrorKind::Blocked | ErrorKind::EndpointGone | ErrorKind::Plugin
-        )
+        !matches!(self, ErrorKind::Blocked | ErrorKind::EndpointGone | ErrorKind::Plugin)
     }
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T05:49:00.123Z`.
@@ -160,24 +190,81 @@ pub fn rfc3339(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+/// Parses RFC 3339 (`2026-11-23T05:49:00Z`, `...00.123+01:00`) or epoch milliseconds into epoch
+/// milliseconds.
+pub fn parse_time(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().ok();
+    }
+    let b = t.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &t[19..];
+    let mut millis = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let ms: String = frac[..digits].chars().chain("000".chars()).take(3).collect();
+        millis = ms.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    // Days-from-civil (Howard Hinnant).
+    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60;
+    u64::try_from(secs * 1000 + millis).ok()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
+    fn parse_time_reads_rfc3339_and_epoch_ms() {
+        use super::{parse_time, rfc3339};
+        for ms in [0, 1_700_000_000_123, 951_782_400_000, 4_102_444_800_000] {
+            assert_eq!(parse_time(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(parse_time("2023-11-14T23:13:20.123+01:00"), Some(1_700_000_000_123));
+        assert_eq!(parse_time("1700000000123"), Some(1_700_000_000_123));
+        for bad in ["", "yesterday", "2023-13-01T00:00:00Z", "2023-11-14T22:13:20", "2023-11-14T22:13:20.Z"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::rfc3339(1_700_000_000_123),
-            "2023-11-14T22:13:20.123Z"
-        );
+        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -38,12 +38,7 @@ impl RetryPolicy {
 
     /// The delay before the next attempt, honouring a receiver's `Retry-After` (sent with 429 or
     /// 503): we wait at least as long as it asks, but never longer than `max`.
-    pub fn next_delay(
-        &self,
-        retry_index: u32,
-        retry_after: Option<Duration>,
-        jitter_sample: f64,
-    ) -> Duration {
+    pub fn next_delay(&self, retry_index: u32, retry_after: Option<Duration>, jitter_sample: f64) -> Duration {
         let computed = self.backoff(retry_index, jitter_sample);
         match retry_after {
             Some(asked) => computed.max(asked).min(self.max),
@@ -90,15 +85,9 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(90))
-        );
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(90)));
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -110,10 +99,7 @@ mod tests {
         let p = policy();
         let asked = Some(Duration::from_secs(600));
         assert_eq!(p.next_delay(0, asked, 0.0), Duration::from_secs(600));
-        assert_eq!(
-            p.next_delay(0, Some(Duration::from_secs(1)), 0.0),
-            Duration::from_secs(5)
-        );
+        assert_eq!(p.next_delay(0, Some(Duration::from_secs(1)), 0.0), Duration::from_secs(5));
         let huge = Some(Duration::from_secs(86_400));
         assert_eq!(p.next_delay(0, huge, 0.0), Duration::from_secs(3600));
     }

@@ -37,9 +37,7 @@ impl Secret {
     /// Parses `base64` or `whsec_<base64>` without a length rule (test vectors use short keys).
     pub fn parse_any_length(text: &str) -> Result<Secret, SecretError> {
         let b64 = text.strip_prefix("whsec_").unwrap_or(text);
-        B64.decode(b64.trim())
-            .map(Secret)
-            .map_err(|_| SecretError::NotBase64)
+        B64.decode(b64.trim()).map(Secret).map_err(|_| SecretError::NotBase64)
     }
 
     /// Parses a configured secret: base64 (optionally `whsec_`-prefixed) of at least 32 bytes.
@@ -102,17 +100,9 @@ impl SignedHeaders {
 
 /// Signs one attempt. `current` signs both recipes; each of `previous` adds a `webhook-signature`
 /// entry so receivers still holding an old key keep verifying during a rotation.
-pub fn sign(
-    current: &Secret,
-    previous: &[Secret],
-    msg_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> SignedHeaders {
-    let entries: Vec<String> = std::iter::once(current)
-        .chain(previous)
-        .map(|s| standard_signature(s, msg_id, timestamp, body))
-        .collect();
+pub fn sign(current: &Secret, previous: &[Secret], msg_id: &str, timestamp: i64, body: &[u8]) -> SignedHeaders {
+    let entries: Vec<String> =
+        std::iter::once(current).chain(previous).map(|s| standard_signature(s, msg_id, timestamp, body)).collect();
     SignedHeaders {
         x_webhook_signature: attendee_signature(current, body),
         webhook_id: msg_id.to_owned(),
@@ -123,13 +113,7 @@ pub fn sign(
 
 /// Checks a `webhook-signature` header the way the official verifiers do: any `v1,` entry that
 /// matches is enough. The comparison is constant-time through `Mac::verify_slice`.
-pub fn verify_standard(
-    secret: &Secret,
-    msg_id: &str,
-    timestamp: &str,
-    body: &[u8],
-    header: &str,
-) -> bool {
+pub fn verify_standard(secret: &Secret, msg_id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     header.split(' ').any(|entry| {
         let Some(sig) = entry.strip_prefix("v1,") else {
             return false;
@@ -164,11 +148,7 @@ mod tests {
     const VECTOR_SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
     fn canonical(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/vectors/{name}.canonical",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        std::fs::read(format!("{}/tests/vectors/{name}.canonical", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]
@@ -190,20 +170,8 @@ mod tests {
         let body = canonical("attendee-a");
         let sig = standard_signature(&secret, "msg_2Kx9", 1_700_000_000, &body);
         assert_eq!(sig, "v1,CJY5m6JlsFzG+yAUQbiQDvOoVMsgXRtL7Yv5a0Ig0gk=");
-        assert!(verify_standard(
-            &secret,
-            "msg_2Kx9",
-            "1700000000",
-            &body,
-            &sig
-        ));
-        assert!(!verify_standard(
-            &secret,
-            "msg_2Kx9",
-            "1700000001",
-            &body,
-            &sig
-        ));
+        assert!(verify_standard(&secret, "msg_2Kx9", "1700000000", &body, &sig));
+        assert!(!verify_standard(&secret, "msg_2Kx9", "1700000001", &body, &sig));
     }
 
     #[test]
@@ -213,20 +181,8 @@ mod tests {
         let h = sign(&current, std::slice::from_ref(&old), "id", 5, b"{}");
         let entries: Vec<&str> = h.webhook_signature.split(' ').collect();
         assert_eq!(entries.len(), 2);
-        assert!(verify_standard(
-            &old,
-            "id",
-            "5",
-            b"{}",
-            &h.webhook_signature
-        ));
-        assert!(verify_standard(
-            &current,
-            "id",
-            "5",
-            b"{}",
-            &h.webhook_signature
-        ));
+        assert!(verify_standard(&old, "id", "5", b"{}", &h.webhook_signature));
+        assert!(verify_standard(&current, "id", "5", b"{}", &h.webhook_signature));
         assert!(verify_attendee(&current, b"{}", &h.x_webhook_signature));
         assert!(!verify_attendee(&old, b"{}", &h.x_webhook_signature));
     }
@@ -234,10 +190,7 @@ mod tests {
     #[test]
     fn secrets_are_checked_and_never_printed() {
         assert_eq!(Secret::parse("not base64!"), Err(SecretError::NotBase64));
-        assert_eq!(
-            Secret::parse(&B64.encode([1u8; 16])),
-            Err(SecretError::TooShort(16))
-        );
+        assert_eq!(Secret::parse(&B64.encode([1u8; 16])), Err(SecretError::TooShort(16)));
         let s = Secret::parse(&format!("whsec_{VECTOR_SECRET}")).unwrap();
         assert_eq!(s.to_whsec(), format!("whsec_{VECTOR_SECRET}"));
         assert!(!format!("{s:?}").contains("AAEC"));

@@ -8,6 +8,12 @@
 //! **Invariant:** a delivery has an entry in `due` exactly when its state is `pending`, keyed by
 //! `(endpoint_id, next_attempt_at_ms, delivery_id)`. Both change in the same transaction.
 //!
+//! **Invariant:** `delivery_index` holds `(key, delivery_id)` for every delivery and each of
+//! its keys: `s:<state>`, `e:<endpoint_id>`, `t:<trigger>`, and `f:<field>=<canonical value>`
+//! per scalar resource field. The state key moves with the state, in the same transaction.
+//! Listing intersects these in descending id order (ids are UUIDv7, so that is newest first
+//! and a time range is an id range): no query scans the deliveries table.
+//!
 //! **Group commit:** every write goes through one thread that drains whatever has queued up
 //! (up to [`MAX_BATCH`] operations), applies it all in one write transaction, commits once with
 //! `Durability::Immediate` (one fsync) and only then answers each caller. Under load, hundreds
@@ -22,13 +28,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord, PluginNote};
+use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, EventRecord, PluginNote};
 
 /// Events by id (UUIDv7 as u128, so the table is in arrival order) → JSON `EventRecord`.
 const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
@@ -40,9 +44,12 @@ const DUE: TableDefinition<(&str, u64, u128), ()> = TableDefinition::new("due");
 /// Ingest `Idempotency-Key` → JSON `IdempotencyRecord`.
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// `(created_ms, key)` for pruning idempotency keys older than [`IDEMPOTENCY_TTL_MS`].
-const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
-    TableDefinition::new("idempotency_expiry");
+const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("idempotency_expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Secondary indexes of deliveries: `(key, delivery_id)`; see the module header.
+const DELIVERY_INDEX: TableDefinition<(&str, u128), ()> = TableDefinition::new("delivery_index");
+/// Endpoints created through the API, by id → JSON `EndpointRecord`.
+const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 
 const SCHEMA_VERSION: u64 = 1;
 
@@ -113,6 +120,66 @@ pub enum Next {
     RetryAt(u64),
     Succeeded,
     Failed,
+    /// State and schedule stay as they are (a failed manual resend).
+    Keep,
+}
+
+/// A listing request: every given filter must match.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery {
+    pub state: Option<DeliveryState>,
+    pub endpoint_id: Option<String>,
+    pub trigger: Option<String>,
+    /// Resource fields: (name, canonical JSON value).
+    pub fields: Vec<(String, String)>,
+    /// Created at or after (epoch ms).
+    pub since_ms: Option<u64>,
+    /// Created at or before (epoch ms).
+    pub until_ms: Option<u64>,
+    /// Continue after this delivery (exclusive): the previous page's cursor.
+    pub after: Option<Uuid>,
+    pub limit: usize,
+}
+
+impl DeliveryQuery {
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.fields.iter().map(|(f, v)| field_key(f, v)).collect();
+        if let Some(e) = &self.endpoint_id {
+            keys.push(format!("e:{e}"));
+        }
+        if let Some(t) = &self.trigger {
+            keys.push(format!("t:{t}"));
+        }
+        if let Some(s) = self.state {
+            keys.push(state_key(s));
+        }
+        keys
+    }
+
+    /// The id range this query may return, newest end first.
+    fn id_bounds(&self) -> Option<(u128, u128)> {
+        let lo = self.since_ms.map_or(0, |ms| u128::from(ms) << 80);
+        let mut hi = self.until_ms.map_or(u128::MAX, |ms| ((u128::from(ms) + 1) << 80) - 1);
+        if let Some(after) = self.after {
+            hi = hi.min(after.as_u128().checked_sub(1)?);
+        }
+        (lo <= hi).then_some((lo, hi))
+    }
+}
+
+fn state_key(s: DeliveryState) -> String {
+    format!("s:{}", s.as_str())
+}
+
+fn field_key(field: &str, canonical_value: &str) -> String {
+    format!("f:{field}={canonical_value}")
+}
+
+/// A page of deliveries, newest first, and the cursor of the next page if there is one.
+#[derive(Debug, Default)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliveryRecord>,
+    pub next: Option<Uuid>,
 }
 
 /// One due delivery found by [`Store::scan_due`].
@@ -130,10 +197,7 @@ pub struct DueScan {
 }
 
 enum Op {
-    Ingest(
-        IngestWrite,
-        oneshot::Sender<Result<IngestOutcome, StoreError>>,
-    ),
+    Ingest(IngestWrite, oneshot::Sender<Result<IngestOutcome, StoreError>>),
     Attempt {
         delivery_id: Uuid,
         attempt: AttemptRecord,
@@ -146,6 +210,13 @@ enum Op {
         state: DeliveryState,
         note: PluginNote,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    PutEndpoint(EndpointRecord, oneshot::Sender<Result<(), StoreError>>),
+    DeleteEndpoint(String, oneshot::Sender<Result<(), StoreError>>),
+    Requeue {
+        ids: Vec<Uuid>,
+        at_ms: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
     },
 }
 
@@ -185,12 +256,8 @@ impl WriterThread {
 impl Store {
     /// Opens (or creates) `data_dir/hookgate.redb` and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<(Store, WriterThread), StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Storage(format!(
-                "cannot create data_dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Storage(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
         let path: PathBuf = data_dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Storage(format!(
@@ -209,23 +276,13 @@ impl Store {
             .name("hookgate-store-writer".into())
             .spawn(move || writer_loop(&writer_db, rx, &writer_stats))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
-        Ok((
-            Store {
-                db,
-                writer: tx,
-                stats,
-            },
-            WriterThread(handle),
-        ))
+        Ok((Store { db, writer: tx, stats }, WriterThread(handle)))
     }
 
     /// Stores an event and its pending deliveries durably, or replays an idempotent repeat.
     pub async fn ingest(&self, write: IngestWrite) -> Result<IngestOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(Op::Ingest(write, reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(Op::Ingest(write, reply)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -240,36 +297,58 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Op::Attempt {
-                delivery_id,
-                attempt,
-                next,
-                prepared,
-                reply,
-            })
+            .send(Op::Attempt { delivery_id, attempt, next, prepared, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Ends a pending delivery without an attempt (`filtered`, or `failed` in a plugin).
-    pub async fn settle(
-        &self,
-        delivery_id: Uuid,
-        state: DeliveryState,
-        note: PluginNote,
-    ) -> Result<(), StoreError> {
+    pub async fn settle(&self, delivery_id: Uuid, state: DeliveryState, note: PluginNote) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(Op::Settle {
-                delivery_id,
-                state,
-                note,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(Op::Settle { delivery_id, state, note, reply }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn put_endpoint(&self, e: EndpointRecord) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(Op::PutEndpoint(e, reply)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn delete_endpoint(&self, id: String) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(Op::DeleteEndpoint(id, reply)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Endpoints created through the API, in id order.
+    pub async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let t = txn.open_table(ENDPOINTS).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(storage)? {
+                let (_, v) = entry.map_err(storage)?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Puts failed deliveries back in the queue, due at `at_ms`, for one manual attempt each.
+    /// Deliveries that are not `failed` (any more) or are at the attempt cap are left alone.
+    /// Returns how many were queued.
+    pub async fn requeue(&self, ids: Vec<Uuid>, at_ms: u64) -> Result<usize, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(Op::Requeue { ids, at_ms, reply }).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A page of deliveries matching `q`, newest first, answered from the indexes.
+    pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+        self.read(move |db| list_deliveries(db, &q)).await
     }
 
     /// Commit counters of the writer thread.
@@ -286,10 +365,7 @@ impl Store {
     }
 
     /// A delivery and its event, read in one snapshot.
-    pub async fn delivery_with_event(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
+    pub async fn delivery_with_event(&self, id: Uuid) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
         self.read(move |db| {
             let Some(d) = get_json::<DeliveryRecord>(db, DELIVERIES, id)? else {
                 return Ok(None);
@@ -323,8 +399,7 @@ impl Store {
         free: impl Fn(&str) -> usize + Send + 'static,
         global_free: usize,
     ) -> Result<DueScan, StoreError> {
-        self.read(move |db| scan_due(db, now_ms, &in_flight, &free, global_free))
-            .await
+        self.read(move |db| scan_due(db, now_ms, &in_flight, &free, global_free)).await
     }
 
     /// How many deliveries are pending.
@@ -352,14 +427,10 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     {
         let mut meta = txn.open_table(META).map_err(storage)?;
-        let version = meta
-            .get("schema_version")
-            .map_err(storage)?
-            .map(|v| v.value());
+        let version = meta.get("schema_version").map_err(storage)?.map(|v| v.value());
         match version {
             None => {
-                meta.insert("schema_version", SCHEMA_VERSION)
-                    .map_err(storage)?;
+                meta.insert("schema_version", SCHEMA_VERSION).map_err(storage)?;
             }
             Some(SCHEMA_VERSION) => {}
             Some(v) => {
@@ -374,6 +445,8 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
         txn.open_table(DUE).map_err(storage)?;
         txn.open_table(IDEMPOTENCY).map_err(storage)?;
         txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?;
+        txn.open_table(DELIVERY_INDEX).map_err(storage)?;
+        txn.open_table(ENDPOINTS).map_err(storage)?;
     }
     txn.commit().map_err(storage)
 }
@@ -388,9 +461,62 @@ fn get_json<T: serde::de::DeserializeOwned>(
     let Some(v) = t.get(id.as_u128()).map_err(storage)? else {
         return Ok(None);
     };
-    serde_json::from_slice(v.value())
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
+    serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
+}
+
+fn list_deliveries(db: &Database, q: &DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+    let mut page = DeliveryPage::default();
+    let Some((lo, hi)) = q.id_bounds() else {
+        return Ok(page);
+    };
+    let limit = q.limit.max(1);
+    let txn = db.begin_read().map_err(storage)?;
+    let deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
+    let keys = q.keys();
+    let mut ids: Vec<u128> = Vec::with_capacity(limit + 1);
+    if keys.is_empty() {
+        for entry in deliveries.range(lo..=hi).map_err(storage)?.rev().take(limit + 1) {
+            ids.push(entry.map_err(storage)?.0.value());
+        }
+    } else {
+        let index = txn.open_table(DELIVERY_INDEX).map_err(storage)?;
+        // Leapfrog intersection: the candidate is the newest id every index may still hold;
+        // each index either confirms it or lowers it to its own next id. Every step is one
+        // B-tree seek, so the work follows the number of matches, not the table size.
+        let mut candidate = hi;
+        'search: while ids.len() <= limit {
+            let mut confirmed = 0;
+            while confirmed < keys.len() {
+                confirmed = 0;
+                for key in &keys {
+                    let found =
+                        index.range((key.as_str(), lo)..=(key.as_str(), candidate)).map_err(storage)?.next_back();
+                    let Some(entry) = found else { break 'search };
+                    let id = entry.map_err(storage)?.0.value().1;
+                    if id == candidate {
+                        confirmed += 1;
+                    } else {
+                        candidate = id;
+                    }
+                }
+            }
+            ids.push(candidate);
+            if candidate == lo {
+                break;
+            }
+            candidate -= 1;
+        }
+    }
+    if ids.len() > limit {
+        ids.truncate(limit);
+        page.next = ids.last().map(|id| Uuid::from_u128(*id));
+    }
+    for id in ids {
+        if let Some(v) = deliveries.get(id).map_err(storage)? {
+            page.deliveries.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+    }
+    Ok(page)
 }
 
 fn scan_due(
@@ -407,15 +533,10 @@ fn scan_due(
     // Visit each endpoint present in the index: jump past the previous endpoint's last key.
     loop {
         let next = match &endpoint {
-            None => due
-                .first()
-                .map_err(storage)?
-                .map(|(k, _)| k.value().0.to_owned()),
+            None => due.first().map_err(storage)?.map(|(k, _)| k.value().0.to_owned()),
             Some(ep) => {
                 let after = (ep.as_str(), u64::MAX, u128::MAX);
-                let mut range = due
-                    .range((Bound::Excluded(after), Bound::Unbounded))
-                    .map_err(storage)?;
+                let mut range = due.range((Bound::Excluded(after), Bound::Unbounded)).map_err(storage)?;
                 match range.next() {
                     Some(entry) => Some(entry.map_err(storage)?.0.value().0.to_owned()),
                     None => None,
@@ -442,10 +563,7 @@ fn scan_due(
             if cap == 0 {
                 break;
             }
-            scan.items.push(DueItem {
-                delivery_id: id,
-                endpoint_id: ep.clone(),
-            });
+            scan.items.push(DueItem { delivery_id: id, endpoint_id: ep.clone() });
             cap -= 1;
         }
         endpoint = Some(ep);
@@ -455,14 +573,22 @@ fn scan_due(
 
 /// A reply to send once the batch's commit has succeeded or failed.
 enum Reply {
-    Ingest(
-        oneshot::Sender<Result<IngestOutcome, StoreError>>,
-        IngestOutcome,
-    ),
-    Attempt(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
+    Ingest(oneshot::Sender<Result<IngestOutcome, StoreError>>, IngestOutcome),
+    Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Count(oneshot::Sender<Result<usize, StoreError>>, usize),
+}
+
+impl Reply {
+    fn send(self, commit: &Result<(), StoreError>) {
+        match (self, commit) {
+            (Reply::Ingest(tx, outcome), Ok(())) => drop(tx.send(Ok(outcome))),
+            (Reply::Unit(tx, r), Ok(())) => drop(tx.send(r)),
+            (Reply::Count(tx, n), Ok(())) => drop(tx.send(Ok(n))),
+            (Reply::Ingest(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
+            (Reply::Unit(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
+            (Reply::Count(tx, _), Err(e)) => drop(tx.send(Err(e.clone()))),
+        }
+    }
 }
 
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Op>, stats: &WriterStats) {
@@ -484,28 +610,17 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Op>, stats: &WriterStats) {
         let mut replies = Vec::with_capacity(batch.len());
         let ops = batch.len() as u64;
         let result = apply_batch(db, batch.drain(..), &mut replies, now, prune);
-        if result.is_ok() {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.operations.fetch_add(ops, Ordering::Relaxed);
-        }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ops = replies.len(), "store commit failed; the batch's callers get an error");
+        match &result {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.operations.fetch_add(ops, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ops, "store commit failed; the batch's callers get an error")
+            }
         }
         for reply in replies {
-            match (reply, &result) {
-                (Reply::Ingest(tx, outcome), Ok(())) => {
-                    let _ = tx.send(Ok(outcome));
-                }
-                (Reply::Attempt(tx, r), Ok(())) => {
-                    let _ = tx.send(r);
-                }
-                (Reply::Ingest(tx, _), Err(e)) => {
-                    let _ = tx.send(Err(e.clone()));
-                }
-                (Reply::Attempt(tx, _), Err(e)) => {
-                    let _ = tx.send(Err(e.clone()));
-                }
-            }
+            reply.send(&result);
         }
     }
 }
@@ -520,222 +635,216 @@ fn apply_batch(
     prune: bool,
 ) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| StoreError::Storage(e.to_string()))?;
+    txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Storage(e.to_string()))?;
     {
-        let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let mut deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
-        let mut due = txn.open_table(DUE).map_err(storage)?;
-        let mut idem = txn.open_table(IDEMPOTENCY).map_err(storage)?;
-        let mut idem_expiry = txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?;
-        let mut failure = None;
+        let mut t = Tables::open(&txn)?;
+        let mut failure: Option<StoreError> = None;
         for op in ops {
             // After a storage failure the transaction is abandoned; the remaining operations
-            // are only collected so that their callers hear about it.
+            // only get a placeholder so that their callers hear about it.
             if failure.is_some() {
-                match op {
-                    Op::Ingest(_, tx) => replies.push(Reply::Ingest(tx, IngestOutcome::KeyReused)),
-                    Op::Attempt { reply, .. } | Op::Settle { reply, .. } => {
-                        replies.push(Reply::Attempt(reply, Ok(())))
-                    }
-                }
+                replies.push(match op {
+                    Op::Ingest(_, tx) => Reply::Ingest(tx, IngestOutcome::KeyReused),
+                    Op::Attempt { reply, .. }
+                    | Op::Settle { reply, .. }
+                    | Op::PutEndpoint(_, reply)
+                    | Op::DeleteEndpoint(_, reply) => Reply::Unit(reply, Ok(())),
+                    Op::Requeue { reply, .. } => Reply::Count(reply, 0),
+                });
                 continue;
             }
-            match op {
-                Op::Ingest(w, tx) => {
-                    match apply_ingest(
-                        &mut events,
-                        &mut deliveries,
-                        &mut due,
-                        &mut idem,
-                        &mut idem_expiry,
-                        w,
-                        now,
-                    ) {
-                        Ok(outcome) => replies.push(Reply::Ingest(tx, outcome)),
-                        Err(e) => {
-                            replies.push(Reply::Ingest(tx, IngestOutcome::KeyReused));
-                            failure = Some(e);
-                        }
-                    }
-                }
-                Op::Settle {
-                    delivery_id,
-                    state,
-                    note,
-                    reply,
-                } => {
-                    let change = |d: &mut DeliveryRecord| {
+            let applied = match op {
+                Op::Ingest(w, tx) => t.ingest(w, now).map(|o| replies.push(Reply::Ingest(tx, o))),
+                Op::Settle { delivery_id, state, note, reply } => t
+                    .update_delivery(delivery_id, |d| {
                         d.state = state;
                         d.next_attempt_at_ms = None;
                         d.prepared = true;
                         d.note = Some(note);
-                    };
-                    match update_delivery(&mut deliveries, &mut due, delivery_id, change) {
-                        Ok(r) => replies.push(Reply::Attempt(reply, r)),
-                        Err(e) => {
-                            replies.push(Reply::Attempt(reply, Ok(())));
-                            failure = Some(e);
-                        }
-                    }
-                }
-                Op::Attempt {
-                    delivery_id,
-                    attempt,
-                    next,
-                    prepared,
-                    reply,
-                } => {
-                    let change = |d: &mut DeliveryRecord| {
+                    })
+                    .map(|r| replies.push(Reply::Unit(reply, r))),
+                Op::Attempt { delivery_id, attempt, next, prepared, reply } => t
+                    .update_delivery(delivery_id, |d| {
                         if let Some(p) = prepared {
                             d.prepared = true;
                             d.body = p.body;
                         }
                         d.attempts.push(attempt);
-                        (d.state, d.next_attempt_at_ms) = match next {
-                            Next::RetryAt(at) => (DeliveryState::Pending, Some(at)),
-                            Next::Succeeded => (DeliveryState::Succeeded, None),
-                            Next::Failed => (DeliveryState::Failed, None),
-                        };
-                    };
-                    match update_delivery(&mut deliveries, &mut due, delivery_id, change) {
-                        Ok(r) => replies.push(Reply::Attempt(reply, r)),
-                        Err(e) => {
-                            replies.push(Reply::Attempt(reply, Ok(())));
-                            failure = Some(e);
+                        d.requeued = false;
+                        match next {
+                            Next::RetryAt(at) => (d.state, d.next_attempt_at_ms) = (DeliveryState::Pending, Some(at)),
+                            Next::Succeeded => (d.state, d.next_attempt_at_ms) = (DeliveryState::Succeeded, None),
+                            Next::Failed => (d.state, d.next_attempt_at_ms) = (DeliveryState::Failed, None),
+                            Next::Keep => {}
                         }
-                    }
+                    })
+                    .map(|r| replies.push(Reply::Unit(reply, r))),
+                Op::PutEndpoint(e, reply) => t
+                    .endpoints
+                    .insert(e.id.as_str(), to_json(&e).as_slice())
+                    .map_err(storage)
+                    .map(|_| replies.push(Reply::Unit(reply, Ok(())))),
+                Op::DeleteEndpoint(id, reply) => {
+                    t.endpoints.remove(id.as_str()).map_err(storage).map(|_| replies.push(Reply::Unit(reply, Ok(()))))
                 }
+                Op::Requeue { ids, at_ms, reply } => {
+                    t.requeue(&ids, at_ms).map(|n| replies.push(Reply::Count(reply, n)))
+                }
+            };
+            if let Err(e) = applied {
+                failure = Some(e);
+                // The caller of the failed operation hears about it through the commit result.
+                replies.push(Reply::Count(oneshot::channel().0, 0));
             }
         }
         if let Some(e) = failure {
             return Err(e);
         }
         if prune {
-            prune_idempotency(&mut idem, &mut idem_expiry, now)?;
+            t.prune_idempotency(now)?;
         }
     }
     txn.commit().map_err(storage)
 }
 
-type Table<'t, K, V> = redb::Table<'t, K, V>;
+/// Every table a write transaction touches, opened once per batch.
+struct Tables<'t> {
+    events: redb::Table<'t, u128, &'static [u8]>,
+    deliveries: redb::Table<'t, u128, &'static [u8]>,
+    due: redb::Table<'t, (&'static str, u64, u128), ()>,
+    index: redb::Table<'t, (&'static str, u128), ()>,
+    idem: redb::Table<'t, &'static str, &'static [u8]>,
+    idem_expiry: redb::Table<'t, (u64, &'static str), ()>,
+    endpoints: redb::Table<'t, &'static str, &'static [u8]>,
+}
 
-fn apply_ingest(
-    events: &mut Table<'_, u128, &[u8]>,
-    deliveries: &mut Table<'_, u128, &[u8]>,
-    due: &mut Table<'_, (&str, u64, u128), ()>,
-    idem: &mut Table<'_, &str, &[u8]>,
-    idem_expiry: &mut Table<'_, (u64, &str), ()>,
-    w: IngestWrite,
-    now: u64,
-) -> Result<IngestOutcome, StoreError> {
-    if let Some(claim) = &w.idempotency {
-        let existing = idem
-            .get(claim.key.as_str())
-            .map_err(storage)?
-            .map(|v| serde_json::from_slice::<IdempotencyRecord>(v.value()));
-        if let Some(Ok(rec)) = existing {
-            if now.saturating_sub(rec.created_ms) < IDEMPOTENCY_TTL_MS {
-                return Ok(if rec.request_hash == claim.request_hash {
-                    IngestOutcome::Replayed {
-                        event_id: rec.event_id,
-                        deliveries: rec.deliveries,
-                    }
-                } else {
-                    IngestOutcome::KeyReused
-                });
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            events: txn.open_table(EVENTS).map_err(storage)?,
+            deliveries: txn.open_table(DELIVERIES).map_err(storage)?,
+            due: txn.open_table(DUE).map_err(storage)?,
+            index: txn.open_table(DELIVERY_INDEX).map_err(storage)?,
+            idem: txn.open_table(IDEMPOTENCY).map_err(storage)?,
+            idem_expiry: txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?,
+            endpoints: txn.open_table(ENDPOINTS).map_err(storage)?,
+        })
+    }
+
+    fn ingest(&mut self, w: IngestWrite, now: u64) -> Result<IngestOutcome, StoreError> {
+        if let Some(claim) = &w.idempotency {
+            let existing = self
+                .idem
+                .get(claim.key.as_str())
+                .map_err(storage)?
+                .map(|v| serde_json::from_slice::<IdempotencyRecord>(v.value()));
+            if let Some(Ok(rec)) = existing {
+                if now.saturating_sub(rec.created_ms) < IDEMPOTENCY_TTL_MS {
+                    return Ok(if rec.request_hash == claim.request_hash {
+                        IngestOutcome::Replayed { event_id: rec.event_id, deliveries: rec.deliveries }
+                    } else {
+                        IngestOutcome::KeyReused
+                    });
+                }
+                self.idem_expiry.remove((rec.created_ms, claim.key.as_str())).map_err(storage)?;
             }
-            idem_expiry
-                .remove((rec.created_ms, claim.key.as_str()))
-                .map_err(storage)?;
+            let rec = IdempotencyRecord {
+                request_hash: claim.request_hash.clone(),
+                event_id: w.event.id,
+                deliveries: w.deliveries.len(),
+                created_ms: now,
+            };
+            self.idem.insert(claim.key.as_str(), to_json(&rec).as_slice()).map_err(storage)?;
+            self.idem_expiry.insert((now, claim.key.as_str()), ()).map_err(storage)?;
         }
-        let rec = IdempotencyRecord {
-            request_hash: claim.request_hash.clone(),
-            event_id: w.event.id,
-            deliveries: w.deliveries.len(),
-            created_ms: now,
+        self.events.insert(w.event.id.as_u128(), to_json(&w.event).as_slice()).map_err(storage)?;
+        for d in &w.deliveries {
+            let id = d.id.as_u128();
+            self.deliveries.insert(id, to_json(d).as_slice()).map_err(storage)?;
+            if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+                self.due.insert((d.endpoint_id.as_str(), at, id), ()).map_err(storage)?;
+            }
+            let mut keys = vec![state_key(d.state), format!("e:{}", d.endpoint_id), format!("t:{}", d.trigger)];
+            keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
+            for key in &keys {
+                self.index.insert((key.as_str(), id), ()).map_err(storage)?;
+            }
+        }
+        Ok(IngestOutcome::Created { event_id: w.event.id, deliveries: w.deliveries.len() })
+    }
+
+    /// Changes one delivery and keeps the due index and the state index in step with it (the
+    /// module's invariants). The outer `Result` is a storage failure (abandon the batch); the
+    /// inner one is this operation's own answer.
+    fn update_delivery(
+        &mut self,
+        id: Uuid,
+        change: impl FnOnce(&mut DeliveryRecord),
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        let Some(mut d) = self.read_delivery(id)? else {
+            return Ok(Err(StoreError::Corrupt(format!("delivery {id} does not exist"))));
         };
-        idem.insert(claim.key.as_str(), to_json(&rec).as_slice())
-            .map_err(storage)?;
-        idem_expiry
-            .insert((now, claim.key.as_str()), ())
-            .map_err(storage)?;
-    }
-    events
-        .insert(w.event.id.as_u128(), to_json(&w.event).as_slice())
-        .map_err(storage)?;
-    for d in &w.deliveries {
-        deliveries
-            .insert(d.id.as_u128(), to_json(d).as_slice())
-            .map_err(storage)?;
-        if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-            due.insert((d.endpoint_id.as_str(), at, d.id.as_u128()), ())
-                .map_err(storage)?;
+        let key = id.as_u128();
+        let before = (d.state, d.next_attempt_at_ms);
+        change(&mut d);
+        if before.1 != d.next_attempt_at_ms || before.0 != d.state {
+            if let Some(at) = before.1 {
+                self.due.remove((d.endpoint_id.as_str(), at, key)).map_err(storage)?;
+            }
+            if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+                self.due.insert((d.endpoint_id.as_str(), at, key), ()).map_err(storage)?;
+            }
         }
+        if before.0 != d.state {
+            self.index.remove((state_key(before.0).as_str(), key)).map_err(storage)?;
+            self.index.insert((state_key(d.state).as_str(), key), ()).map_err(storage)?;
+        }
+        self.deliveries.insert(key, to_json(&d).as_slice()).map_err(storage)?;
+        Ok(Ok(()))
     }
-    Ok(IngestOutcome::Created {
-        event_id: w.event.id,
-        deliveries: w.deliveries.len(),
-    })
-}
 
-/// Changes one delivery and keeps the due index in step with it (the module's invariant).
-/// The outer `Result` is a storage failure (abandon the batch); the inner one is this
-/// operation's own answer.
-fn update_delivery(
-    deliveries: &mut Table<'_, u128, &[u8]>,
-    due: &mut Table<'_, (&str, u64, u128), ()>,
-    id: Uuid,
-    change: impl FnOnce(&mut DeliveryRecord),
-) -> Result<Result<(), StoreError>, StoreError> {
-    let Some(raw) = deliveries.get(id.as_u128()).map_err(storage)? else {
-        return Ok(Err(StoreError::Corrupt(format!(
-            "delivery {id} does not exist"
-        ))));
-    };
-    let mut d: DeliveryRecord = match serde_json::from_slice(raw.value()) {
-        Ok(d) => d,
-        Err(e) => return Ok(Err(StoreError::Corrupt(format!("{id}: {e}")))),
-    };
-    drop(raw);
-    if let Some(at) = d.next_attempt_at_ms {
-        due.remove((d.endpoint_id.as_str(), at, id.as_u128()))
-            .map_err(storage)?;
+    fn read_delivery(&self, id: Uuid) -> Result<Option<DeliveryRecord>, StoreError> {
+        let Some(raw) = self.deliveries.get(id.as_u128()).map_err(storage)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(raw.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
     }
-    change(&mut d);
-    if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-        due.insert((d.endpoint_id.as_str(), at, id.as_u128()), ())
-            .map_err(storage)?;
-    }
-    deliveries
-        .insert(id.as_u128(), to_json(&d).as_slice())
-        .map_err(storage)?;
-    Ok(Ok(()))
-}
 
-fn prune_idempotency(
-    idem: &mut Table<'_, &str, &[u8]>,
-    idem_expiry: &mut Table<'_, (u64, &str), ()>,
-    now: u64,
-) -> Result<(), StoreError> {
-    let cutoff = now.saturating_sub(IDEMPOTENCY_TTL_MS);
-    let mut expired = Vec::new();
-    for entry in idem_expiry
-        .range((Bound::Unbounded, Bound::Excluded((cutoff, ""))))
-        .map_err(storage)?
-        .take(10_000)
-    {
-        let (k, _) = entry.map_err(storage)?;
-        let (created, key) = k.value();
-        expired.push((created, key.to_owned()));
+    fn requeue(&mut self, ids: &[Uuid], at_ms: u64) -> Result<usize, StoreError> {
+        let mut queued = 0;
+        for &id in ids {
+            let eligible = self
+                .read_delivery(id)?
+                .is_some_and(|d| d.state == DeliveryState::Failed && d.attempts.len() < crate::model::MAX_ATTEMPTS);
+            if !eligible {
+                continue;
+            }
+            let r = self.update_delivery(id, |d| {
+                d.state = DeliveryState::Pending;
+                d.next_attempt_at_ms = Some(at_ms);
+                d.requeued = true;
+            })?;
+            queued += usize::from(r.is_ok());
+        }
+        Ok(queued)
     }
-    for (created, key) in expired {
-        idem_expiry
-            .remove((created, key.as_str()))
-            .map_err(storage)?;
-        idem.remove(key.as_str()).map_err(storage)?;
+
+    fn prune_idempotency(&mut self, now: u64) -> Result<(), StoreError> {
+        let cutoff = now.saturating_sub(IDEMPOTENCY_TTL_MS);
+        let mut expired = Vec::new();
+        for entry in
+            self.idem_expiry.range((Bound::Unbounded, Bound::Excluded((cutoff, "")))).map_err(storage)?.take(10_000)
+        {
+            let (k, _) = entry.map_err(storage)?;
+            let (created, key) = k.value();
+            expired.push((created, key.to_owned()));
+        }
+        for (created, key) in expired {
+            self.idem_expiry.remove((created, key.as_str())).map_err(storage)?;
+            self.idem.remove(key.as_str()).map_err(storage)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -762,6 +871,8 @@ mod tests {
             prepared: false,
             body: None,
             note: None,
+            resource: vec![],
+            requeued: false,
         }
     }
 
@@ -783,6 +894,7 @@ mod tests {
             status_code: Some(500),
             error: None,
             response_body: String::new(),
+            manual: false,
         }
     }
 
@@ -796,18 +908,8 @@ mod tests {
         ds.push(delivery(ev, "b", 500));
         ds.push(delivery(ev, "c", 5_000));
         let b_id = ds[50].id;
-        store
-            .ingest(IngestWrite {
-                event: event(&ds),
-                deliveries: ds.clone(),
-                idempotency: None,
-            })
-            .await
-            .unwrap();
-        let scan = store
-            .scan_due(1_000, HashSet::new(), |_| 3, 100)
-            .await
-            .unwrap();
+        store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
+        let scan = store.scan_due(1_000, HashSet::new(), |_| 3, 100).await.unwrap();
         let got: Vec<&str> = scan.items.iter().map(|i| i.endpoint_id.as_str()).collect();
         assert_eq!(got, ["a", "a", "a", "b"], "a's backlog must not hide b");
         assert_eq!(scan.items[3].delivery_id, b_id);
@@ -818,24 +920,12 @@ mod tests {
         let ids: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
         assert_eq!(ids, [ds[3].id, ds[4].id]);
         // Recording a retry moves the due entry; success removes it.
-        store
-            .record_attempt(b_id, attempt(1), Next::RetryAt(9_000), None)
-            .await
-            .unwrap();
+        store.record_attempt(b_id, attempt(1), Next::RetryAt(9_000), None).await.unwrap();
         let d = store.delivery(b_id).await.unwrap().unwrap();
-        assert_eq!(
-            (d.state, d.next_attempt_at_ms, d.attempts.len()),
-            (DeliveryState::Pending, Some(9_000), 1)
-        );
-        store
-            .record_attempt(b_id, attempt(2), Next::Succeeded, None)
-            .await
-            .unwrap();
+        assert_eq!((d.state, d.next_attempt_at_ms, d.attempts.len()), (DeliveryState::Pending, Some(9_000), 1));
+        store.record_attempt(b_id, attempt(2), Next::Succeeded, None).await.unwrap();
         let d = store.delivery(b_id).await.unwrap().unwrap();
-        assert_eq!(
-            (d.state, d.next_attempt_at_ms),
-            (DeliveryState::Succeeded, None)
-        );
+        assert_eq!((d.state, d.next_attempt_at_ms), (DeliveryState::Succeeded, None));
         assert_eq!(store.pending_count().await.unwrap(), 51);
         drop(store);
         writer.join();
@@ -845,12 +935,7 @@ mod tests {
     async fn idempotency_keys_replay_and_conflict_within_one_batch_and_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (store, writer) = Store::open(dir.path()).unwrap();
-        let claim = |hash: &str| {
-            Some(IdempotencyClaim {
-                key: "k1".into(),
-                request_hash: hash.into(),
-            })
-        };
+        let claim = |hash: &str| Some(IdempotencyClaim { key: "k1".into(), request_hash: hash.into() });
         let ev = Uuid::now_v7();
         let ds = vec![delivery(ev, "a", 1)];
         // Concurrent repeats land in one batch: exactly one is created.
@@ -858,21 +943,10 @@ mod tests {
             let s = store.clone();
             let ds = ds.clone();
             let e = event(&ds);
-            async move {
-                s.ingest(IngestWrite {
-                    event: e,
-                    deliveries: ds,
-                    idempotency: claim("h"),
-                })
-                .await
-                .unwrap()
-            }
+            async move { s.ingest(IngestWrite { event: e, deliveries: ds, idempotency: claim("h") }).await.unwrap() }
         });
         let outcomes = futures_join_all(writes).await;
-        let created = outcomes
-            .iter()
-            .filter(|o| matches!(o, IngestOutcome::Created { .. }))
-            .count();
+        let created = outcomes.iter().filter(|o| matches!(o, IngestOutcome::Created { .. })).count();
         assert_eq!(created, 1, "{outcomes:?}");
         assert!(outcomes.iter().all(|o| matches!(o, IngestOutcome::Created { event_id, .. } | IngestOutcome::Replayed { event_id, .. } if *event_id == ev)));
         drop(store);
@@ -880,26 +954,12 @@ mod tests {
         let (store, writer) = Store::open(dir.path()).unwrap();
         let other = vec![delivery(Uuid::now_v7(), "a", 1)];
         let again = store
-            .ingest(IngestWrite {
-                event: event(&other),
-                deliveries: other.clone(),
-                idempotency: claim("h"),
-            })
+            .ingest(IngestWrite { event: event(&other), deliveries: other.clone(), idempotency: claim("h") })
             .await
             .unwrap();
-        assert_eq!(
-            again,
-            IngestOutcome::Replayed {
-                event_id: ev,
-                deliveries: 1
-            }
-        );
+        assert_eq!(again, IngestOutcome::Replayed { event_id: ev, deliveries: 1 });
         let conflict = store
-            .ingest(IngestWrite {
-                event: event(&other),
-                deliveries: other,
-                idempotency: claim("other"),
-            })
+            .ingest(IngestWrite { event: event(&other), deliveries: other, idempotency: claim("other") })
             .await
             .unwrap();
         assert_eq!(conflict, IngestOutcome::KeyReused);
@@ -916,37 +976,20 @@ mod tests {
             let s = store.clone();
             let ds = vec![delivery(Uuid::now_v7(), "a", 1)];
             let e = event(&ds);
-            async move {
-                s.ingest(IngestWrite {
-                    event: e,
-                    deliveries: ds,
-                    idempotency: None,
-                })
-                .await
-                .unwrap()
-            }
+            async move { s.ingest(IngestWrite { event: e, deliveries: ds, idempotency: None }).await.unwrap() }
         });
         let outcomes = futures_join_all(writes).await;
-        assert!(
-            outcomes
-                .iter()
-                .all(|o| matches!(o, IngestOutcome::Created { .. }))
-        );
+        assert!(outcomes.iter().all(|o| matches!(o, IngestOutcome::Created { .. })));
         let commits = store.stats().commits.load(Ordering::Relaxed);
         let ops = store.stats().operations.load(Ordering::Relaxed);
         assert_eq!(ops, 200);
-        assert!(
-            commits < 100,
-            "200 concurrent ingests took {commits} commits"
-        );
+        assert!(commits < 100, "200 concurrent ingests took {commits} commits");
         assert_eq!(store.pending_count().await.unwrap(), 200);
         drop(store);
         writer.join();
     }
 
-    async fn futures_join_all<F: std::future::Future + Send + 'static>(
-        fs: impl Iterator<Item = F>,
-    ) -> Vec<F::Output>
+    async fn futures_join_all<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
     where
         F::Output: Send + 'static,
     {

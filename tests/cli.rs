@@ -3,10 +3,7 @@
 use std::process::Command;
 
 fn hookgate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_hookgate")).args(args).output().unwrap()
 }
 
 #[test]
@@ -14,20 +11,10 @@ fn check_accepts_the_example_and_summarises_it() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let out = hookgate(&["check", "--config", example]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("listen:   127.0.0.1:8080"), "{stdout}");
-    assert!(
-        stdout.contains("local-receiver -> http://127.0.0.1:9000/webhooks triggers: *"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("demo-bot") && stdout.contains("[match bot_id=\"bot_demo\"]"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("local-receiver -> http://127.0.0.1:9000/webhooks triggers: *"), "{stdout}");
+    assert!(stdout.contains("demo-bot") && stdout.contains("[match bot_id=\"bot_demo\"]"), "{stdout}");
     // The secret never appears in output.
     assert!(!stdout.contains("ZXhhbXBsZS1zZWNyZXQ"), "{stdout}");
 }
@@ -47,11 +34,7 @@ fn check_rejects_a_bad_config_naming_key_and_line() {
     assert!(stderr.contains("bad.toml:6"), "{stderr}");
     assert!(stderr.contains("delivery.backoff_initial"), "{stderr}");
 
-    let out = hookgate(&[
-        "check",
-        "--config",
-        dir.path().join("missing.toml").to_str().unwrap(),
-    ]);
+    let out = hookgate(&["check", "--config", dir.path().join("missing.toml").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
@@ -69,10 +52,7 @@ fn check_warns_about_literal_private_targets() {
     let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("warning:") && stdout.contains("link-local"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("warning:") && stdout.contains("link-local"), "{stdout}");
 }
 
 #[test]
@@ -80,9 +60,6 @@ fn every_command_has_help() {
     for args in [&["--help"][..], &["serve", "--help"], &["check", "--help"]] {
         let out = hookgate(args);
         assert!(out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
 }

@@ -16,8 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn end_to_end_delivery_verifies_with_both_recipes() {
     let mut rx = Receiver::start(Behavior::Status(200)).await;
     let dir = temp_dir();
-    let cfg =
-        base_config(dir.path()) + &endpoint("acme", &rx.url("/hook"), r#"["bot.state_change"]"#);
+    let cfg = base_config(dir.path()) + &endpoint("acme", &rx.url("/hook"), r#"["bot.state_change"]"#);
     let gw = TestGateway::start(&cfg).await;
 
     // Exact integers beyond 64 bits and Python float formatting must survive the trip.
@@ -31,24 +30,13 @@ async fn end_to_end_delivery_verifies_with_both_recipes() {
     assert_eq!(req.method, "POST");
     assert_eq!(req.path, "/hook");
     assert_eq!(req.header("content-type"), "application/json");
-    assert!(
-        req.header("user-agent").starts_with("Hookgate/"),
-        "{}",
-        req.header("user-agent")
-    );
+    assert!(req.header("user-agent").starts_with("Hookgate/"), "{}", req.header("user-agent"));
 
     // The body is exactly the canonical envelope.
     let parsed = json::parse(&req.body).unwrap();
-    assert_eq!(
-        parsed.to_canonical().as_bytes(),
-        &req.body[..],
-        "body must be canonical"
-    );
+    assert_eq!(parsed.to_canonical().as_bytes(), &req.body[..], "body must be canonical");
     let text = std::str::from_utf8(&req.body).unwrap();
-    assert!(
-        text.contains("\"big\":123456789012345678901234567890"),
-        "{text}"
-    );
+    assert!(text.contains("\"big\":123456789012345678901234567890"), "{text}");
     assert!(text.contains("\"tiny\":1e-05"), "{text}");
     let envelope = req.json();
     let key = envelope["idempotency_key"].as_str().unwrap().to_owned();
@@ -60,15 +48,8 @@ async fn end_to_end_delivery_verifies_with_both_recipes() {
 
     // X-Webhook-Signature over the raw body (it is canonical, so re-canonicalising agrees).
     let secret = Secret::parse(SECRET).unwrap();
-    assert!(sign::verify_attendee(
-        &secret,
-        &req.body,
-        req.header("x-webhook-signature")
-    ));
-    assert_eq!(
-        req.header("x-webhook-signature"),
-        sign::attendee_signature(&secret, &req.body)
-    );
+    assert!(sign::verify_attendee(&secret, &req.body, req.header("x-webhook-signature")));
+    assert_eq!(req.header("x-webhook-signature"), sign::attendee_signature(&secret, &req.body));
 
     // Standard Webhooks, verified by the official library with whsec_<same base64>.
     assert_eq!(req.header("webhook-id"), key);
@@ -77,14 +58,10 @@ async fn end_to_end_delivery_verifies_with_both_recipes() {
     for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
         headers.insert(name, req.header(name).parse().unwrap());
     }
-    wh.verify(&req.body, &headers)
-        .expect("standardwebhooks verifies our signature");
+    wh.verify(&req.body, &headers).expect("standardwebhooks verifies our signature");
     let mut tampered = req.body.to_vec();
     tampered[2] ^= 1;
-    assert!(
-        wh.verify(&tampered, &headers).is_err(),
-        "a changed body must not verify"
-    );
+    assert!(wh.verify(&tampered, &headers).is_err(), "a changed body must not verify");
 
     // The delivery log shows the success.
     let ids = gw.delivery_ids(resp["event_id"].as_str().unwrap()).await;
@@ -121,10 +98,7 @@ async fn failing_receiver_gets_one_plus_max_retries_attempts_with_growing_gaps()
     for (gap, floor) in gaps.iter().zip([100u64, 200, 400]) {
         assert!(*gap >= Duration::from_millis(floor), "gaps {gaps:?}");
     }
-    assert!(
-        gaps[0] < gaps[1] && gaps[1] < gaps[2],
-        "gaps must grow: {gaps:?}"
-    );
+    assert!(gaps[0] < gaps[1] && gaps[1] < gaps[2], "gaps must grow: {gaps:?}");
 
     let ids = gw.delivery_ids(resp["event_id"].as_str().unwrap()).await;
     let d = gw.settled(&ids[0], WAIT).await;
@@ -143,20 +117,14 @@ async fn failing_receiver_gets_one_plus_max_retries_attempts_with_growing_gaps()
 #[tokio::test]
 async fn retry_after_is_honoured_and_success_ends_the_retries() {
     let mut rx = Receiver::start(Behavior::Status(200)).await;
-    rx.then([Behavior::StatusWith(
-        429,
-        vec![("retry-after".into(), "1".into())],
-    )]);
+    rx.then([Behavior::StatusWith(429, vec![("retry-after".into(), "1".into())])]);
     let dir = temp_dir();
     let cfg = base_config(dir.path()) + &endpoint("slow", &rx.url("/"), r#"["*"]"#);
     let gw = TestGateway::start(&cfg).await;
     let (_, resp) = gw.ingest(&state_change("b")).await;
     let first = rx.next(WAIT).await;
     let second = rx.next(WAIT).await;
-    assert!(
-        second.at - first.at >= Duration::from_millis(1000),
-        "Retry-After: 1 means at least a second"
-    );
+    assert!(second.at - first.at >= Duration::from_millis(1000), "Retry-After: 1 means at least a second");
     let ids = gw.delivery_ids(resp["event_id"].as_str().unwrap()).await;
     let d = gw.settled(&ids[0], WAIT).await;
     assert_eq!(d["state"], "succeeded");
@@ -174,12 +142,7 @@ async fn hanging_receiver_fails_with_timeout() {
     let mut rx = Receiver::start(Behavior::Hang).await;
     let dir = temp_dir();
     let cfg = base_config(dir.path()) + &endpoint("hang", &rx.url("/"), r#"["*"]"#);
-    let cfg = set(
-        &set(&cfg, "delivery", "timeout", "\"300ms\""),
-        "delivery",
-        "max_retries",
-        "0",
-    );
+    let cfg = set(&set(&cfg, "delivery", "timeout", "\"300ms\""), "delivery", "max_retries", "0");
     let gw = TestGateway::start(&cfg).await;
     let (_, resp) = gw.ingest(&state_change("b")).await;
     rx.next(WAIT).await;
@@ -226,11 +189,7 @@ async fn ssrf_guard_refuses_private_targets_by_default() {
     let cfg = base_config(dir.path())
         + &endpoint("literal", &format!("http://127.0.0.1:{port}/"), r#"["*"]"#)
         + &endpoint("named", &format!("http://localhost:{port}/"), r#"["*"]"#)
-        + &endpoint(
-            "metadata",
-            "http://169.254.169.254/latest/meta-data/",
-            r#"["*"]"#,
-        );
+        + &endpoint("metadata", "http://169.254.169.254/latest/meta-data/", r#"["*"]"#);
     let cfg = set(&cfg, "delivery", "allow_private_networks", "false");
     let gw = TestGateway::start(&cfg).await;
     let (_, resp) = gw.ingest(&state_change("b")).await;
@@ -263,13 +222,8 @@ async fn fan_out_respects_bot_level_endpoints() {
     let gw = TestGateway::start(&cfg).await;
 
     let (_, r) = gw.ingest(&state_change("bot_a")).await;
-    assert_eq!(
-        r["deliveries"], 0,
-        "bot_a has a bot-level endpoint, not for this trigger"
-    );
-    let (_, r) = gw
-        .ingest(&json!({"trigger": "transcript.update", "bot_id": "bot_a", "data": {}}))
-        .await;
+    assert_eq!(r["deliveries"], 0, "bot_a has a bot-level endpoint, not for this trigger");
+    let (_, r) = gw.ingest(&json!({"trigger": "transcript.update", "bot_id": "bot_a", "data": {}})).await;
     assert_eq!(r["deliveries"], 1);
     assert_eq!(rx.next(WAIT).await.path, "/bot-a");
 
@@ -277,10 +231,7 @@ async fn fan_out_respects_bot_level_endpoints() {
     assert_eq!(r["deliveries"], 2);
     let mut got = [rx.next(WAIT).await, rx.next(WAIT).await];
     got.sort_by(|a, b| a.path.cmp(&b.path));
-    assert_eq!(
-        [got[0].path.as_str(), got[1].path.as_str()],
-        ["/project", "/project2"]
-    );
+    assert_eq!([got[0].path.as_str(), got[1].path.as_str()], ["/project", "/project2"]);
     assert_ne!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     rx.assert_silent(Duration::from_millis(200)).await;
     gw.stop().await.unwrap();
@@ -295,22 +246,13 @@ async fn a_slow_endpoint_does_not_starve_others() {
     let cfg = base_config(dir.path())
         + &endpoint("slow", &slow.url("/"), r#"["slow.event"]"#)
         + &endpoint("fast", &fast.url("/"), r#"["fast.event"]"#);
-    let cfg = set(
-        &set(&cfg, "delivery", "max_in_flight_per_endpoint", "2"),
-        "delivery",
-        "timeout",
-        "\"5s\"",
-    );
+    let cfg = set(&set(&cfg, "delivery", "max_in_flight_per_endpoint", "2"), "delivery", "timeout", "\"5s\"");
     let gw = TestGateway::start(&cfg).await;
     for _ in 0..20 {
-        let (s, _) = gw
-            .ingest(&json!({"trigger": "slow.event", "data": {}}))
-            .await;
+        let (s, _) = gw.ingest(&json!({"trigger": "slow.event", "data": {}})).await;
         assert_eq!(s, 202);
     }
-    let (_, _) = gw
-        .ingest(&json!({"trigger": "fast.event", "data": {}}))
-        .await;
+    let (_, _) = gw.ingest(&json!({"trigger": "fast.event", "data": {}})).await;
     // The fast endpoint is served well before any slow attempt could time out.
     fast.next(Duration::from_secs(2)).await;
     drop(slow);

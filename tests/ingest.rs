@@ -10,10 +10,7 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str, ne
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        msg.contains(needle),
-        "message {msg:?} should mention {needle:?}"
-    );
+    assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
 }
 
 /// Every refusal has a status and a JSON error naming the problem, and nothing is stored: the
@@ -29,17 +26,8 @@ async fn bad_requests_are_refused_with_clear_errors_and_store_nothing() {
     let good = state_change("b").to_string();
 
     // Authentication: missing, wrong, and a token of the other kind.
-    for auth in [
-        None,
-        Some("Bearer nope"),
-        Some(&*format!("Bearer {ADMIN_TOKEN}")),
-        Some(INGEST_TOKEN),
-    ] {
-        let mut req = gw
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(good.clone());
+    for auth in [None, Some("Bearer nope"), Some(&*format!("Bearer {ADMIN_TOKEN}")), Some(INGEST_TOKEN)] {
+        let mut req = gw.http.post(&url).header("content-type", "application/json").body(good.clone());
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
@@ -47,10 +35,8 @@ async fn bad_requests_are_refused_with_clear_errors_and_store_nothing() {
         assert_error(s, &b, 401, "unauthorized", "token");
     }
     // Admin routes refuse the ingest token as well.
-    let req = gw
-        .http
-        .get(format!("{}/v1/deliveries/x", gw.base))
-        .header("authorization", format!("Bearer {INGEST_TOKEN}"));
+    let req =
+        gw.http.get(format!("{}/v1/deliveries/x", gw.base)).header("authorization", format!("Bearer {INGEST_TOKEN}"));
     let (s, b) = response(req).await;
     assert_error(s, &b, 401, "unauthorized", "token");
 
@@ -65,79 +51,28 @@ async fn bad_requests_are_refused_with_clear_errors_and_store_nothing() {
     assert_error(s, &b, 415, "unsupported_media_type", "application/json");
 
     // Size: declared and streamed without a length.
-    let big = format!(
-        r#"{{"trigger":"t","data":{{"pad":"{}"}}}}"#,
-        "x".repeat(4096)
-    );
+    let big = format!(r#"{{"trigger":"t","data":{{"pad":"{}"}}}}"#, "x".repeat(4096));
     let (s, b) = gw.ingest_raw(big.clone().into_bytes(), &[]).await;
     assert_error(s, &b, 413, "payload_too_large", "max_body_bytes");
     let (s, b) = chunked_post(gw.addr, big.as_bytes()).await;
     assert_error(s, &b, 413, "payload_too_large", "max_body_bytes");
 
     // The 400 table.
-    let deep = format!(
-        r#"{{"trigger":"t","data":{{"x":{}1{}}}}}"#,
-        "[".repeat(130),
-        "]".repeat(130)
-    );
+    let deep = format!(r#"{{"trigger":"t","data":{{"x":{}1{}}}}}"#, "[".repeat(130), "]".repeat(130));
     let cases: Vec<(Vec<u8>, &str, &str)> = vec![
         (b"{\"trigger\":".to_vec(), "invalid_json", "malformed JSON"),
-        (
-            b"{\"trigger\":\"t\",\"data\":{\"s\":\"\xff\"}}".to_vec(),
-            "invalid_json",
-            "UTF-8",
-        ),
+        (b"{\"trigger\":\"t\",\"data\":{\"s\":\"\xff\"}}".to_vec(), "invalid_json", "UTF-8"),
         (b"[1,2]".to_vec(), "invalid_event", "JSON object"),
-        (
-            br#"{"data":{}}"#.to_vec(),
-            "invalid_event",
-            "missing `trigger`",
-        ),
-        (
-            br#"{"trigger":"Bad Trigger","data":{}}"#.to_vec(),
-            "invalid_event",
-            "`trigger`",
-        ),
-        (
-            br#"{"trigger":"","data":{}}"#.to_vec(),
-            "invalid_event",
-            "`trigger`",
-        ),
-        (
-            format!(r#"{{"trigger":"{}","data":{{}}}}"#, "a".repeat(129)).into_bytes(),
-            "invalid_event",
-            "`trigger`",
-        ),
-        (
-            br#"{"trigger":7,"data":{}}"#.to_vec(),
-            "invalid_event",
-            "must be a string",
-        ),
-        (
-            br#"{"trigger":"t"}"#.to_vec(),
-            "invalid_event",
-            "missing `data`",
-        ),
-        (
-            br#"{"trigger":"t","data":"x"}"#.to_vec(),
-            "invalid_event",
-            "`data` must be an object",
-        ),
-        (
-            br#"{"trigger":"t","data":{},"idempotency_key":"k"}"#.to_vec(),
-            "invalid_event",
-            "reserved",
-        ),
-        (
-            br#"{"trigger":"t","data":{"a":1,"a":2}}"#.to_vec(),
-            "invalid_json",
-            "duplicate key",
-        ),
-        (
-            br#"{"trigger":"t","data":{"n":1e400}}"#.to_vec(),
-            "invalid_json",
-            "out of range",
-        ),
+        (br#"{"data":{}}"#.to_vec(), "invalid_event", "missing `trigger`"),
+        (br#"{"trigger":"Bad Trigger","data":{}}"#.to_vec(), "invalid_event", "`trigger`"),
+        (br#"{"trigger":"","data":{}}"#.to_vec(), "invalid_event", "`trigger`"),
+        (format!(r#"{{"trigger":"{}","data":{{}}}}"#, "a".repeat(129)).into_bytes(), "invalid_event", "`trigger`"),
+        (br#"{"trigger":7,"data":{}}"#.to_vec(), "invalid_event", "must be a string"),
+        (br#"{"trigger":"t"}"#.to_vec(), "invalid_event", "missing `data`"),
+        (br#"{"trigger":"t","data":"x"}"#.to_vec(), "invalid_event", "`data` must be an object"),
+        (br#"{"trigger":"t","data":{},"idempotency_key":"k"}"#.to_vec(), "invalid_event", "reserved"),
+        (br#"{"trigger":"t","data":{"a":1,"a":2}}"#.to_vec(), "invalid_json", "duplicate key"),
+        (br#"{"trigger":"t","data":{"n":1e400}}"#.to_vec(), "invalid_json", "out of range"),
         (deep.into_bytes(), "invalid_json", "deeper than 128"),
     ];
     for (body, code, needle) in cases {
@@ -146,27 +81,19 @@ async fn bad_requests_are_refused_with_clear_errors_and_store_nothing() {
     }
 
     // Wrong method on a known path, and an unknown path: JSON errors too.
-    let req = gw
-        .http
-        .get(&url)
-        .header("authorization", format!("Bearer {INGEST_TOKEN}"));
+    let req = gw.http.get(&url).header("authorization", format!("Bearer {INGEST_TOKEN}"));
     let (s, b) = response(req).await;
     assert_error(s, &b, 405, "method_not_allowed", "method");
     let (s, b) = gw.get("/v1/nothing-here").await;
     assert_error(s, &b, 404, "not_found", "route");
     let (s, b) = gw.get("/v1/events/not-a-uuid").await;
     assert_error(s, &b, 404, "not_found", "not-a-uuid");
-    let (s, b) = gw
-        .get(&format!("/v1/deliveries/{}", uuid::Uuid::new_v4()))
-        .await;
+    let (s, b) = gw.get(&format!("/v1/deliveries/{}", uuid::Uuid::new_v4())).await;
     assert_error(s, &b, 404, "not_found", "no delivery");
 
     let (s, health) = response(gw.http.get(format!("{}/healthz", gw.base))).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        health["pending_deliveries"], 0,
-        "nothing may be stored by refused requests"
-    );
+    assert_eq!(health["pending_deliveries"], 0, "nothing may be stored by refused requests");
     rx.assert_silent(Duration::from_millis(300)).await;
 
     // And the good body, for contrast, is accepted.
@@ -196,17 +123,10 @@ async fn chunked_post(addr: std::net::SocketAddr, body: &[u8]) -> (u16, Value) {
     let mut resp = Vec::new();
     let _ = conn.read_to_end(&mut resp).await;
     let text = String::from_utf8_lossy(&resp);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     // The body may itself be chunk-encoded; take the JSON object inside it.
-    let json = body
-        .find('{')
-        .and_then(|i| body.rfind('}').map(|j| &body[i..=j]))
-        .unwrap_or("null");
+    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
     (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
 
@@ -220,13 +140,9 @@ async fn idempotency_key_replays_the_first_response() {
     let gw = TestGateway::start(&cfg).await;
     let body = state_change("b").to_string().into_bytes();
 
-    let (s1, r1) = gw
-        .ingest_raw(body.clone(), &[("idempotency-key", "order-1")])
-        .await;
+    let (s1, r1) = gw.ingest_raw(body.clone(), &[("idempotency-key", "order-1")]).await;
     assert_eq!(s1, 202);
-    let (s2, r2) = gw
-        .ingest_raw(body.clone(), &[("idempotency-key", "order-1")])
-        .await;
+    let (s2, r2) = gw.ingest_raw(body.clone(), &[("idempotency-key", "order-1")]).await;
     assert_eq!((s2, &r2), (202, &r1));
 
     // Concurrent repeats of a fresh key: one event.
@@ -252,17 +168,11 @@ async fn idempotency_key_replays_the_first_response() {
         assert_eq!(s, 202, "{b}");
         ids.insert(b["event_id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(
-        ids.len(),
-        1,
-        "concurrent repeats must share one event: {ids:?}"
-    );
+    assert_eq!(ids.len(), 1, "concurrent repeats must share one event: {ids:?}");
 
     // Same key, different body.
     let other = state_change("other").to_string().into_bytes();
-    let (s, b) = gw
-        .ingest_raw(other, &[("idempotency-key", "order-1")])
-        .await;
+    let (s, b) = gw.ingest_raw(other, &[("idempotency-key", "order-1")]).await;
     assert_eq!(s, 422, "{b}");
     assert_eq!(b["error"]["code"], "idempotency_key_reused");
 
@@ -288,9 +198,7 @@ async fn zero_receivers_is_still_accepted() {
     let (s, r) = gw.ingest(&state_change("b")).await;
     assert_eq!(s, 202);
     assert_eq!(r["deliveries"], 0);
-    let (s, e) = gw
-        .get(&format!("/v1/events/{}", r["event_id"].as_str().unwrap()))
-        .await;
+    let (s, e) = gw.get(&format!("/v1/events/{}", r["event_id"].as_str().unwrap())).await;
     assert_eq!(s, 200);
     assert_eq!(e["event"]["trigger"], "bot.state_change");
     assert_eq!(e["event"]["payload"]["bot_id"], "b");

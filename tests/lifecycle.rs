@@ -18,9 +18,7 @@ fn process_config(data_dir: &std::path::Path, port: u16, receiver_url: &str) -> 
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
     response(
-        reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .header("authorization", format!("Bearer {ADMIN_TOKEN}")),
+        reqwest::Client::new().get(format!("{base}{path}")).header("authorization", format!("Bearer {ADMIN_TOKEN}")),
     )
     .await
 }
@@ -67,12 +65,7 @@ async fn kill_9_loses_nothing_accepted_and_restart_delivers_what_was_pending() {
     // Let some events through and some attempts fail, then pull the plug.
     let mut ids = Vec::new();
     while ids.len() < 100 {
-        ids.push(
-            accepted
-                .recv()
-                .await
-                .expect("ingest works before the crash"),
-        );
+        ids.push(accepted.recv().await.expect("ingest works before the crash"));
     }
     rx.next(Duration::from_secs(10)).await;
     gw.kill9();
@@ -89,21 +82,14 @@ async fn kill_9_loses_nothing_accepted_and_restart_delivers_what_was_pending() {
     let mut delivery_ids = Vec::new();
     for id in &ids {
         let (s, e) = get(&gw.base, &format!("/v1/events/{id}")).await;
-        assert_eq!(
-            s, 200,
-            "event {id} got a 202 before the crash but is missing: {e}"
-        );
+        assert_eq!(s, 200, "event {id} got a 202 before the crash but is missing: {e}");
         delivery_ids.push(e["deliveries"][0]["id"].as_str().unwrap().to_owned());
     }
     let mut pending: HashSet<String> = delivery_ids.into_iter().collect();
     let mut keys = HashSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !pending.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} deliveries never succeeded",
-            pending.len()
-        );
+        assert!(std::time::Instant::now() < deadline, "{} deliveries never succeeded", pending.len());
         let mut finished = Vec::new();
         for d in &pending {
             let (_, body) = get(&gw.base, &format!("/v1/deliveries/{d}")).await;

@@ -15,10 +15,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// A `[[plugins]]` table for a component built from `plugins/`.
 fn plugin_table(name: &str, crate_name: &str, extra: &str) -> String {
-    format!(
-        "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n",
-        wasm::plugin(crate_name).display()
-    )
+    format!("\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n", wasm::plugin(crate_name).display())
 }
 
 fn plugin_config(name: &str, crate_name: &str) -> PluginConfig {
@@ -44,18 +41,13 @@ fn input(envelope: &str) -> CallInput {
 
 fn verify_both(req: &Received) {
     let secret = Secret::parse(SECRET).unwrap();
-    assert!(sign::verify_attendee(
-        &secret,
-        &req.body,
-        req.header("x-webhook-signature")
-    ));
+    assert!(sign::verify_attendee(&secret, &req.body, req.header("x-webhook-signature")));
     let wh = standardwebhooks::Webhook::new(&format!("whsec_{SECRET}")).unwrap();
     let mut headers = http::HeaderMap::new();
     for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
         headers.insert(name, req.header(name).parse().unwrap());
     }
-    wh.verify(&req.body, &headers)
-        .expect("standardwebhooks verifies the transformed body");
+    wh.verify(&req.body, &headers).expect("standardwebhooks verifies the transformed body");
 }
 
 /// `only_event_types` on the trigger's chain: the recording-ready event is delivered, another
@@ -78,16 +70,11 @@ async fn only_event_types_filters_and_the_log_says_why() {
     joined["data"]["event_type"] = json!("bot_joined_meeting");
     let (_, dropped) = gw.ingest(&joined).await;
     let (_, kept) = gw.ingest(&state_change("b1")).await;
-    let (_, other) = gw
-        .ingest(&json!({"trigger": "transcript.update", "bot_id": "b1", "data": {}}))
-        .await;
+    let (_, other) = gw.ingest(&json!({"trigger": "transcript.update", "bot_id": "b1", "data": {}})).await;
 
     let a = rx.next(WAIT).await;
     let b = rx.next(WAIT).await;
-    let mut got = [
-        a.json()["trigger"].as_str().unwrap().to_owned(),
-        b.json()["trigger"].as_str().unwrap().to_owned(),
-    ];
+    let mut got = [a.json()["trigger"].as_str().unwrap().to_owned(), b.json()["trigger"].as_str().unwrap().to_owned()];
     got.sort();
     assert_eq!(got, ["bot.state_change", "transcript.update"]);
     for r in [&a, &b] {
@@ -101,13 +88,7 @@ async fn only_event_types_filters_and_the_log_says_why() {
     let d = gw.settled(id, WAIT).await;
     assert_eq!(d["state"], "filtered", "{d}");
     assert_eq!(d["filtered"]["plugin"], "only-recordings");
-    assert!(
-        d["filtered"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("bot_joined_meeting"),
-        "{d}"
-    );
+    assert!(d["filtered"]["reason"].as_str().unwrap().contains("bot_joined_meeting"), "{d}");
     assert_eq!(d["attempts"], json!([]));
     for e in [kept, other] {
         let id = &gw.delivery_ids(e["event_id"].as_str().unwrap()).await[0];
@@ -125,11 +106,7 @@ async fn recall_envelope_transforms_and_retries_send_the_same_signed_bytes() {
     let dir = temp_dir();
     let cfg = base_config(dir.path())
         + &plugin_table("recall", "recall_envelope", "")
-        + &endpoint(
-            "recall-style",
-            &rx.url("/recall"),
-            r#"["bot.state_change"]"#,
-        )
+        + &endpoint("recall-style", &rx.url("/recall"), r#"["bot.state_change"]"#)
         + "plugins = [\"recall\"]\n";
     let gw = TestGateway::start(&cfg).await;
     let mut event = state_change("bot_9");
@@ -138,15 +115,8 @@ async fn recall_envelope_transforms_and_retries_send_the_same_signed_bytes() {
 
     let first = rx.next(WAIT).await;
     let second = rx.next(WAIT).await;
-    assert_eq!(
-        first.body, second.body,
-        "a retry must send the stored transform, byte for byte"
-    );
-    assert_ne!(
-        first.header("webhook-timestamp"),
-        "",
-        "each attempt is signed"
-    );
+    assert_eq!(first.body, second.body, "a retry must send the stored transform, byte for byte");
+    assert_ne!(first.header("webhook-timestamp"), "", "each attempt is signed");
     let body = second.json();
     assert_eq!(
         body,
@@ -159,13 +129,7 @@ async fn recall_envelope_transforms_and_retries_send_the_same_signed_bytes() {
         })
     );
     // The transformed body is canonical JSON, and both recipes verify over it.
-    assert_eq!(
-        hookgate::json::parse(&second.body)
-            .unwrap()
-            .to_canonical()
-            .as_bytes(),
-        &second.body[..]
-    );
+    assert_eq!(hookgate::json::parse(&second.body).unwrap().to_canonical().as_bytes(), &second.body[..]);
     verify_both(&first);
     verify_both(&second);
     gw.stop().await.unwrap();
@@ -210,11 +174,7 @@ async fn hostile_guests_are_contained_and_others_proceed() {
     let dir = temp_dir();
     let cfg = base_config(dir.path())
         + &plugin_table("spin", "guest_loop", "timeout = \"30ms\"")
-        + &plugin_table(
-            "hog",
-            "guest_hog",
-            "memory_limit = \"4MiB\"\ntimeout = \"2s\"",
-        )
+        + &plugin_table("hog", "guest_hog", "memory_limit = \"4MiB\"\ntimeout = \"2s\"")
         + &plugin_table("trap", "guest_trap", "")
         + &plugin_table("trap-skipped", "guest_trap", "on_error = \"skip\"")
         + &plugin_table("bad", "guest_bad_output", "")
@@ -239,9 +199,7 @@ async fn hostile_guests_are_contained_and_others_proceed() {
     assert_eq!(paths, ["/healthy", "/skip"]);
     rx.assert_silent(Duration::from_millis(300)).await;
 
-    let (_, e) = gw
-        .get(&format!("/v1/events/{}", r["event_id"].as_str().unwrap()))
-        .await;
+    let (_, e) = gw.get(&format!("/v1/events/{}", r["event_id"].as_str().unwrap())).await;
     for d in e["deliveries"].as_array().unwrap() {
         let d = gw.settled(d["id"].as_str().unwrap(), WAIT).await;
         let endpoint = d["endpoint_id"].as_str().unwrap();
@@ -258,11 +216,7 @@ async fn hostile_guests_are_contained_and_others_proceed() {
         };
         assert_eq!(d["state"], "failed", "{d}");
         assert_eq!(d["error"]["kind"], "plugin", "{d}");
-        assert_eq!(
-            d["attempts"],
-            json!([]),
-            "no HTTP attempt after a plugin failure: {d}"
-        );
+        assert_eq!(d["attempts"], json!([]), "no HTTP attempt after a plugin failure: {d}");
         let msg = d["error"]["message"].as_str().unwrap();
         assert!(msg.contains(want), "{endpoint}: {msg}");
     }
@@ -276,33 +230,21 @@ async fn host_calls_recover_after_traps_and_deadlines_are_tight() {
     let dir = temp_dir();
     let mut spin = plugin_config("spin", "guest_loop");
     spin.timeout = Duration::from_millis(40);
-    let host = std::sync::Arc::new(
-        PluginHost::load(&[plugin_config("trap", "guest_trap"), spin], dir.path()).unwrap(),
-    );
+    let host = std::sync::Arc::new(PluginHost::load(&[plugin_config("trap", "guest_trap"), spin], dir.path()).unwrap());
 
     // Direct calls are blocking: run them where blocking is allowed, as dispatch does.
     let h = host.clone();
     tokio::task::spawn_blocking(move || {
-        let err = h
-            .call_by_name("trap", &input(r#"{"data":{}}"#))
-            .unwrap_err();
-        assert!(
-            matches!(&err, PluginError::Trap(m) if m.contains("asked to fail")),
-            "{err}"
-        );
-        let ok = h
-            .call_by_name("trap", &input(r#"{"data":{"survive":true}}"#))
-            .unwrap();
+        let err = h.call_by_name("trap", &input(r#"{"data":{}}"#)).unwrap_err();
+        assert!(matches!(&err, PluginError::Trap(m) if m.contains("asked to fail")), "{err}");
+        let ok = h.call_by_name("trap", &input(r#"{"data":{"survive":true}}"#)).unwrap();
         assert_eq!(ok, Decision::Keep);
 
         let started = Instant::now();
         let err = h.call_by_name("spin", &input("{}")).unwrap_err();
         let took = started.elapsed();
         assert_eq!(err, PluginError::Deadline(Duration::from_millis(40)));
-        assert!(
-            took >= Duration::from_millis(40) && took < Duration::from_millis(1000),
-            "{took:?}"
-        );
+        assert!(took >= Duration::from_millis(40) && took < Duration::from_millis(1000), "{took:?}");
     })
     .await
     .unwrap();
@@ -324,15 +266,9 @@ async fn host_calls_recover_after_traps_and_deadlines_are_tight() {
         })
         .collect();
     for s in spins {
-        assert!(matches!(
-            s.await.unwrap(),
-            hookgate::plugin::ChainOutcome::Failed { .. }
-        ));
+        assert!(matches!(s.await.unwrap(), hookgate::plugin::ChainOutcome::Failed { .. }));
     }
-    assert!(
-        ticks.await.unwrap() >= 5,
-        "the async runtime stalled while plugins looped"
-    );
+    assert!(ticks.await.unwrap() >= 5, "the async runtime stalled while plugins looped");
 }
 
 /// The compiled artifact is cached in data_dir keyed by the component's hash: the second load
@@ -340,29 +276,15 @@ async fn host_calls_recover_after_traps_and_deadlines_are_tight() {
 #[tokio::test]
 async fn compiled_artifacts_are_cached_across_restarts() {
     let dir = temp_dir();
-    let configs = [
-        plugin_config("a", "only_event_types"),
-        plugin_config("b", "redact"),
-    ];
+    let configs = [plugin_config("a", "only_event_types"), plugin_config("b", "redact")];
     let first = PluginHost::load(&configs, dir.path()).unwrap();
-    assert_eq!(
-        first.sources(),
-        [
-            ("a".into(), Source::Compiled),
-            ("b".into(), Source::Compiled)
-        ]
-    );
+    assert_eq!(first.sources(), [("a".into(), Source::Compiled), ("b".into(), Source::Compiled)]);
     drop(first);
     let started = Instant::now();
     let second = PluginHost::load(&configs, dir.path()).unwrap();
-    assert_eq!(
-        second.sources(),
-        [("a".into(), Source::Cached), ("b".into(), Source::Cached)]
-    );
+    assert_eq!(second.sources(), [("a".into(), Source::Cached), ("b".into(), Source::Cached)]);
     let cached_load = started.elapsed();
-    let cached = std::fs::read_dir(dir.path().join("plugin-cache"))
-        .unwrap()
-        .count();
+    let cached = std::fs::read_dir(dir.path().join("plugin-cache")).unwrap().count();
     assert_eq!(cached, 2);
     // A different component at the same path is a cache miss, not stale code.
     let copy = dir.path().join("copy.wasm");
@@ -405,10 +327,7 @@ async fn bad_plugins_fail_at_load_naming_the_plugin() {
     // The CLI says the same.
     let cfg_path = dir.path().join("c.toml");
     let cfg = base_config(&dir.path().join("data"))
-        + &format!(
-            "\n[[plugins]]\nname = \"garbage\"\npath = \"{}\"\n",
-            garbage.display()
-        );
+        + &format!("\n[[plugins]]\nname = \"garbage\"\npath = \"{}\"\n", garbage.display());
     std::fs::write(&cfg_path, cfg).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .args(["check", "--config"])

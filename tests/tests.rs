@@ -4,8 +4,12 @@
 
 mod util;
 
+/// The delivery log, resend, runtime endpoints, metrics and `listen`.
+mod api;
 /// `hookgate check` and `--help`.
 mod cli;
+/// The dashboard in headless Chromium.
+mod dashboard;
 /// Signatures, retries, timeouts, redirects, SSRF, fan-out, concurrency limits.
 mod delivery;
 /// The ingest error table and idempotency keys.

@@ -22,11 +22,7 @@ fn gateway_sources() -> Vec<(String, String)> {
     files
         .into_iter()
         .map(|p| {
-            let rel = p
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+            let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
             (rel, std::fs::read_to_string(&p).unwrap())
         })
         .collect()
@@ -35,32 +31,21 @@ fn gateway_sources() -> Vec<(String, String)> {
 #[test]
 fn every_module_opens_with_a_header() {
     for (rel, text) in gateway_sources() {
-        assert!(
-            text.starts_with("//!"),
-            "gateway/{rel} must open with a //! header"
-        );
+        assert!(text.starts_with("//!"), "gateway/{rel} must open with a //! header");
     }
 }
 
 #[test]
 fn crates_stay_inside_their_stage() {
-    let owners = [
-        ("redb", "store"),
-        ("reqwest", "deliver"),
-        ("wasmtime", "plugin"),
-    ];
+    let owners = [("redb", "store"), ("reqwest", "deliver"), ("wasmtime", "plugin")];
     for (rel, text) in gateway_sources() {
         for (krate, owner) in owners {
             let uses = text.lines().any(|l| {
                 let l = l.trim_start();
-                !l.starts_with("//")
-                    && (l.contains(&format!("{krate}::")) || l.contains(&format!("use {krate}")))
+                !l.starts_with("//") && (l.contains(&format!("{krate}::")) || l.contains(&format!("use {krate}")))
             });
             let inside = rel.starts_with(owner);
-            assert!(
-                !uses || inside,
-                "gateway/{rel} uses {krate}, which belongs to gateway/{owner}"
-            );
+            assert!(!uses || inside, "gateway/{rel} uses {krate}, which belongs to gateway/{owner}");
         }
     }
 }

@@ -44,14 +44,9 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     // forms reach the embedded IPv4 address, so they are judged by it.
     let s = ip.segments();
     let embedded = match s {
-        [0, 0, 0, 0, 0, 0xffff, _, _]
-        | [0, 0, 0, 0, 0, 0, _, _]
-        | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        )),
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+            Some(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8))
+        }
         _ => None,
     };
     if let Some(v4) = embedded {
@@ -100,24 +95,15 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
         ] {
-            assert!(
-                forbidden_reason(ip.parse().unwrap()).is_some(),
-                "{ip} must be refused"
-            );
+            assert!(forbidden_reason(ip.parse().unwrap()).is_some(), "{ip} must be refused");
         }
     }
 
     #[test]
     fn public_addresses_pass() {
-        for ip in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "172.32.0.1",
-            "100.128.0.1",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-        ] {
+        for ip in
+            ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+        {
             assert_eq!(forbidden_reason(ip.parse().unwrap()), None, "{ip}");
         }
     }

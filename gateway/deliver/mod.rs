@@ -63,10 +63,7 @@ impl Deliverer {
         if !policy.allow_private_networks {
             builder = builder.dns_resolver(Arc::new(GuardedResolver));
         }
-        Ok(Deliverer {
-            client: builder.build()?,
-            policy: Arc::new(policy),
-        })
+        Ok(Deliverer { client: builder.build()?, policy: Arc::new(policy) })
     }
 
     /// POSTs `body` to `url` with `headers`, within the policy's timeout.
@@ -75,11 +72,7 @@ impl Deliverer {
         if let Err(message) = self.precheck(url) {
             return failure(ErrorKind::Blocked, message, started);
         }
-        let mut req = self
-            .client
-            .post(url.as_str())
-            .header("content-type", "application/json")
-            .body(body);
+        let mut req = self.client.post(url.as_str()).header("content-type", "application/json").body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -95,23 +88,15 @@ impl Deliverer {
                         format!("HTTP {status}")
                     },
                 });
-                Outcome {
-                    status_code: Some(status),
-                    error,
-                    response_body,
-                    duration: started.elapsed(),
-                    retry_after,
-                }
+                Outcome { status_code: Some(status), error, response_body, duration: started.elapsed(), retry_after }
             }
             Ok(Err(e)) => {
                 let (kind, message) = classify(&e);
                 failure(kind, message, started)
             }
-            Err(_) => failure(
-                ErrorKind::Timeout,
-                format!("no complete response within {:?}", self.policy.timeout),
-                started,
-            ),
+            Err(_) => {
+                failure(ErrorKind::Timeout, format!("no complete response within {:?}", self.policy.timeout), started)
+            }
         }
     }
 
@@ -122,9 +107,7 @@ impl Deliverer {
             "https" => {}
             "http" if self.policy.allow_http => {}
             s => {
-                return Err(format!(
-                    "scheme {s}:// is not allowed (delivery.allow_http = false)"
-                ));
+                return Err(format!("scheme {s}:// is not allowed (delivery.allow_http = false)"));
             }
         }
         if self.policy.allow_private_networks {
@@ -136,9 +119,7 @@ impl Deliverer {
             _ => return Ok(()),
         };
         match guard::forbidden_reason(ip) {
-            Some(reason) => Err(format!(
-                "{ip} is {reason}; set delivery.allow_private_networks = true to allow it"
-            )),
+            Some(reason) => Err(format!("{ip} is {reason}; set delivery.allow_private_networks = true to allow it")),
             None => Ok(()),
         }
     }
@@ -154,9 +135,7 @@ fn failure(kind: ErrorKind, message: String, started: Instant) -> Outcome {
     }
 }
 
-async fn attempt(
-    req: reqwest::RequestBuilder,
-) -> Result<(u16, Option<Duration>, String), reqwest::Error> {
+async fn attempt(req: reqwest::RequestBuilder) -> Result<(u16, Option<Duration>, String), reqwest::Error> {
     let mut resp = req.send().await?;
     let status = resp.status().as_u16();
     let retry_after = if status == 429 || status == 503 {
@@ -177,11 +156,7 @@ async fn attempt(
         }
     }
     body.truncate(RESPONSE_BODY_LIMIT);
-    Ok((
-        status,
-        retry_after,
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
+    Ok((status, retry_after, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Maps a transport error to an error kind and a message without secrets (URLs carry none:
@@ -220,9 +195,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Every address a hostname resolved to is forbidden.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{host} resolves to {ip}, which is {reason}; set delivery.allow_private_networks = true to allow it"
-)]
+#[error("{host} resolves to {ip}, which is {reason}; set delivery.allow_private_networks = true to allow it")]
 struct BlockedAddress {
     host: String,
     ip: IpAddr,
@@ -237,8 +210,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refused = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()

@@ -37,12 +37,8 @@ pub fn load(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<(Component
             }
         }
     }
-    let component = Component::from_binary(engine, &bytes).map_err(|e| {
-        format!(
-            "{} is not a WebAssembly component this gateway can run: {e}",
-            path.display()
-        )
-    })?;
+    let component = Component::from_binary(engine, &bytes)
+        .map_err(|e| format!("{} is not a WebAssembly component this gateway can run: {e}", path.display()))?;
     match component.serialize() {
         Ok(serialized) => {
             if let Err(e) = write_atomically(&artifact, &serialized) {

@@ -124,6 +124,8 @@ struct Plugin {
     memory_limit: usize,
     on_error: OnError,
     source: Source,
+    calls: std::sync::atomic::AtomicU64,
+    failures: std::sync::atomic::AtomicU64,
 }
 
 impl PluginHost {
@@ -131,35 +133,24 @@ impl PluginHost {
     /// Fails naming the first plugin that is missing, not a component, or does not fit the
     /// world.
     pub fn load(configs: &[PluginConfig], data_dir: &Path) -> Result<PluginHost, LoadError> {
-        let engine = new_engine().map_err(|e| LoadError {
-            plugin: String::new(),
-            message: format!("cannot start the Wasm engine: {e}"),
-        })?;
+        let engine = new_engine()
+            .map_err(|e| LoadError { plugin: String::new(), message: format!("cannot start the Wasm engine: {e}") })?;
         let mut linker = Linker::<HostState>::new(&engine);
         let linked = wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .and_then(|()| bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s));
         if let Err(e) = linked {
-            return Err(LoadError {
-                plugin: String::new(),
-                message: format!("cannot set up the plugin linker: {e}"),
-            });
+            return Err(LoadError { plugin: String::new(), message: format!("cannot set up the plugin linker: {e}") });
         }
         let cache_dir = data_dir.join("plugin-cache");
         let mut plugins = HashMap::new();
         for c in configs {
-            let fail = |message: String| LoadError {
-                plugin: c.name.clone(),
-                message,
-            };
+            let fail = |message: String| LoadError { plugin: c.name.clone(), message };
             let (component, source) = cache::load(&engine, &c.path, &cache_dir).map_err(fail)?;
             let instance_pre = linker
                 .instantiate_pre(&component)
                 .map_err(|e| fail(format!("does not fit the hookgate:plugin@0.1.0 world: {e}")))?;
-            let pre = bindings::PluginPre::new(instance_pre).map_err(|e| {
-                fail(format!(
-                    "does not export the hookgate:plugin@0.1.0 `handle` function: {e}"
-                ))
-            })?;
+            let pre = bindings::PluginPre::new(instance_pre)
+                .map_err(|e| fail(format!("does not export the hookgate:plugin@0.1.0 `handle` function: {e}")))?;
             tracing::info!(plugin = %c.name, ?source, "plugin ready");
             plugins.insert(
                 c.name.clone(),
@@ -171,6 +162,8 @@ impl PluginHost {
                     memory_limit: c.memory_limit,
                     on_error: c.on_error,
                     source,
+                    calls: Default::default(),
+                    failures: Default::default(),
                 },
             );
         }
@@ -188,10 +181,17 @@ impl PluginHost {
 
     /// Where each plugin's compiled code came from at load.
     pub fn sources(&self) -> Vec<(String, Source)> {
+        let mut v: Vec<_> = self.plugins.values().map(|p| (p.name.to_string(), p.source)).collect();
+        v.sort();
+        v
+    }
+
+    /// (plugin, calls, failures) for every plugin, for the metrics.
+    pub fn stats(&self) -> Vec<(String, u64, u64)> {
         let mut v: Vec<_> = self
             .plugins
             .values()
-            .map(|p| (p.name.to_string(), p.source))
+            .map(|p| (p.name.to_string(), p.calls.load(Ordering::Relaxed), p.failures.load(Ordering::Relaxed)))
             .collect();
         v.sort();
         v
@@ -201,18 +201,12 @@ impl PluginHost {
     /// chains at once.
     pub async fn run_chain(self: &Arc<Self>, chain: Vec<String>, input: CallInput) -> ChainOutcome {
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
-            return ChainOutcome::Failed {
-                plugin: String::new(),
-                message: "the plugin host is shut down".into(),
-            };
+            return ChainOutcome::Failed { plugin: String::new(), message: "the plugin host is shut down".into() };
         };
         let host = self.clone();
         match tokio::task::spawn_blocking(move || host.run_chain_blocking(&chain, input)).await {
             Ok(outcome) => outcome,
-            Err(e) => ChainOutcome::Failed {
-                plugin: String::new(),
-                message: format!("plugin task failed: {e}"),
-            },
+            Err(e) => ChainOutcome::Failed { plugin: String::new(), message: format!("plugin task failed: {e}") },
         }
     }
 
@@ -223,18 +217,12 @@ impl PluginHost {
         let mut changed = false;
         for name in chain {
             let Some(plugin) = self.plugins.get(name) else {
-                return ChainOutcome::Failed {
-                    plugin: name.clone(),
-                    message: "is not loaded".into(),
-                };
+                return ChainOutcome::Failed { plugin: name.clone(), message: "is not loaded".into() };
             };
             match self.call(plugin, &input, &body) {
                 Ok(Decision::Keep) => {}
                 Ok(Decision::Drop(reason)) => {
-                    return ChainOutcome::Filtered {
-                        plugin: name.clone(),
-                        reason,
-                    };
+                    return ChainOutcome::Filtered { plugin: name.clone(), reason };
                 }
                 Ok(Decision::Replace(new)) => {
                     body = new;
@@ -245,16 +233,11 @@ impl PluginHost {
                 }
                 Err(e) => {
                     tracing::warn!(plugin = %name, error = %e, "plugin failed; the delivery fails");
-                    return ChainOutcome::Failed {
-                        plugin: name.clone(),
-                        message: format!("plugin {name:?} {e}"),
-                    };
+                    return ChainOutcome::Failed { plugin: name.clone(), message: format!("plugin {name:?} {e}") };
                 }
             }
         }
-        ChainOutcome::Deliver {
-            body: changed.then_some(body),
-        }
+        ChainOutcome::Deliver { body: changed.then_some(body) }
     }
 
     /// Calls one plugin by name on this thread (benchmarks and tests use this directly).
@@ -262,14 +245,21 @@ impl PluginHost {
     /// Blocking: call it from a plain thread or `spawn_blocking`, never from an async task (the
     /// WASI host blocks on its own I/O, which tokio forbids on a runtime thread).
     pub fn call_by_name(&self, name: &str, input: &CallInput) -> Result<Decision, PluginError> {
-        let plugin = self
-            .plugins
-            .get(name)
-            .ok_or_else(|| PluginError::Rejected(format!("no plugin named {name:?}")))?;
+        let plugin =
+            self.plugins.get(name).ok_or_else(|| PluginError::Rejected(format!("no plugin named {name:?}")))?;
         self.call(plugin, input, &input.envelope)
     }
 
     fn call(&self, p: &Plugin, input: &CallInput, envelope: &str) -> Result<Decision, PluginError> {
+        p.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_inner(p, input, envelope);
+        if result.is_err() {
+            p.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn call_inner(&self, p: &Plugin, input: &CallInput, envelope: &str) -> Result<Decision, PluginError> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // Deny-all WASI: no preopened directories, no environment, no arguments, no sockets,
         // no name lookups. Only stderr is wired, into memory, so panic messages reach our log.
@@ -282,10 +272,7 @@ impl PluginHost {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: Limits {
-                memory: p.memory_limit,
-                exceeded: false,
-            },
+            limits: Limits { memory: p.memory_limit, exceeded: false },
             plugin: p.name.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -299,10 +286,7 @@ impl PluginHost {
             envelope: envelope.to_owned(),
             config: p.config.clone(),
         };
-        let result = p
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_handle(&mut store, &delivery));
+        let result = p.pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, &delivery));
         let written = stderr.contents();
         let stderr_text = String::from_utf8_lossy(&written).trim_end().to_owned();
         if !stderr_text.is_empty() {
@@ -345,13 +329,9 @@ fn validate(d: bindings::Decision, max_body_bytes: usize) -> Result<Decision, Pl
                     body.len()
                 )));
             }
-            let value =
-                json::parse(body.as_bytes()).map_err(|e| PluginError::InvalidOutput(e.message))?;
+            let value = json::parse(body.as_bytes()).map_err(|e| PluginError::InvalidOutput(e.message))?;
             if value.as_object().is_none() {
-                return Err(PluginError::InvalidOutput(format!(
-                    "it must be a JSON object, not {}",
-                    value.kind()
-                )));
+                return Err(PluginError::InvalidOutput(format!("it must be a JSON object, not {}", value.kind())));
             }
             Ok(Decision::Replace(value.to_canonical()))
         }
@@ -396,12 +376,9 @@ fn new_engine() -> wasmtime::Result<Engine> {
     // 50 µs to about 13 µs here (benches/plugins.rs). Without it, a large window would mean a
     // large memset per call, so older kernels keep a small one.
     if pagemap_scan_supported() {
-        pool.pagemap_scan(wasmtime::Enabled::Yes)
-            .linear_memory_keep_resident(4 << 20)
-            .table_keep_resident(1 << 20);
+        pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(4 << 20).table_keep_resident(1 << 20);
     } else {
-        pool.linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(64 << 10);
+        pool.linear_memory_keep_resident(64 << 10).table_keep_resident(64 << 10);
     }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
@@ -428,10 +405,7 @@ struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -460,12 +434,7 @@ struct Limits {
 }
 
 impl wasmtime::ResourceLimiter for Limits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory {
             self.exceeded = true;
             return Ok(false);
@@ -473,12 +442,7 @@ impl wasmtime::ResourceLimiter for Limits {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 16)
     }
 }
@@ -493,18 +457,13 @@ impl EpochTicker {
     fn start(engine: Engine) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("hookgate-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(EpochTicker {
-            stop,
-            thread: Some(thread),
-        })
+        let thread = std::thread::Builder::new().name("hookgate-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochTicker { stop, thread: Some(thread) })
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod receiver;
 pub mod wasm;
+pub mod webdriver;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -142,10 +143,8 @@ impl TestGateway {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let req = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+        let req =
+            self.http.get(format!("{}{path}", self.base)).header("authorization", format!("Bearer {ADMIN_TOKEN}"));
         response(req).await
     }
 
@@ -159,12 +158,7 @@ impl TestGateway {
     pub async fn delivery_ids(&self, event_id: &str) -> Vec<String> {
         let (status, body) = self.get(&format!("/v1/events/{event_id}")).await;
         assert_eq!(status, 200, "{body}");
-        body["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["id"].as_str().unwrap().to_owned())
-            .collect()
+        body["deliveries"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect()
     }
 
     /// Waits until the delivery leaves `pending`, and returns it.
@@ -197,10 +191,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {within:?}"
-        );
+        assert!(Instant::now() < deadline, "condition not met within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -244,11 +235,7 @@ impl GatewayProcess {
         let http = reqwest::Client::new();
         let url = format!("{base}/healthz");
         eventually(Duration::from_secs(30), || async {
-            http.get(&url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
+            http.get(&url).send().await.ok().filter(|r| r.status().is_success())
         })
         .await;
         GatewayProcess { child, base }
@@ -260,11 +247,8 @@ impl GatewayProcess {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok =
+            std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill {sig}");
     }
 
@@ -275,10 +259,7 @@ impl GatewayProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "process did not exit within {within:?}"
-            );
+            assert!(std::time::Instant::now() < deadline, "process did not exit within {within:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -293,11 +274,7 @@ impl Drop for GatewayProcess {
 
 /// A free port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn temp_dir() -> tempfile::TempDir {

@@ -36,10 +36,7 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -74,15 +71,9 @@ impl Receiver {
     pub async fn start_on(addr: &str, default: Behavior) -> Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let script = Arc::new(Mutex::new(Script {
-            queue: VecDeque::new(),
-            default,
-        }));
+        let script = Arc::new(Mutex::new(Script { queue: VecDeque::new(), default }));
         let (tx, rx) = mpsc::unbounded_channel();
-        let app = axum::Router::new().fallback(handle).with_state(Shared {
-            script: script.clone(),
-            tx,
-        });
+        let app = axum::Router::new().fallback(handle).with_state(Shared { script: script.clone(), tx });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { addr, script, rx }
     }
@@ -111,45 +102,24 @@ impl Receiver {
     /// Asserts that no request arrives within `quiet`.
     pub async fn assert_silent(&mut self, quiet: Duration) {
         if let Ok(Some(r)) = tokio::time::timeout(quiet, self.rx.recv()).await {
-            panic!(
-                "unexpected request to {}: {:?}",
-                r.path,
-                String::from_utf8_lossy(&r.body)
-            );
+            panic!("unexpected request to {}: {:?}", r.path, String::from_utf8_lossy(&r.body));
         }
     }
 }
 
-async fn handle(
-    State(s): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(s): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let behavior = {
         let mut script = s.script.lock().unwrap();
-        script
-            .queue
-            .pop_front()
-            .unwrap_or_else(|| script.default.clone())
+        script.queue.pop_front().unwrap_or_else(|| script.default.clone())
     };
-    let _ = s.tx.send(Received {
-        method,
-        path: uri.path().to_owned(),
-        headers,
-        body,
-        at: Instant::now(),
-    });
+    let _ = s.tx.send(Received { method, path: uri.path().to_owned(), headers, body, at: Instant::now() });
     match behavior {
         Behavior::Status(code) => status(code).into_response(),
         Behavior::StatusWith(code, headers) => {
             let mut resp = (status(code), "scripted").into_response();
             for (k, v) in headers {
-                resp.headers_mut().insert(
-                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
+                resp.headers_mut()
+                    .insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
             }
             resp
         }

@@ -9,10 +9,7 @@ static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 /// The path of `plugins/target/wasm32-wasip2/release/<name>.wasm`, building the plugins
 /// workspace first (once per process; cargo makes repeat builds cheap).
 pub fn plugin(name: &str) -> PathBuf {
-    let dir = BUILT
-        .get_or_init(build)
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = BUILT.get_or_init(build).as_ref().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.join(format!("{name}.wasm"));
     assert!(path.exists(), "{} was not built", path.display());
     path
@@ -23,14 +20,7 @@ fn build() -> Result<PathBuf, String> {
     let manifest = root.join("plugins/Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
+        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(&manifest)
         // The outer build's settings are for the host target, not for the guests.
         .env_remove("CARGO_TARGET_DIR")

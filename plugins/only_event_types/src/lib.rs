@@ -28,10 +28,7 @@ impl Guest for OnlyEventTypes {
             Ok(Decision::Keep)
         } else {
             log(Level::Debug, &format!("dropping event_type {event_type:?}"));
-            Ok(Decision::Drop(format!(
-                "event_type {event_type:?} is not one of {}",
-                wanted.join(", ")
-            )))
+            Ok(Decision::Drop(format!("event_type {event_type:?} is not one of {}", wanted.join(", "))))
         }
     }
 }
@@ -43,10 +40,7 @@ fn config_list(config: &[(String, String)], key: &str) -> Option<Vec<String>> {
     let list = if raw.trim_start().starts_with('[') {
         serde_json::from_str::<Vec<String>>(raw).ok()?
     } else {
-        raw.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
+        raw.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
     };
     Some(list)
 }

@@ -37,12 +37,9 @@ impl Guest for RecallEnvelope {
         if d.trigger != "bot.state_change" {
             return Ok(Decision::Keep);
         }
-        let env: Value =
-            serde_json::from_str(&d.envelope).map_err(|e| format!("envelope is not JSON: {e}"))?;
+        let env: Value = serde_json::from_str(&d.envelope).map_err(|e| format!("envelope is not JSON: {e}"))?;
         let data = &env["data"];
-        let state = data["new_state"]
-            .as_str()
-            .ok_or("data.new_state is missing or not a string")?;
+        let state = data["new_state"].as_str().ok_or("data.new_state is missing or not a string")?;
         let code = recall_code(state);
         let metadata = match &env["bot_metadata"] {
             Value::Null => json!({}),

@@ -20,22 +20,15 @@ impl Guest for Redact {
             .ok_or("missing config key `pointers` (comma-separated JSON pointers)")?
             .1;
         let pointers: Vec<String> = if raw.trim_start().starts_with('[') {
-            serde_json::from_str(raw)
-                .map_err(|e| format!("`pointers` is not a list of strings: {e}"))?
+            serde_json::from_str(raw).map_err(|e| format!("`pointers` is not a list of strings: {e}"))?
         } else {
-            raw.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
+            raw.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
         };
-        let mut env: Value =
-            serde_json::from_str(&d.envelope).map_err(|e| format!("envelope is not JSON: {e}"))?;
+        let mut env: Value = serde_json::from_str(&d.envelope).map_err(|e| format!("envelope is not JSON: {e}"))?;
         let mut removed = 0;
         for p in &pointers {
             if !p.starts_with('/') {
-                return Err(format!(
-                    "{p:?} is not a JSON pointer (it must start with '/')"
-                ));
+                return Err(format!("{p:?} is not a JSON pointer (it must start with '/')"));
             }
             removed += usize::from(remove(&mut env, p));
         }

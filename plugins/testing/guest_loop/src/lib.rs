@@ -5,9 +5,7 @@ wit_bindgen::generate!({ path: "../../../wit", world: "plugin" });
 struct Spin;
 
 impl Guest for Spin {
-    fn handle(
-        _: hookgate::plugin::types::Delivery,
-    ) -> Result<hookgate::plugin::types::Decision, String> {
+    fn handle(_: hookgate::plugin::types::Delivery) -> Result<hookgate::plugin::types::Decision, String> {
         let mut n: u64 = 0;
         loop {
             n = std::hint::black_box(n.wrapping_add(1));

@@ -7,9 +7,7 @@ wit_bindgen::generate!({ path: "../../../wit", world: "plugin" });
 struct Trap;
 
 impl Guest for Trap {
-    fn handle(
-        d: hookgate::plugin::types::Delivery,
-    ) -> Result<hookgate::plugin::types::Decision, String> {
+    fn handle(d: hookgate::plugin::types::Delivery) -> Result<hookgate::plugin::types::Decision, String> {
         if d.envelope.contains("\"survive\":true") {
             return Ok(hookgate::plugin::types::Decision::Keep);
         }

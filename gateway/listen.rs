@@ -1,0 +1,111 @@
+//! `hookgate listen`: a local webhook receiver for trying Hookgate out. It prints every request
+//! it gets and whether both signatures verify, and answers 200 when they do, 401 when not.
+//!
+//! Owns: nothing the gateway depends on; it is a receiver, verifying with the same recipes
+//! receivers use (the body as sent, or re-canonicalised; Standard Webhooks' 5-minute window).
+//! Must not touch: the store or delivery.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+
+use crate::json;
+use crate::sign::{self, Secret};
+
+/// Standard Webhooks receivers reject timestamps further than this from their clock.
+const TOLERANCE_SECS: i64 = 300;
+
+/// The verdict on one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub attendee: Check,
+    pub standard: Check,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    Valid,
+    Invalid(String),
+    Missing,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Valid => f.write_str("valid"),
+            Check::Invalid(why) => write!(f, "INVALID ({why})"),
+            Check::Missing => f.write_str("missing"),
+        }
+    }
+}
+
+/// Verifies both signature headers of a request, as receivers do.
+pub fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8], now: i64) -> Verdict {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let attendee = match h("x-webhook-signature") {
+        None => Check::Missing,
+        Some(sig) => {
+            // Receivers written for Attendee re-canonicalise the parsed body; raw-body receivers
+            // use the bytes as they are. Hookgate sends canonical bytes, so both agree.
+            let canonical = json::parse(body).map(|v| v.to_canonical().into_bytes()).ok();
+            if sign::verify_attendee(secret, body, sig)
+                || canonical.is_some_and(|c| sign::verify_attendee(secret, &c, sig))
+            {
+                Check::Valid
+            } else {
+                Check::Invalid("signature does not match the body".into())
+            }
+        }
+    };
+    let standard = match (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature")) {
+        (Some(id), Some(ts), Some(sig)) => match ts.parse::<i64>() {
+            Err(_) => Check::Invalid("webhook-timestamp is not a number".into()),
+            Ok(t) if (now - t).abs() > TOLERANCE_SECS => Check::Invalid(format!("timestamp is {}s off", now - t)),
+            Ok(_) if sign::verify_standard(secret, id, ts, body, sig) => Check::Valid,
+            Ok(_) => Check::Invalid("no v1 signature matches".into()),
+        },
+        (None, None, None) => Check::Missing,
+        _ => Check::Invalid("webhook-id, webhook-timestamp and webhook-signature must all be present".into()),
+    };
+    Verdict { attendee, standard }
+}
+
+/// Serves on `127.0.0.1:port` until interrupted.
+pub async fn run(port: u16, secret: Secret) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    println!(
+        "listening on http://127.0.0.1:{port}/ (any path); verifying with {}",
+        secret.to_whsec().chars().take(12).collect::<String>() + "…"
+    );
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let secret = secret.clone();
+        async move { receive(&secret, &method, &uri, &headers, &body) }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn receive(secret: &Secret, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> impl IntoResponse + use<> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let v = verify(secret, headers, body, now);
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+    println!("\n{method} {} webhook-id={} user-agent={}", uri.path(), h("webhook-id"), h("user-agent"));
+    println!("  X-Webhook-Signature: {}", v.attendee);
+    println!("  webhook-signature:   {}", v.standard);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(pretty) => println!("{}", serde_json::to_string_pretty(&pretty).unwrap_or_default()),
+        Err(_) => println!("{}", String::from_utf8_lossy(body)),
+    }
+    let ok = v.attendee != Check::Missing
+        && !matches!(v.attendee, Check::Invalid(_))
+        && !matches!(v.standard, Check::Invalid(_));
+    if ok { (StatusCode::OK, "verified\n") } else { (StatusCode::UNAUTHORIZED, "signature verification failed\n") }
+}

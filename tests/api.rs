@@ -1,0 +1,449 @@
+//! The delivery log and management API: listing with filters and pagination, resend (single,
+//! capped, bulk), endpoints at runtime and their effect on fan-out, bad input, metrics, and the
+//! `listen` receiver.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn post(gw: &TestGateway, path: &str, body: &Value) -> (u16, Value) {
+    response(
+        gw.http
+            .post(format!("{}{path}", gw.base))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+    .await
+}
+
+async fn delete(gw: &TestGateway, path: &str) -> u16 {
+    response(gw.http.delete(format!("{}{path}", gw.base)).header("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .await
+        .0
+}
+
+/// Follows `next_cursor` through every page of a listing; returns the ids in order.
+async fn all_pages(gw: &TestGateway, query: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/deliveries?limit={limit}&{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (s, page) = gw.get(&path).await;
+        assert_eq!(s, 200, "{page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= limit);
+        ids.extend(data.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+/// A store with a few hundred deliveries across bots, triggers, endpoints and states: every
+/// filter, alone and combined, returns exactly the matching deliveries, newest first, across
+/// pages, without duplicates.
+#[tokio::test]
+async fn listing_filters_and_paginates() {
+    let rx = Receiver::start(Behavior::Status(200)).await;
+    let down = Receiver::start(Behavior::Status(500)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path())
+        + &endpoint("ok", &rx.url("/"), r#"["*"]"#)
+        + &endpoint("down", &down.url("/"), r#"["bot.state_change"]"#);
+    let cfg = set(&cfg, "delivery", "max_retries", "0");
+    let gw = TestGateway::start(&cfg).await;
+
+    // 120 events: bots b0..b3, alternating triggers; state changes also go to "down".
+    let mut expected: Vec<(String, String, String)> = Vec::new(); // (bot, trigger, endpoint), in creation order
+    let start_ms = hookgate::model::now_ms();
+    for i in 0..120 {
+        let bot = format!("b{}", i % 4);
+        let trigger = if i % 3 == 0 { "bot.state_change" } else { "transcript.update" };
+        let (s, r) = gw.ingest(&json!({"trigger": trigger, "bot_id": bot, "data": {"i": i}})).await;
+        assert_eq!(s, 202);
+        let n = r["deliveries"].as_u64().unwrap();
+        expected.push((bot.clone(), trigger.into(), "ok".into()));
+        if n == 2 {
+            expected.push((bot.clone(), trigger.into(), "down".into()));
+        }
+    }
+    let total = expected.len();
+    assert_eq!(total, 160);
+    // Wait until every delivery has settled.
+    eventually(WAIT, || async {
+        let (_, page) = gw.get("/v1/deliveries?state=pending&limit=1").await;
+        page["data"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+
+    let everything = all_pages(&gw, "", 7).await;
+    assert_eq!(everything.len(), total);
+    assert_eq!(everything.iter().collect::<HashSet<_>>().len(), total, "no duplicates across pages");
+    let mut sorted = everything.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(everything, sorted, "newest first (ids are time-ordered)");
+
+    let count = |f: &dyn Fn(&(String, String, String)) -> bool| expected.iter().filter(|e| f(e)).count();
+    let since_q = format!("since={start_ms}");
+    let until_q = format!("until={}", start_ms.saturating_sub(1));
+    let cases: Vec<(&str, usize)> = vec![
+        ("bot_id=b1", count(&|e| e.0 == "b1")),
+        ("trigger=bot.state_change", count(&|e| e.1 == "bot.state_change")),
+        ("endpoint_id=down", count(&|e| e.2 == "down")),
+        ("state=failed", count(&|e| e.2 == "down")),
+        ("state=succeeded", count(&|e| e.2 == "ok")),
+        (
+            "bot_id=b2&endpoint_id=ok&trigger=transcript.update",
+            count(&|e| e.0 == "b2" && e.2 == "ok" && e.1 == "transcript.update"),
+        ),
+        ("bot_id=b3&state=failed", count(&|e| e.0 == "b3" && e.2 == "down")),
+        ("bot_id=nobody", 0),
+        (&since_q, total),
+        (&until_q, 0),
+    ];
+    for (query, want) in cases {
+        let ids = all_pages(&gw, query, 9).await;
+        assert_eq!(ids.len(), want, "{query}");
+        // Every returned delivery really matches.
+        for id in ids.iter().take(5) {
+            let d = gw.delivery(id).await;
+            for part in query.split('&') {
+                let (k, v) = part.split_once('=').unwrap();
+                match k {
+                    "bot_id" => assert_eq!(d["resource"]["bot_id"], v, "{query}"),
+                    "trigger" | "endpoint_id" | "state" => assert_eq!(d[k], v, "{query}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+    drop((rx, down));
+    gw.stop().await.unwrap();
+}
+
+/// Bad input to every new route is a clear 4xx with the JSON error shape, and changes nothing.
+#[tokio::test]
+async fn new_routes_refuse_bad_input() {
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("cfg", "https://example.com/h", r#"["*"]"#);
+    let gw = TestGateway::start(&cfg).await;
+    let cases = [
+        ("/v1/deliveries?state=lost", "`state`"),
+        ("/v1/deliveries?limit=0", "`limit`"),
+        ("/v1/deliveries?limit=5000", "`limit`"),
+        ("/v1/deliveries?cursor=xyz", "`cursor`"),
+        ("/v1/deliveries?since=yesterday", "`since`"),
+    ];
+    for (path, needle) in cases {
+        let (s, b) = gw.get(path).await;
+        assert_eq!(s, 400, "{path}: {b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains(needle), "{path}: {b}");
+    }
+    let unknown = uuid::Uuid::now_v7();
+    let (s, _) = post(&gw, &format!("/v1/deliveries/{unknown}/resend"), &json!({})).await;
+    assert_eq!(s, 404);
+    for (body, needle) in [
+        (json!({}), "endpoint_id"),
+        (json!({"endpoint_id": "cfg"}), "since"),
+        (json!({"endpoint_id": "cfg", "since": "soon"}), "since"),
+        (json!({"endpoint_id": "cfg", "since": "2026-01-01T00:00:00Z", "x": 1}), "unknown field"),
+        (json!([1]), "object"),
+    ] {
+        let (s, b) = post(&gw, "/v1/deliveries/resend", &body).await;
+        assert_eq!(s, 400, "{body}: {b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains(needle), "{body}: {b}");
+    }
+    let secret32 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    for (body, needle) in [
+        (json!({"triggers": ["*"]}), "missing `url`"),
+        (json!({"url": "ftp://x.example/", "triggers": ["*"]}), "scheme"),
+        (json!({"url": "https://x.example/"}), "missing `triggers`"),
+        (json!({"url": "https://x.example/", "triggers": []}), "at least one"),
+        (json!({"url": "https://x.example/", "triggers": ["Bad Trigger"]}), "not a trigger"),
+        (json!({"url": "https://x.example/", "triggers": ["*"], "match": {"trigger": "x"}}), "reserved"),
+        (json!({"url": "https://x.example/", "triggers": ["*"], "match": {"bot_id": {"a": 1}}}), "match.bot_id"),
+        (json!({"url": "https://x.example/", "triggers": ["*"], "secret": "c2hvcnQ="}), "at least 32"),
+        (json!({"url": "https://x.example/", "triggers": ["*"], "colour": "red"}), "unknown field"),
+        (json!({"url": "https://u:p@x.example/", "triggers": ["*"], "secret": secret32}), "credentials"),
+    ] {
+        let (s, b) = post(&gw, "/v1/endpoints", &body).await;
+        assert_eq!(s, 400, "{body}: {b}");
+        assert_eq!(b["error"]["code"], "invalid_endpoint", "{b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains(needle), "{body}: {b}");
+    }
+    let (s, b) = response(
+        gw.http
+            .post(format!("{}/v1/endpoints", gw.base))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_json")));
+    // Nothing was created.
+    let (_, list) = gw.get("/v1/endpoints").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(delete(&gw, "/v1/endpoints/cfg").await, 409, "config endpoints are read-only");
+    assert_eq!(delete(&gw, "/v1/endpoints/nope").await, 404);
+    // Admin routes refuse a missing token; PUT is not a method here.
+    let (s, _) = response(gw.http.get(format!("{}/v1/deliveries", gw.base))).await;
+    assert_eq!(s, 401);
+    let (s, b) = response(
+        gw.http.put(format!("{}/v1/endpoints", gw.base)).header("authorization", format!("Bearer {ADMIN_TOKEN}")),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    gw.stop().await.unwrap();
+}
+
+/// A failed delivery resent by hand: one new attempt now, same idempotency key, freshly signed,
+/// marked manual; the delivery succeeds. Past 50 attempts a resend is refused.
+#[tokio::test]
+async fn resend_makes_one_manual_attempt_and_is_capped() {
+    let mut rx = Receiver::start(Behavior::Status(500)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("r", &rx.url("/"), r#"["*"]"#);
+    let cfg = set(&cfg, "delivery", "max_retries", "0");
+    let gw = TestGateway::start(&cfg).await;
+    let (_, r) = gw.ingest(&state_change("b")).await;
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    let first = rx.next(WAIT).await;
+    assert_eq!(gw.settled(&id, WAIT).await["state"], "failed");
+
+    rx.set_default(Behavior::Status(200));
+    let (s, d) = post(&gw, &format!("/v1/deliveries/{id}/resend"), &json!({})).await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["state"], "succeeded");
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[1]["manual"], true);
+    assert_eq!(attempts[1]["status_code"], 200);
+    let again = rx.next(WAIT).await;
+    assert_eq!(again.header("webhook-id"), first.header("webhook-id"));
+    assert_eq!(again.body, first.body);
+    verify_standard_official(&again);
+    assert_eq!(d["body"], again.json(), "the log shows exactly the body sent");
+
+    // The cap: a delivery with 50 attempts takes no more.
+    rx.set_default(Behavior::Status(500));
+    let cfg2 = base_config(&dir.path().join("capped")) + &endpoint("r", &rx.url("/"), r#"["*"]"#);
+    let cfg2 = set(
+        &set(&set(&cfg2, "delivery", "max_retries", "49"), "delivery", "backoff_initial", "\"1ms\""),
+        "delivery",
+        "backoff_multiplier",
+        "1.0",
+    );
+    let gw2 = TestGateway::start(&cfg2).await;
+    let (_, r) = gw2.ingest(&state_change("b")).await;
+    let id2 = gw2.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    let d = gw2.settled(&id2, Duration::from_secs(30)).await;
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 50);
+    let (s, b) = post(&gw2, &format!("/v1/deliveries/{id2}/resend"), &json!({})).await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(b["error"]["code"], "attempt_limit_reached");
+    gw2.stop().await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+fn verify_standard_official(req: &crate::util::receiver::Received) {
+    let wh = standardwebhooks::Webhook::new(&format!("whsec_{SECRET}")).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, req.header(name).parse().unwrap());
+    }
+    wh.verify(&req.body, &headers).expect("freshly signed");
+}
+
+/// Bulk resend ("recover"): every failed delivery of an endpoint since a time gets one new
+/// attempt; others are untouched.
+#[tokio::test]
+async fn bulk_resend_requeues_failed_deliveries_of_one_endpoint() {
+    let mut rx = Receiver::start(Behavior::Status(500)).await;
+    let other = Receiver::start(Behavior::Status(500)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path())
+        + &endpoint("a", &rx.url("/a"), r#"["*"]"#)
+        + &endpoint("b", &other.url("/b"), r#"["*"]"#);
+    let cfg = set(&cfg, "delivery", "max_retries", "0");
+    let gw = TestGateway::start(&cfg).await;
+    let since = hookgate::model::rfc3339(hookgate::model::now_ms());
+    for i in 0..5 {
+        gw.ingest(&json!({"trigger": "t.x", "data": {"i": i}})).await;
+    }
+    for _ in 0..5 {
+        rx.next(WAIT).await;
+    }
+    eventually(WAIT, || async {
+        let (_, p) = gw.get("/v1/deliveries?state=failed").await;
+        (p["data"].as_array().unwrap().len() == 10).then_some(())
+    })
+    .await;
+    rx.set_default(Behavior::Status(200));
+    let (s, b) = post(&gw, "/v1/deliveries/resend", &json!({"endpoint_id": "a", "since": since})).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["queued"], 5);
+    for _ in 0..5 {
+        assert_eq!(rx.next(WAIT).await.path, "/a");
+    }
+    eventually(WAIT, || async {
+        let (_, p) = gw.get("/v1/deliveries?endpoint_id=a&state=succeeded").await;
+        (p["data"].as_array().unwrap().len() == 5).then_some(())
+    })
+    .await;
+    let (_, p) = gw.get("/v1/deliveries?endpoint_id=b&state=failed").await;
+    assert_eq!(p["data"].as_array().unwrap().len(), 5, "the other endpoint is untouched");
+    let (_, p) = gw.get("/v1/deliveries?endpoint_id=a").await;
+    for d in p["data"].as_array().unwrap() {
+        assert_eq!(d["last_attempt"]["manual"], true);
+    }
+    // Nothing failed is left for "a": a second recover queues nothing.
+    let (_, b) = post(&gw, "/v1/deliveries/resend", &json!({"endpoint_id": "a", "since": since})).await;
+    assert_eq!(b["queued"], 0);
+    drop(other);
+    gw.stop().await.unwrap();
+}
+
+/// Endpoints created at runtime: listed beside config endpoints, used for fan-out with the same
+/// rules (a bot-level endpoint takes that bot away from project-level ones), kept across a
+/// restart, and deleted without losing their delivery history.
+#[tokio::test]
+async fn runtime_endpoints_change_fan_out_and_survive_restarts() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("project", &rx.url("/project"), r#"["*"]"#);
+    let gw = TestGateway::start(&cfg).await;
+
+    let (s, created) = post(
+        &gw,
+        "/v1/endpoints",
+        &json!({"url": rx.url("/bot-7"), "triggers": ["bot.state_change"], "match": {"bot_id": "bot_7"}, "secret": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["source"], "api");
+    assert_eq!(created["has_secret"], true);
+    assert!(created.get("secret").is_none(), "secrets are never returned");
+    let (_, one) = gw.get(&format!("/v1/endpoints/{id}")).await;
+    assert_eq!(one["match"], json!({"bot_id": "bot_7"}));
+    let (_, list) = gw.get("/v1/endpoints").await;
+    let sources: Vec<&str> = list["data"].as_array().unwrap().iter().map(|e| e["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["config", "api"]);
+
+    let (_, r) = gw.ingest(&state_change("bot_7")).await;
+    assert_eq!(r["deliveries"], 1);
+    assert_eq!(rx.next(WAIT).await.path, "/bot-7");
+    let (_, r) = gw.ingest(&state_change("bot_8")).await;
+    assert_eq!(r["deliveries"], 1);
+    assert_eq!(rx.next(WAIT).await.path, "/project");
+    gw.stop().await.unwrap();
+
+    // It survives a restart.
+    let gw = TestGateway::start(&cfg).await;
+    let (_, r) = gw.ingest(&state_change("bot_7")).await;
+    assert_eq!(r["deliveries"], 1);
+    assert_eq!(rx.next(WAIT).await.path, "/bot-7");
+    let (_, history) = gw.get(&format!("/v1/deliveries?endpoint_id={id}")).await;
+    assert_eq!(history["data"].as_array().unwrap().len(), 2);
+
+    assert_eq!(delete(&gw, &format!("/v1/endpoints/{id}")).await, 204);
+    let (s, _) = gw.get(&format!("/v1/endpoints/{id}")).await;
+    assert_eq!(s, 404);
+    let (_, r) = gw.ingest(&state_change("bot_7")).await;
+    assert_eq!(r["deliveries"], 1);
+    assert_eq!(rx.next(WAIT).await.path, "/project", "deleted: back to the project-level endpoint");
+    let (_, history) = gw.get(&format!("/v1/deliveries?endpoint_id={id}")).await;
+    assert_eq!(history["data"].as_array().unwrap().len(), 2, "history is kept");
+    gw.stop().await.unwrap();
+}
+
+/// `/metrics` reflects what happened: events, outcomes, attempts by class and kind, pending,
+/// histograms.
+#[tokio::test]
+async fn metrics_reflect_a_run() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let down = Receiver::start(Behavior::Status(503)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path())
+        + &endpoint("ok", &rx.url("/"), r#"["ok.event"]"#)
+        + &endpoint("down", &down.url("/"), r#"["down.event"]"#);
+    let cfg = set(&cfg, "delivery", "max_retries", "1");
+    let gw = TestGateway::start(&cfg).await;
+    for _ in 0..3 {
+        gw.ingest(&json!({"trigger": "ok.event", "data": {}})).await;
+    }
+    let (_, r) = gw.ingest(&json!({"trigger": "down.event", "data": {}})).await;
+    for _ in 0..3 {
+        rx.next(WAIT).await;
+    }
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    gw.settled(&id, WAIT).await;
+    let text = gw.http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "hookgate_events_ingested_total 4",
+        "hookgate_deliveries_created_total 4",
+        "hookgate_deliveries_total{outcome=\"succeeded\"} 3",
+        "hookgate_deliveries_total{outcome=\"failed\"} 1",
+        "hookgate_attempts_total{status_class=\"2xx\",error=\"none\"} 3",
+        "hookgate_attempts_total{status_class=\"5xx\",error=\"status\"} 2",
+        "hookgate_pending_deliveries 0",
+        "hookgate_ingest_commit_seconds_count 4",
+        "hookgate_attempt_duration_seconds_count 5",
+        "hookgate_delivery_latency_seconds_count 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+    assert!(text.contains("# TYPE hookgate_ingest_commit_seconds histogram"));
+    drop(down);
+    gw.stop().await.unwrap();
+}
+
+/// `hookgate listen` verifies both signatures of a real delivery, and refuses a forged one.
+#[tokio::test]
+async fn listen_verifies_deliveries_and_refuses_forgeries() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["listen", "--port", &port.to_string(), "--secret", &format!("whsec_{SECRET}")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(first.contains(&format!("127.0.0.1:{port}")), "{first}");
+
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("l", &format!("http://127.0.0.1:{port}/hook"), r#"["*"]"#);
+    let gw = TestGateway::start(&cfg).await;
+    let (_, r) = gw.ingest(&state_change("b")).await;
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    assert_eq!(gw.settled(&id, WAIT).await["state"], "succeeded");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap());
+        seen.retain(|l| !l.trim().is_empty());
+    }
+    assert!(seen[0].starts_with("POST /hook"), "{seen:?}");
+    assert_eq!(seen[1].trim(), "X-Webhook-Signature: valid");
+    assert_eq!(seen[2].trim(), "webhook-signature:   valid");
+
+    let forged = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/hook"))
+        .header("x-webhook-signature", "AAAA")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    gw.stop().await.unwrap();
+}
