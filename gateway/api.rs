@@ -563,6 +563,14 @@ pub async fn dashboard() -> Response {
         [
             (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (axum::http::header::CACHE_CONTROL, "no-store"),
+            // Inline script and style only, API calls to this origin only, never framed (the
+            // page has a Resend button), no forms or base-URL tricks.
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         DASHBOARD,
     )

@@ -104,7 +104,13 @@ impl Value {
         }
     }
 
-    /// The canonical bytes of wire.md §2.
+    /// The canonical bytes of wire.md §2: keys sorted, no whitespace, Python float `repr`,
+    /// integers exactly as sent.
+    ///
+    /// ```
+    /// let v = hookgate::json::parse(br#"{"b": 1e-5, "a": [1.0, 1e16, 123456789012345678901234567890]}"#).unwrap();
+    /// assert_eq!(v.to_canonical(), r#"{"a":[1.0,1e+16,123456789012345678901234567890],"b":1e-05}"#);
+    /// ```
     pub fn to_canonical(&self) -> String {
         let mut out = String::new();
         write_canonical(&mut out, self);

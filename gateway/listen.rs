@@ -78,8 +78,8 @@ pub async fn run(port: u16, secret: Secret) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     println!(
-        "listening on http://127.0.0.1:{port}/ (any path); verifying with {}",
-        secret.to_whsec().chars().take(12).collect::<String>() + "…"
+        "listening on http://127.0.0.1:{port}/ (any path); verifying with the secret whose fingerprint is {}",
+        secret.fingerprint()
     );
     let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
         let secret = secret.clone();

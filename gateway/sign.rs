@@ -49,6 +49,14 @@ impl Secret {
         Ok(s)
     }
 
+    /// A short, non-reversible name for the secret (the first 8 hex digits of its SHA-256), so
+    /// people can tell which secret is in use without it being printed.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(&self.0);
+        digest.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>()
+    }
+
     /// The secret as Standard Webhooks receivers are given it.
     pub fn to_whsec(&self) -> String {
         format!("whsec_{}", B64.encode(&self.0))
@@ -100,6 +108,15 @@ impl SignedHeaders {
 
 /// Signs one attempt. `current` signs both recipes; each of `previous` adds a `webhook-signature`
 /// entry so receivers still holding an old key keep verifying during a rotation.
+///
+/// ```
+/// use hookgate::sign::{Secret, sign, verify_attendee, verify_standard};
+/// let current = Secret::parse("whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+/// let body = br#"{"data":{},"idempotency_key":"k","trigger":"t"}"#;
+/// let h = sign(&current, &[], "k", 1_700_000_000, body);
+/// assert!(verify_attendee(&current, body, &h.x_webhook_signature));
+/// assert!(verify_standard(&current, "k", "1700000000", body, &h.webhook_signature));
+/// ```
 pub fn sign(current: &Secret, previous: &[Secret], msg_id: &str, timestamp: i64, body: &[u8]) -> SignedHeaders {
     let entries: Vec<String> =
         std::iter::once(current).chain(previous).map(|s| standard_signature(s, msg_id, timestamp, body)).collect();

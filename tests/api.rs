@@ -194,6 +194,12 @@ async fn new_routes_refuse_bad_input() {
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert_eq!(delete(&gw, "/v1/endpoints/cfg").await, 409, "config endpoints are read-only");
     assert_eq!(delete(&gw, "/v1/endpoints/nope").await, 404);
+    // The dashboard page holds no data and forbids framing and foreign connections.
+    let page = gw.http.get(format!("{}/", gw.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(page.text().await.unwrap().contains("<title>Hookgate"));
     // Admin routes refuse a missing token; PUT is not a method here.
     let (s, _) = response(gw.http.get(format!("{}/v1/deliveries", gw.base))).await;
     assert_eq!(s, 401);

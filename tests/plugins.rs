@@ -219,7 +219,26 @@ async fn hostile_guests_are_contained_and_others_proceed() {
         assert_eq!(d["attempts"], json!([]), "no HTTP attempt after a plugin failure: {d}");
         let msg = d["error"]["message"].as_str().unwrap();
         assert!(msg.contains(want), "{endpoint}: {msg}");
+        if endpoint == "bad" {
+            // A resend runs the chain again rather than bypassing the plugin: still no HTTP
+            // attempt, still the plugin's error.
+            let id = d["id"].as_str().unwrap();
+            let (s, again) = response(
+                gw.http
+                    .post(format!("{}/v1/deliveries/{id}/resend", gw.base))
+                    .header("authorization", format!("Bearer {ADMIN_TOKEN}")),
+            )
+            .await;
+            assert_eq!(s, 200, "{again}");
+            assert_eq!(
+                (again["state"].as_str(), again["attempts"].as_array().map(Vec::len)),
+                (Some("failed"), Some(0)),
+                "{again}"
+            );
+            assert_eq!(again["error"]["plugin"], "bad");
+        }
     }
+    rx.assert_silent(Duration::from_millis(200)).await;
     gw.stop().await.unwrap();
 }
 

@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
     world: "plugin",
 });
 
-pub use hookgate::plugin::host::Level;
+pub use self::hookgate::plugin::host::Level;

@@ -1,0 +1,151 @@
+//! Delivery-log queries on a large store: seeds a million deliveries (250k events x 4
+//! endpoints, 10k bots, 5 triggers, mixed states) through the real store, then times filtered
+//! pages of `list_deliveries`, the code behind `GET /v1/deliveries`.
+//!
+//! `cargo bench --bench query` prints the median and worst of 20 runs per query. Set
+//! `HOOKGATE_BENCH_DELIVERIES` to seed a different number.
+
+use std::time::Instant;
+
+use hookgate::model::{DeliveryRecord, DeliveryState, EventRecord};
+use hookgate::store::{DeliveryQuery, IngestWrite, Store};
+use uuid::Uuid;
+
+const ENDPOINTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+const TRIGGERS: [&str; 5] = [
+    "bot.state_change",
+    "transcript.update",
+    "chat_messages.update",
+    "participant_events.join_leave",
+    "bot_logs.update",
+];
+
+fn main() {
+    let total: usize =
+        std::env::var("HOOKGATE_BENCH_DELIVERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let events = total / ENDPOINTS.len();
+    let seeded = Instant::now();
+    rt.block_on(async {
+        let mut pending = Vec::new();
+        for i in 0..events {
+            let s = store.clone();
+            pending.push(tokio::spawn(async move { s.ingest(write(i)).await.unwrap() }));
+            if pending.len() == 2048 {
+                for p in pending.drain(..) {
+                    p.await.unwrap();
+                }
+            }
+        }
+        for p in pending {
+            p.await.unwrap();
+        }
+    });
+    let size = std::fs::metadata(dir.path().join("hookgate.redb")).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "seeded {total} deliveries ({events} events) in {:.1} s; database {:.0} MiB",
+        seeded.elapsed().as_secs_f64(),
+        size as f64 / (1 << 20) as f64
+    );
+    let mid_ms =
+        rt.block_on(store.list_deliveries(DeliveryQuery { limit: 1, ..Default::default() })).unwrap().deliveries[0]
+            .created_at_ms;
+    let q = |f: &dyn Fn(&mut DeliveryQuery)| {
+        let mut q = DeliveryQuery { limit: 50, ..Default::default() };
+        f(&mut q);
+        q
+    };
+    let field = |bot: usize| vec![("bot_id".to_owned(), format!("\"bot_{bot}\""))];
+    let cases: Vec<(&str, DeliveryQuery)> = vec![
+        ("newest 50, no filter", q(&|_| {})),
+        ("bot_id (100 matches)", q(&|q| q.fields = field(4242))),
+        (
+            "bot_id + state=failed",
+            q(&|q| {
+                q.fields = field(4242);
+                q.state = Some(DeliveryState::Failed);
+            }),
+        ),
+        (
+            "endpoint + trigger + state",
+            q(&|q| {
+                q.endpoint_id = Some("globex".into());
+                q.trigger = Some("transcript.update".into());
+                q.state = Some(DeliveryState::Failed);
+            }),
+        ),
+        (
+            "state=failed, last minute",
+            q(&|q| {
+                q.state = Some(DeliveryState::Failed);
+                q.since_ms = Some(mid_ms.saturating_sub(60_000));
+            }),
+        ),
+        ("bot_id, no match", q(&|q| q.fields = field(99_999_999))),
+        (
+            "rare: bot + endpoint + trigger",
+            q(&|q| {
+                q.fields = field(7);
+                q.endpoint_id = Some("umbrella".into());
+                q.trigger = Some("bot_logs.update".into());
+            }),
+        ),
+    ];
+    println!("{:<32} {:>8} {:>10} {:>10}", "query (page of 50)", "results", "median ms", "max ms");
+    for (label, query) in cases {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let page = rt.block_on(store.list_deliveries(query.clone())).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            n = page.deliveries.len();
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("{label:<32} {n:>8} {:>10.2} {:>10.2}", times[times.len() / 2], times[times.len() - 1]);
+    }
+    drop(store);
+    writer.join();
+}
+
+/// Event `i`: bot `i % 10_000`, trigger `i % 5`, one delivery per endpoint; one delivery in
+/// ten failed, the rest succeeded.
+fn write(i: usize) -> IngestWrite {
+    let event_id = Uuid::now_v7();
+    let trigger = TRIGGERS[i % TRIGGERS.len()];
+    let bot = format!("bot_{}", i % 10_000);
+    let now = hookgate::model::now_ms();
+    let deliveries: Vec<DeliveryRecord> = ENDPOINTS
+        .iter()
+        .enumerate()
+        .map(|(k, ep)| DeliveryRecord {
+            id: Uuid::now_v7(),
+            event_id,
+            endpoint_id: (*ep).into(),
+            idempotency_key: Uuid::new_v4(),
+            trigger: trigger.into(),
+            state: if (i + k) % 10 == 0 { DeliveryState::Failed } else { DeliveryState::Succeeded },
+            created_at_ms: now,
+            next_attempt_at_ms: None,
+            attempts: vec![],
+            prepared: true,
+            body: None,
+            note: None,
+            resource: vec![("bot_id".into(), format!("\"{bot}\""))],
+            requeued: false,
+        })
+        .collect();
+    IngestWrite {
+        event: EventRecord {
+            id: event_id,
+            received_at_ms: now,
+            trigger: trigger.into(),
+            payload: format!(r#"{{"bot_id":"{bot}","data":{{"i":{i}}},"trigger":"{trigger}"}}"#),
+            delivery_ids: deliveries.iter().map(|d| d.id).collect(),
+        },
+        deliveries,
+        idempotency: None,
+    }
+}
