@@ -42,6 +42,19 @@ impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+
+    /// Asserts that both signatures verify over the body as received: `X-Webhook-Signature`
+    /// with our recipe, `webhook-*` with the official `standardwebhooks` crate.
+    pub fn assert_signed(&self) {
+        let secret = hookgate::sign::Secret::parse(super::SECRET).unwrap();
+        assert!(hookgate::sign::verify_attendee(&secret, &self.body, self.header("x-webhook-signature")));
+        let wh = standardwebhooks::Webhook::new(&format!("whsec_{}", super::SECRET)).unwrap();
+        let mut headers = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            headers.insert(name, self.header(name).parse().unwrap());
+        }
+        wh.verify(&self.body, &headers).expect("standardwebhooks verifies the body");
+    }
 }
 
 struct Script {
