@@ -77,12 +77,14 @@ async fn end_to_end_delivery_verifies_with_both_recipes() {
 }
 
 /// A receiver that always fails gets exactly 1 + max_retries attempts, all with the same
-/// idempotency key, each freshly timestamped, with growing gaps (100 ms, 200 ms, 400 ms).
+/// idempotency key, each freshly timestamped, with growing gaps (100 ms, 300 ms, 900 ms: the
+/// margins are wide so a loaded machine cannot reorder them).
 #[tokio::test]
 async fn failing_receiver_gets_one_plus_max_retries_attempts_with_growing_gaps() {
     let mut rx = Receiver::start(Behavior::Status(500)).await;
     let dir = temp_dir();
     let cfg = base_config(dir.path()) + &endpoint("down", &rx.url("/"), r#"["*"]"#);
+    let cfg = set(&cfg, "delivery", "backoff_multiplier", "3.0");
     let gw = TestGateway::start(&cfg).await;
     let (status, resp) = gw.ingest(&state_change("bot_r")).await;
     assert_eq!(status, 202);
@@ -91,11 +93,11 @@ async fn failing_receiver_gets_one_plus_max_retries_attempts_with_growing_gaps()
     for _ in 0..4 {
         reqs.push(rx.next(WAIT).await);
     }
-    rx.assert_silent(Duration::from_millis(1200)).await;
+    rx.assert_silent(Duration::from_millis(2000)).await;
     let keys: Vec<&str> = reqs.iter().map(|r| r.header("webhook-id")).collect();
     assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
     let gaps: Vec<Duration> = reqs.windows(2).map(|w| w[1].at - w[0].at).collect();
-    for (gap, floor) in gaps.iter().zip([100u64, 200, 400]) {
+    for (gap, floor) in gaps.iter().zip([100u64, 300, 900]) {
         assert!(*gap >= Duration::from_millis(floor), "gaps {gaps:?}");
     }
     assert!(gaps[0] < gaps[1] && gaps[1] < gaps[2], "gaps must grow: {gaps:?}");
