@@ -2,8 +2,7 @@
 //!
 //! `cargo bench --bench ingest` prints a table: for each client concurrency, requests per
 //! second, median and p99 latency, and the group-commit factor (writes per fsync'd commit:
-//! ingests and attempt records),
-//! each the median of several runs. Every 202 counted here was fsync'd to disk. Each event fans
+//! ingests and attempt records), each the median of several runs. Every 202 counted here was fsync'd to disk. Each event fans
 //! out to one endpoint, a local receiver answering 200, so ingest is measured while deliveries
 //! are made and recorded through the same writer.
 

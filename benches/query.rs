@@ -2,8 +2,10 @@
 //! endpoints, 10k bots, 5 triggers, mixed states) through the real store, then times filtered
 //! pages of `list_deliveries`, the code behind `GET /v1/deliveries`.
 //!
-//! `cargo bench --bench query` prints the median and worst of 20 runs per query. Set
-//! `HOOKGATE_BENCH_DELIVERIES` to seed a different number.
+//! `cargo bench --bench query` prints the median and worst of 20 runs per query, the cost of
+//! the scheduler's scan over the pending backlog (one delivery in ten is pending and due), and
+//! the process's resident memory. Set `HOOKGATE_BENCH_DELIVERIES` to seed a different number
+//! (compare 100000 with the default to see that memory does not follow the backlog).
 
 use std::time::Instant;
 
@@ -106,12 +108,36 @@ fn main() {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!("{label:<32} {n:>8} {:>10.2} {:>10.2}", times[times.len() / 2], times[times.len() - 1]);
     }
+    let backlog = rt.block_on(store.pending_count()).unwrap();
+    let mut scans = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let scan = rt.block_on(store.scan_due(hookgate::model::now_ms(), Default::default(), |_| 32, 512)).unwrap();
+        scans.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(scan.items.len(), 32 * ENDPOINTS.len());
+    }
+    scans.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("scheduler scan over {backlog} pending: {:.2} ms median (takes 32 per endpoint)", scans[10]);
+    println!(
+        "resident memory: {} MiB (redb cache bounded at {} MiB)",
+        rss_mib(),
+        hookgate::store::DEFAULT_CACHE_BYTES >> 20
+    );
     drop(store);
     writer.join();
 }
 
+/// VmRSS of this process, in MiB (Linux).
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb / 1024)
+}
+
 /// Event `i`: bot `i % 10_000`, trigger `i % 5`, one delivery per endpoint; one delivery in
-/// ten failed, the rest succeeded.
+/// ten failed, one in ten pending and due now, the rest succeeded.
 fn write(i: usize) -> IngestWrite {
     let event_id = Uuid::now_v7();
     let trigger = TRIGGERS[i % TRIGGERS.len()];
@@ -126,9 +152,13 @@ fn write(i: usize) -> IngestWrite {
             endpoint_id: (*ep).into(),
             idempotency_key: Uuid::new_v4(),
             trigger: trigger.into(),
-            state: if (i + k) % 10 == 0 { DeliveryState::Failed } else { DeliveryState::Succeeded },
+            state: match (i + k) % 10 {
+                0 => DeliveryState::Failed,
+                1 => DeliveryState::Pending,
+                _ => DeliveryState::Succeeded,
+            },
             created_at_ms: now,
-            next_attempt_at_ms: None,
+            next_attempt_at_ms: ((i + k) % 10 == 1).then_some(now),
             attempts: vec![],
             prepared: true,
             body: None,

@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight attempts before leaving them to the next start.
     pub shutdown_grace: Duration,
+    /// Bytes of database pages kept in memory. Bounded, so a large store or backlog costs disk,
+    /// not RAM.
+    pub cache_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +306,14 @@ impl Config {
         let data_dir = base.join(data_dir);
         let max_body_bytes = ctx.number(s.max_body_bytes, "server.max_body_bytes", 1024, 64 << 20)?;
         let shutdown_grace = ctx.duration(s.shutdown_grace, "server.shutdown_grace", true)?;
+        let (cache_line, cache_text) = ctx.string(s.cache_size, "server.cache_size")?;
+        let cache_size = parse_size(&cache_text).filter(|n| (1 << 20..=64 << 30).contains(n)).ok_or_else(|| {
+            ctx.error(
+                "server.cache_size",
+                cache_line,
+                format!("{cache_text:?} must be a size from 1MiB to 64GiB, e.g. \"64MiB\""),
+            )
+        })?;
 
         let a = raw.auth.unwrap_or_default();
         let ingest_tokens = ctx.tokens(a.ingest_tokens, "auth.ingest_tokens")?;
@@ -457,7 +468,7 @@ impl Config {
         }
 
         Ok(Config {
-            server: ServerConfig { listen, data_dir, max_body_bytes, shutdown_grace },
+            server: ServerConfig { listen, data_dir, max_body_bytes, shutdown_grace, cache_size },
             auth: AuthConfig { ingest_tokens, admin_tokens },
             signing: SigningConfig { secret, previous_secrets },
             delivery: DeliveryConfig {
@@ -614,7 +625,13 @@ fn from_default<T>(s: Spanned<T>) -> Spanned<T> {
     Spanned::new(usize::MAX..usize::MAX, s.into_inner())
 }
 
-section!(RawServer { listen: String, data_dir: String, max_body_bytes: i64, shutdown_grace: String });
+section!(RawServer {
+    listen: String,
+    data_dir: String,
+    max_body_bytes: i64,
+    shutdown_grace: String,
+    cache_size: String
+});
 section!(RawAuth { ingest_tokens: Vec<String>, admin_tokens: Vec<String> });
 section!(RawSigning { secret: String, previous_secrets: Vec<String> });
 section!(RawDelivery {
@@ -853,6 +870,7 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.server.data_dir, Path::new("/etc/hookgate/data"));
         assert_eq!(c.server.max_body_bytes, 262_144);
+        assert_eq!(c.server.cache_size, 64 << 20);
         assert_eq!(c.delivery.timeout, Duration::from_secs(10));
         assert_eq!(c.delivery.retry.max_retries, 3);
         assert_eq!(c.delivery.retry.initial, Duration::from_secs(5));

@@ -62,7 +62,7 @@ pub async fn run(
         tracing::warn!("{w}");
     }
     let plugins = load_plugins(&config).await?;
-    let (store, writer) = store::Store::open(&config.server.data_dir)?;
+    let (store, writer) = store::Store::open_with_cache(&config.server.data_dir, config.server.cache_size)?;
     let wake = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));

@@ -64,6 +64,10 @@ pub const MAX_BATCH: usize = 1024;
 /// backpressure that keeps a flood of ingest requests from growing memory.
 const QUEUE_CAPACITY: usize = 4096;
 
+/// The page cache when none is configured (`server.cache_size`). redb's own default is 1 GiB,
+/// which would let memory grow with the database.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 /// The file inside `data_dir`.
 pub const DB_FILE: &str = "hookgate.redb";
 
@@ -256,12 +260,18 @@ impl WriterThread {
 }
 
 impl Store {
-    /// Opens (or creates) `data_dir/hookgate.redb` and starts the writer thread.
+    /// Opens (or creates) `data_dir/hookgate.redb` with the default cache and starts the writer.
     pub fn open(data_dir: &Path) -> Result<(Store, WriterThread), StoreError> {
+        Self::open_with_cache(data_dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) `data_dir/hookgate.redb`, keeping at most `cache_bytes` of pages in
+    /// memory, and starts the writer thread.
+    pub fn open_with_cache(data_dir: &Path, cache_bytes: usize) -> Result<(Store, WriterThread), StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Storage(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
         let path: PathBuf = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| match e {
+        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Storage(format!(
                 "{} is already open in another process (is another hookgate running on this data_dir?)",
                 path.display()
