@@ -76,6 +76,52 @@ async fn end_to_end_delivery_verifies_with_both_recipes() {
     gw.stop().await.unwrap();
 }
 
+/// An endpoint's own secret replaces `[signing]` for both recipes; during a rotation
+/// (`previous_secrets`) every other endpoint's `webhook-signature` carries one entry per key, and
+/// a receiver still holding the old key verifies with the official library.
+#[tokio::test]
+async fn endpoint_secrets_and_rotation() {
+    use hookgate::sign::{Secret, verify_attendee, verify_standard};
+    const OLD: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    const OWN: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path())
+        + &endpoint("shared", &rx.url("/shared"), r#"["*"]"#)
+        + &endpoint("own", &rx.url("/own"), r#"["*"]"#)
+        + &format!("secret = \"whsec_{OWN}\"\n");
+    let cfg = set(&cfg, "signing", "previous_secrets", &format!("[\"{OLD}\"]"));
+    let gw = TestGateway::start(&cfg).await;
+    gw.ingest(&state_change("b")).await;
+    let mut got = [rx.next(WAIT).await, rx.next(WAIT).await];
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    let [own, shared] = got;
+    let current = Secret::parse(SECRET).unwrap();
+    let old = Secret::parse(OLD).unwrap();
+    let own_secret = Secret::parse(OWN).unwrap();
+
+    assert_eq!(shared.header("webhook-signature").split(' ').count(), 2);
+    shared.assert_signed();
+    let wh_old = standardwebhooks::Webhook::new(&format!("whsec_{OLD}")).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, shared.header(name).parse().unwrap());
+    }
+    wh_old.verify(&shared.body, &headers).expect("a receiver with the previous secret still verifies");
+    assert!(
+        !verify_attendee(&old, &shared.body, shared.header("x-webhook-signature")),
+        "X-Webhook-Signature uses the current secret only"
+    );
+
+    let (id, ts, sig) = (own.header("webhook-id"), own.header("webhook-timestamp"), own.header("webhook-signature"));
+    assert_eq!(sig.split(' ').count(), 1, "an endpoint's own secret has no rotation entries");
+    assert!(verify_standard(&own_secret, id, ts, &own.body, sig));
+    assert!(verify_attendee(&own_secret, &own.body, own.header("x-webhook-signature")));
+    assert!(!verify_standard(&current, id, ts, &own.body, sig));
+    assert!(!verify_attendee(&current, &own.body, own.header("x-webhook-signature")));
+    gw.stop().await.unwrap();
+}
+
 /// A receiver that always fails gets exactly 1 + max_retries attempts, all with the same
 /// idempotency key, each freshly timestamped, with growing gaps (100 ms, 300 ms, 900 ms: the
 /// margins are wide so a loaded machine cannot reorder them).

@@ -136,7 +136,9 @@ fn failure(kind: ErrorKind, message: String, started: Instant) -> Outcome {
 }
 
 async fn attempt(req: reqwest::RequestBuilder) -> Result<(u16, Option<Duration>, String), reqwest::Error> {
-    let mut resp = req.send().await?;
+    // Errors lose the URL: it may carry a token in its query string, and these messages go to
+    // the log and the delivery log.
+    let mut resp = req.send().await.map_err(reqwest::Error::without_url)?;
     let status = resp.status().as_u16();
     let retry_after = if status == 429 || status == 503 {
         resp.headers()
