@@ -307,11 +307,11 @@ async fn perform(ctx: &Ctx, delivery: DeliveryRecord, event: EventRecord, mode: 
                             }
                             ChainOutcome::Filtered { plugin, reason } => {
                                 let note = PluginNote { plugin, message: reason };
-                                settle(ctx, id, DeliveryState::Filtered, note).await;
+                                settle(ctx, &delivery, DeliveryState::Filtered, note).await;
                                 return;
                             }
                             ChainOutcome::Failed { plugin, message } => {
-                                settle(ctx, id, DeliveryState::Failed, PluginNote { plugin, message }).await;
+                                settle(ctx, &delivery, DeliveryState::Failed, PluginNote { plugin, message }).await;
                                 return;
                             }
                         }
@@ -384,10 +384,13 @@ async fn perform(ctx: &Ctx, delivery: DeliveryRecord, event: EventRecord, mode: 
 }
 
 /// Ends a delivery without an attempt because of its plugin chain.
-async fn settle(ctx: &Ctx, id: Uuid, state: DeliveryState, note: PluginNote) {
+async fn settle(ctx: &Ctx, delivery: &DeliveryRecord, state: DeliveryState, note: PluginNote) {
+    let id = delivery.id;
     tracing::info!(delivery_id = %id, plugin = %note.plugin, state = state.as_str(), reason = %note.message, "delivery settled by a plugin");
     match ctx.store.settle(id, state, note).await {
-        Ok(()) => ctx.metrics.outcome(state),
+        // Outcomes count transitions: a resend that fails the same way again is not a new one.
+        Ok(()) if delivery.state != state => ctx.metrics.outcome(state),
+        Ok(()) => {}
         // Still due: the chain runs again on the next round.
         Err(e) => tracing::error!(delivery_id = %id, error = %e, "cannot record a plugin outcome"),
     }

@@ -226,6 +226,18 @@ async fn hostile_guests_are_contained_and_others_proceed() {
         }
     }
     rx.assert_silent(Duration::from_millis(200)).await;
+    // The metrics count calls and failures per plugin (the "bad" resend above made a second call).
+    let text = gw.http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "hookgate_plugin_calls_total{plugin=\"spin\"} 1",
+        "hookgate_plugin_failures_total{plugin=\"spin\"} 1",
+        "hookgate_plugin_calls_total{plugin=\"bad\"} 2",
+        "hookgate_plugin_failures_total{plugin=\"bad\"} 2",
+        "hookgate_plugin_failures_total{plugin=\"trap-skipped\"} 1",
+        "hookgate_deliveries_total{outcome=\"failed\"} 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
     gw.stop().await.unwrap();
 }
 
