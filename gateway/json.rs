@@ -130,6 +130,56 @@ impl Value {
     }
 }
 
+/// The canonical text of `obj` and the byte offset at which a member named `key` (which `obj`
+/// must not hold) belongs: right after the last member whose key sorts before it, or right
+/// after the `{`. Ingest stores this offset with the event so that dispatch can add each
+/// delivery's `idempotency_key` by splicing text ([`splice_member`]) instead of parsing and
+/// rewriting the payload for every attempt.
+pub fn canonical_with_slot(obj: &Object, key: &str) -> (String, usize) {
+    let mut out = String::from("{");
+    let mut slot = None;
+    for (i, (k, v)) in obj.0.iter().enumerate() {
+        if slot.is_none() && k.as_str() > key {
+            slot = Some(out.len());
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(&mut out, k);
+        out.push(':');
+        write_canonical(&mut out, v);
+    }
+    let slot = slot.unwrap_or(out.len());
+    out.push('}');
+    (out, slot)
+}
+
+/// Inserts the member `key: value` (a string) into `canonical`, an object's canonical text, at
+/// `slot` as found by [`canonical_with_slot`]. The result is the canonical text of the object
+/// with that member added. Returns `None` if `slot` cannot be such an offset.
+pub fn splice_member(canonical: &str, slot: usize, key: &str, value: &str) -> Option<String> {
+    let (before, after) = (canonical.get(..slot)?, canonical.get(slot..)?);
+    let fits = before.starts_with('{')
+        && after.ends_with('}')
+        && if slot == 1 { after.starts_with('"') || after == "}" } else { after.starts_with(',') || after == "}" };
+    if !fits {
+        return None;
+    }
+    let mut out = String::with_capacity(canonical.len() + key.len() + value.len() + 8);
+    out.push_str(before);
+    if slot > 1 {
+        out.push(',');
+    }
+    write_string(&mut out, key);
+    out.push(':');
+    write_string(&mut out, value);
+    if slot == 1 && after != "}" {
+        out.push(',');
+    }
+    out.push_str(after);
+    Some(out)
+}
+
 /// Why a document was refused. The message is meant for the producer who sent it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
@@ -280,9 +330,11 @@ impl Parser<'_> {
         let Some(h) = self.s.get(self.pos..self.pos + 4) else {
             return self.fail("truncated \\u escape");
         };
-        let Some(v) = std::str::from_utf8(h).ok().and_then(|h| u32::from_str_radix(h, 16).ok()) else {
+        // Exactly four hex digits: `u32::from_str_radix` alone would also take a sign ("+041").
+        if !h.iter().all(u8::is_ascii_hexdigit) {
             return self.fail("invalid \\u escape");
-        };
+        }
+        let v = h.iter().fold(0u32, |acc, &d| acc * 16 + (d as char).to_digit(16).unwrap_or(0));
         self.pos += 4;
         Ok(v)
     }
@@ -617,6 +669,121 @@ mod tests {
             let v = parse(once.as_bytes()).unwrap();
             let got = v.as_object().unwrap().get("f").cloned();
             proptest::prop_assert_eq!(got, Some(Value::Number(Number::Float(f))));
+        }
+    }
+
+    #[test]
+    fn unicode_escapes_take_exactly_four_hex_digits() {
+        for bad in [r#""\u+041""#, r#""\u-041""#, r#""\u 041""#, r#""\u04g1""#, r#""\u041""#] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad} must be refused");
+        }
+        assert_eq!(parse(br#""\u0041\u00e9""#).unwrap(), Value::String("Aé".into()));
+    }
+
+    #[test]
+    fn splicing_a_member_at_the_slot_equals_inserting_it() {
+        for doc in
+            [r#"{}"#, r#"{"a":1}"#, r#"{"z":1}"#, r#"{"a":1,"z":[2]}"#, r#"{"data":{},"trigger":"t","bot_id":"b"}"#]
+        {
+            let Value::Object(o) = parse(doc.as_bytes()).unwrap() else { panic!() };
+            let (text, slot) = canonical_with_slot(&o, "idempotency_key");
+            assert_eq!(text, Value::Object(o.clone()).to_canonical());
+            let mut with = o.clone();
+            with.insert("idempotency_key".into(), Value::String("k\"1".into()));
+            let want = Value::Object(with).to_canonical();
+            assert_eq!(splice_member(&text, slot, "idempotency_key", "k\"1").as_deref(), Some(want.as_str()), "{doc}");
+        }
+        // An offset that is not a member boundary is refused, not spliced into garbage.
+        assert_eq!(splice_member(r#"{"a":1}"#, 3, "k", "v"), None);
+        assert_eq!(splice_member(r#"{"a":1}"#, 99, "k", "v"), None);
+    }
+
+    /// Any JSON value serde_json can produce, nested a few levels.
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            proptest::num::f64::NORMAL.prop_map(serde_json::Value::from),
+            "\\PC{0,6}".prop_map(serde_json::Value::from),
+            "[\\x00-\\x1f\"\\\\/a\u{e9}\u{1f600}\u{2028}]{0,4}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 24, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-c]{0,2}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Whether our value and serde_json's are the same document. Numbers are compared as
+    /// serde_json holds them: exactly for integers that fit 64 bits, else as doubles (serde_json
+    /// may round the last bit differently, so one unit in the last place is allowed).
+    fn agree(ours: &Value, theirs: &serde_json::Value) -> bool {
+        fn close(a: f64, b: f64) -> bool {
+            a == b || (a.is_finite() && b.is_finite() && (a.to_bits() as i64 - b.to_bits() as i64).abs() <= 1)
+        }
+        match (ours, theirs) {
+            (Value::Null, serde_json::Value::Null) => true,
+            (Value::Bool(a), serde_json::Value::Bool(b)) => a == b,
+            (Value::String(a), serde_json::Value::String(b)) => a == b,
+            (Value::Number(Number::Int(d)), serde_json::Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => *d == i.to_string(),
+                (_, Some(u)) => *d == u.to_string(),
+                _ => close(d.parse::<f64>().unwrap(), n.as_f64().unwrap()),
+            },
+            (Value::Number(Number::Float(f)), serde_json::Value::Number(n)) => close(*f, n.as_f64().unwrap()),
+            (Value::Array(a), serde_json::Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| agree(x, y))
+            }
+            (Value::Object(a), serde_json::Value::Object(b)) => {
+                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| agree(v, w)))
+            }
+            _ => false,
+        }
+    }
+
+    /// Bytes the mutations below splice into documents: JSON's own punctuation and the
+    /// characters where parsers tend to disagree.
+    const MUTATION_ALPHABET: &[&str] = &[
+        "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "+", "-", "0", "1", "9", ".", "e", "E", "a", "f", "t", "n",
+        " ", "\t", "\n", "\u{0}", "\u{1f}", "\u{e9}", "\\ud800", "\\udc00", "1e400", "00",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Differential test against serde_json over generated documents, valid and mutated:
+        /// where both accept, the values agree; whatever serde_json refuses, we refuse too. We
+        /// refuse more than serde_json in exactly one deliberate way: duplicate keys (serde_json
+        /// keeps the last one, but receivers' canonicalisers disagree on which one wins).
+        #[test]
+        fn differential_against_serde_json(
+            doc in arb_json(),
+            pretty in proptest::bool::ANY,
+            edits in proptest::collection::vec((proptest::num::usize::ANY, 0..3u8, 0..MUTATION_ALPHABET.len()), 0..3),
+        ) {
+            let text = if pretty { serde_json::to_string_pretty(&doc).unwrap() } else { doc.to_string() };
+            let mut bytes = text.into_bytes();
+            for (at, op, what) in edits {
+                let at = at % (bytes.len() + 1);
+                let piece = MUTATION_ALPHABET[what].as_bytes();
+                match op {
+                    0 => { bytes.splice(at..at, piece.iter().copied()); }
+                    1 if at < bytes.len() => { bytes.remove(at); }
+                    _ => { let end = (at + piece.len()).min(bytes.len()); bytes.splice(at..end, piece.iter().copied()); }
+                }
+            }
+            let theirs = serde_json::from_slice::<serde_json::Value>(&bytes);
+            let ours = parse(&bytes);
+            match (&ours, &theirs) {
+                (Ok(o), Ok(t)) => proptest::prop_assert!(agree(o, t), "{:?}: ours {o:?}, serde_json {t:?}", String::from_utf8_lossy(&bytes)),
+                (Ok(o), Err(e)) => proptest::prop_assert!(false, "{:?}: serde_json refuses ({e}) but we accept {o:?}", String::from_utf8_lossy(&bytes)),
+                (Err(e), Ok(_)) => proptest::prop_assert!(e.message.contains("duplicate key"), "{:?}: we refuse ({}) what serde_json accepts", String::from_utf8_lossy(&bytes), e.message),
+                (Err(_), Err(_)) => {}
+            }
         }
     }
 }
