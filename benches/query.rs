@@ -173,6 +173,7 @@ fn write(i: usize) -> IngestWrite {
             received_at_ms: now,
             trigger: trigger.into(),
             payload: format!(r#"{{"bot_id":"{bot}","data":{{"i":{i}}},"trigger":"{trigger}"}}"#),
+            envelope_slot: None,
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
         },
         deliveries,

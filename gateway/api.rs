@@ -15,7 +15,7 @@ use crate::config::{Endpoint, Origin, Triggers};
 use crate::dispatch::ResendError;
 use crate::http::{ApiError, AppState, json_response};
 use crate::json;
-use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EventRecord, rfc3339};
+use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, ErrorKind, EventRecord, rfc3339};
 use crate::model::{now_ms, parse_time};
 use crate::store::DeliveryQuery;
 
@@ -95,9 +95,11 @@ pub fn delivery_view(d: &DeliveryRecord) -> DeliveryView<'_> {
             _ => None,
         },
         error: match (&d.note, d.state) {
-            (Some(n), DeliveryState::Failed) => {
-                Some(PluginErrorView { kind: "plugin", plugin: &n.plugin, message: &n.message })
-            }
+            (Some(n), DeliveryState::Failed) => Some(PluginErrorView {
+                kind: n.kind.unwrap_or(ErrorKind::Plugin).as_str(),
+                plugin: &n.plugin,
+                message: &n.message,
+            }),
             _ => None,
         },
     }
@@ -183,7 +185,7 @@ async fn detail_response(st: &AppState, id: Uuid) -> Result<Response, ApiError> 
     let body = match (&d.body, d.state) {
         (Some(b), _) => Some(b.clone()),
         (None, DeliveryState::Filtered) => None,
-        (None, _) => crate::dispatch::envelope(&event.payload, d.idempotency_key).ok(),
+        (None, _) => crate::dispatch::envelope(&event, d.idempotency_key).ok(),
     };
     let body: Option<Box<RawValue>> = body.and_then(|b| RawValue::from_string(b).ok());
     #[derive(Serialize)]
@@ -298,13 +300,7 @@ fn summary(d: &DeliveryRecord) -> DeliverySummary<'_> {
 
 fn parse_query(params: &[(String, String)]) -> Result<DeliveryQuery, ApiError> {
     let mut q = DeliveryQuery { limit: DEFAULT_PAGE, ..DeliveryQuery::default() };
-    let time = |name: &str, v: &str| {
-        parse_time(v).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "`{name}` must be an RFC 3339 time (2026-11-23T10:00:00Z) or epoch milliseconds, not {v:?}"
-            ))
-        })
-    };
+    let time = |name: &str, v: &str| parse_time(v).map_err(|e| ApiError::bad_request(format!("`{name}`: {e}")));
     for (k, v) in params {
         match k.as_str() {
             "state" => {
@@ -403,8 +399,7 @@ pub async fn bulk_resend(State(st): State<AppState>, headers: HeaderMap, body: a
             .get("since")
             .and_then(json::Value::as_str)
             .ok_or_else(|| ApiError::bad_request("`since` (an RFC 3339 time) is required"))?;
-        let since_ms = parse_time(since)
-            .ok_or_else(|| ApiError::bad_request(format!("`since` {since:?} is not an RFC 3339 time")))?;
+        let since_ms = parse_time(since).map_err(|e| ApiError::bad_request(format!("`since`: {e}")))?;
         let mut ids = Vec::new();
         let mut q = DeliveryQuery {
             state: Some(DeliveryState::Failed),
@@ -546,6 +541,8 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         pending,
         store_commits: stats.commits.load(std::sync::atomic::Ordering::Relaxed),
         store_operations: stats.operations.load(std::sync::atomic::Ordering::Relaxed),
+        store_failed_commits: stats.failed_commits.load(std::sync::atomic::Ordering::Relaxed),
+        cooling_down: st.dispatcher.cooling_down() as u64,
         plugins: st.plugins.as_ref().map(|p| p.stats()).unwrap_or_default(),
     };
     (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&gauges))

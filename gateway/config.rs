@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::endpoint::EndpointSpec;
 use crate::json;
 use crate::retry::RetryPolicy;
 use crate::sign::Secret;
@@ -25,9 +26,9 @@ use crate::sign::Secret;
 /// The embedded base layer. Every key a user may set is in this file with its default.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
-/// Keys the gateway writes into every envelope or reads from every event; a producer may not
-/// supply them as resource fields, and an endpoint may not match on them.
-pub const RESERVED_FIELDS: &[&str] = &["idempotency_key", "trigger", "data"];
+pub use crate::endpoint::{
+    Endpoint, Origin, RESERVED_FIELDS, Triggers, valid_endpoint_id, valid_trigger, validate_url,
+};
 
 /// A validated configuration. Built once at startup and shared as an `Arc`.
 #[derive(Debug, Clone)]
@@ -121,6 +122,14 @@ pub struct ServerConfig {
     /// Bytes of database pages kept in memory. Bounded, so a large store or backlog costs disk,
     /// not RAM.
     pub cache_size: usize,
+    /// Inbound connections open at once; past it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A request head (and an idle keep-alive connection's wait for one) must arrive within this.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this (408 otherwise).
+    pub request_body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub keep_alive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -156,53 +165,6 @@ pub struct DeliveryConfig {
     pub allow_private_networks: bool,
 }
 
-/// A subscriber of events.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub id: String,
-    pub url: url::Url,
-    pub triggers: Triggers,
-    /// Resource fields that must equal the event's for it to be delivered here. A non-empty
-    /// match makes this a resource-scoped (e.g. bot-level) endpoint.
-    pub matches: Vec<(String, json::Value)>,
-    /// Overrides `[signing]` for this endpoint; previous secrets then do not apply.
-    pub secret: Option<Secret>,
-    /// Plugins run for this endpoint's deliveries, after the trigger's chain.
-    pub plugins: Vec<String>,
-    /// Where the endpoint was defined. Config endpoints are read-only through the API.
-    pub origin: Origin,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Config,
-    Api { created_at_ms: u64 },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Triggers {
-    All,
-    Only(Vec<String>),
-}
-
-impl Triggers {
-    pub fn contains(&self, trigger: &str) -> bool {
-        match self {
-            Triggers::All => true,
-            Triggers::Only(list) => list.iter().any(|t| t == trigger),
-        }
-    }
-}
-
-impl std::fmt::Display for Triggers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Triggers::All => f.write_str("*"),
-            Triggers::Only(list) => f.write_str(&list.join(", ")),
-        }
-    }
-}
-
 /// A configuration error, naming the file, the line (when the value came from the user's file)
 /// and the key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -225,17 +187,6 @@ impl std::fmt::Display for ConfigError {
             write!(f, ": `{}`: {}", self.key, self.message)
         }
     }
-}
-
-/// Whether a trigger name is well formed: 1–128 characters of `[a-z0-9_.-]`.
-pub fn valid_trigger(t: &str) -> bool {
-    (1..=128).contains(&t.len())
-        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-}
-
-/// Whether an endpoint id is well formed: 1–64 characters of `[A-Za-z0-9_.-]`.
-pub fn valid_endpoint_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Parses a duration such as `500ms`, `10s`, `5m`, `1h`, `1d` or a sum like `1m30s`.
@@ -306,6 +257,25 @@ impl Config {
         let data_dir = base.join(data_dir);
         let max_body_bytes = ctx.number(s.max_body_bytes, "server.max_body_bytes", 1024, 64 << 20)?;
         let shutdown_grace = ctx.duration(s.shutdown_grace, "server.shutdown_grace", true)?;
+        let max_connections = ctx.number(s.max_connections, "server.max_connections", 1, 1_000_000)?;
+        let header_read_timeout = ctx.bounded_duration(
+            s.header_read_timeout,
+            "server.header_read_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
+        let request_body_timeout = ctx.bounded_duration(
+            s.request_body_timeout,
+            "server.request_body_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
+        let keep_alive_timeout = ctx.bounded_duration(
+            s.keep_alive_timeout,
+            "server.keep_alive_timeout",
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
         let (cache_line, cache_text) = ctx.string(s.cache_size, "server.cache_size")?;
         let cache_size = parse_size(&cache_text).filter(|n| (1 << 20..=64 << 30).contains(n)).ok_or_else(|| {
             ctx.error(
@@ -380,95 +350,93 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, e) in raw.endpoints.unwrap_or_default().into_iter().enumerate() {
             let key = |field: &str| format!("endpoints[{i}].{field}");
-            let id_line = ctx.line(&e.id);
+            let (id_line, url_line, triggers_line) = (ctx.line(&e.id), ctx.line(&e.url), ctx.line(&e.triggers));
+            let match_line = e.matches.as_ref().and_then(|m| ctx.line(m));
+            let secret_line = e.secret.as_ref().and_then(|s| ctx.line(s));
             let id = e.id.into_inner();
-            if !valid_endpoint_id(&id) {
-                return Err(ctx.error(
-                    &key("id"),
-                    id_line,
-                    format!("{id:?} must be 1-64 characters of letters, digits, '_', '.', '-'"),
-                ));
-            }
-            if !seen.insert(id.clone()) {
-                return Err(ctx.error(&key("id"), id_line, format!("duplicate endpoint id {id:?}")));
-            }
-            let (url_line, url_text) = ctx.string(Some(e.url), &key("url"))?;
-            let url = validate_url(&url_text, allow_http).map_err(|m| ctx.error(&key("url"), url_line, m))?;
-            if !allow_private_networks {
-                if let Some(reason) = literal_private_host(&url) {
-                    warnings.push(format!(
-                        "endpoint {id:?}: {url} is {reason}; deliveries to it will be refused unless delivery.allow_private_networks = true"
-                    ));
-                }
-            }
-            let trig_line = ctx.line(&e.triggers);
-            let list = e.triggers.into_inner();
-            if list.is_empty() {
-                return Err(ctx.error(
-                    &key("triggers"),
-                    trig_line,
-                    "must list at least one trigger (or \"*\" for all)".into(),
-                ));
-            }
-            let triggers = if list.iter().any(|t| t == "*") {
-                Triggers::All
-            } else {
-                if let Some(bad) = list.iter().find(|t| !valid_trigger(t)) {
-                    return Err(ctx.error(
-                        &key("triggers"),
-                        trig_line,
-                        format!("{bad:?} is not a trigger: use 1-128 characters of a-z, 0-9, '_', '.', '-'"),
-                    ));
-                }
-                Triggers::Only(list)
-            };
-            let mut matches = Vec::new();
-            if let Some(m) = e.matches {
-                let line = ctx.line(&m);
-                for (field, value) in m.into_inner() {
-                    if RESERVED_FIELDS.contains(&field.as_str()) {
-                        return Err(ctx.error(
-                            &key(&format!("match.{field}")),
-                            line,
-                            "cannot match on a reserved field".into(),
-                        ));
-                    }
-                    let value = match value {
-                        toml::Value::String(s) => {
-                            json::Value::String(ctx.expand(&s, &key(&format!("match.{field}")), line)?)
-                        }
-                        toml::Value::Integer(n) => json::Value::Number(json::Number::Int(n.to_string())),
-                        toml::Value::Boolean(b) => json::Value::Bool(b),
-                        other => {
-                            return Err(ctx.error(
-                                &key(&format!("match.{field}")),
-                                line,
-                                format!("must be a string, integer or boolean, not {}", other.type_str()),
-                            ));
-                        }
-                    };
-                    matches.push((field, value));
-                }
-            }
+            let url = ctx.string(Some(e.url), &key("url"))?.1;
             let secret = match e.secret {
+                Some(s) => Some(ctx.string(Some(s), &key("secret"))?.1),
                 None => None,
-                Some(s) => {
-                    let (line, text) = ctx.string(Some(s), &key("secret"))?;
-                    Some(ctx.secret(line, &text, &key("secret"))?)
+            };
+            let matches = match e.matches {
+                None => None,
+                Some(m) => {
+                    let mut out = Vec::new();
+                    for (field, value) in m.into_inner() {
+                        let field_key = key(&format!("match.{field}"));
+                        // Only the syntax is translated here; `endpoint::validate` decides.
+                        let value = match value {
+                            toml::Value::String(s) => json::Value::String(ctx.expand(&s, &field_key, match_line)?),
+                            toml::Value::Integer(n) => json::Value::Number(json::Number::Int(n.to_string())),
+                            toml::Value::Float(f) => json::Value::Number(json::Number::Float(f)),
+                            toml::Value::Boolean(b) => json::Value::Bool(b),
+                            toml::Value::Array(_) => json::Value::Array(Vec::new()),
+                            toml::Value::Table(_) => json::Value::Object(json::Object::new()),
+                            toml::Value::Datetime(_) => {
+                                return Err(ctx.error(
+                                    &field_key,
+                                    match_line,
+                                    "must be a string, integer or boolean, not a datetime".into(),
+                                ));
+                            }
+                        };
+                        out.push((field, value));
+                    }
+                    Some(out)
                 }
             };
+            let spec = EndpointSpec { id, url, triggers: e.triggers.into_inner(), matches, secret };
+            let valid = crate::endpoint::validate(spec, allow_http).map_err(|err| {
+                let line = match err.field.split('.').next().unwrap_or("") {
+                    "id" => id_line,
+                    "url" => url_line,
+                    "triggers" => triggers_line,
+                    "match" => match_line,
+                    "secret" => secret_line,
+                    _ => None,
+                };
+                ctx.error(&key(&err.field), line, err.message)
+            })?;
+            if !seen.insert(valid.id.clone()) {
+                return Err(ctx.error(&key("id"), id_line, format!("duplicate endpoint id {:?}", valid.id)));
+            }
+            if !allow_private_networks && let Some(reason) = literal_private_host(&valid.url) {
+                warnings.push(format!(
+                        "endpoint {:?}: {} is {reason}; deliveries to it will be refused unless delivery.allow_private_networks = true",
+                        valid.id, valid.url
+                    ));
+            }
             let plugins = match e.plugins {
                 Some(list) => check_chain(list, &key("plugins"))?,
                 None => Vec::new(),
             };
-            endpoints.push(Endpoint { id, url, triggers, matches, secret, plugins, origin: Origin::Config });
+            endpoints.push(Endpoint {
+                id: valid.id,
+                url: valid.url,
+                triggers: valid.triggers,
+                matches: valid.matches,
+                secret: valid.secret,
+                plugins,
+                origin: Origin::Config,
+            });
         }
         if endpoints.is_empty() {
             warnings.push("no [[endpoints]]: events will be stored but delivered nowhere".into());
         }
 
         Ok(Config {
-            server: ServerConfig { listen, data_dir, max_body_bytes, shutdown_grace, cache_size },
+            server: ServerConfig {
+                listen,
+                data_dir,
+                max_body_bytes,
+                shutdown_grace,
+                cache_size,
+                max_connections,
+                header_read_timeout,
+                request_body_timeout,
+                keep_alive_timeout,
+            },
             auth: AuthConfig { ingest_tokens, admin_tokens },
             signing: SigningConfig { secret, previous_secrets },
             delivery: DeliveryConfig {
@@ -570,26 +538,6 @@ impl Config {
     }
 }
 
-/// Checks an endpoint URL: absolute, http(s) with a host, no credentials, https unless allowed.
-pub fn validate_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if allow_http => {}
-        "http" => {
-            return Err(format!("{text:?} uses http://; only https:// is allowed unless delivery.allow_http = true"));
-        }
-        other => return Err(format!("{text:?} has scheme {other:?}; use https://")),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{text:?} carries credentials; put secrets in the endpoint's secret, not its URL"));
-    }
-    Ok(url)
-}
-
 /// Why a URL's literal host is not a public address, if it is one we would refuse.
 fn literal_private_host(url: &url::Url) -> Option<&'static str> {
     match url.host()? {
@@ -630,7 +578,11 @@ section!(RawServer {
     data_dir: String,
     max_body_bytes: i64,
     shutdown_grace: String,
-    cache_size: String
+    cache_size: String,
+    max_connections: i64,
+    header_read_timeout: String,
+    request_body_timeout: String,
+    keep_alive_timeout: String,
 });
 section!(RawAuth { ingest_tokens: Vec<String>, admin_tokens: Vec<String> });
 section!(RawSigning { secret: String, previous_secrets: Vec<String> });
@@ -779,6 +731,22 @@ impl Ctx<'_> {
 
     fn secret(&self, line: Option<usize>, text: &str, key: &str) -> Result<Secret, ConfigError> {
         Secret::parse(text).map_err(|e| self.error(key, line, format!("the secret {e}")))
+    }
+
+    /// A duration within `[min, max]`: a value outside is almost certainly a typo.
+    fn bounded_duration(
+        &self,
+        v: Option<Spanned<String>>,
+        key: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let line = v.as_ref().and_then(|s| self.line(s));
+        let d = self.duration(v, key, false)?;
+        if d < min || d > max {
+            return Err(self.error(key, line, format!("must be from {min:?} to {max:?}, not {d:?}")));
+        }
+        Ok(d)
     }
 
     fn duration(&self, v: Option<Spanned<String>>, key: &str, zero_ok: bool) -> Result<Duration, ConfigError> {
@@ -949,6 +917,20 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(e.key, "endpoints[0].match.trigger");
+        // The API's rules, exactly: no floats, no empty match, each error on its line.
+        for (m, key, needle) in [
+            ("{ score = 1.5 }", "endpoints[0].match.score", "not a float"),
+            ("{}", "endpoints[0].match", "at least one field"),
+            ("{ when = 1979-05-27 }", "endpoints[0].match.when", "datetime"),
+        ] {
+            let e = parse(&minimal(&format!(
+                "[[endpoints]]\nid = \"bot\"\nurl = \"https://a.example/h\"\ntriggers = [\"*\"]\nmatch = {m}\n"
+            )))
+            .unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(needle), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
     }
 
     #[test]

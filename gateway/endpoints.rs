@@ -8,7 +8,8 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::config::{DeliveryConfig, Endpoint, Origin, RESERVED_FIELDS, Triggers, valid_trigger, validate_url};
+use crate::config::{DeliveryConfig, Endpoint, Origin, Triggers};
+use crate::endpoint::EndpointSpec;
 use crate::json::{self, Value};
 use crate::model::EndpointRecord;
 use crate::sign::Secret;
@@ -58,8 +59,8 @@ impl Registry {
     }
 }
 
-/// Validates a `POST /v1/endpoints` body: `{url, triggers, match?, secret?}`, with the config
-/// file's rules. Returns the endpoint and the record to store.
+/// Validates a `POST /v1/endpoints` body: `{url, triggers, match?, secret?}`, with exactly the
+/// config file's rules (`endpoint::validate`). Returns the endpoint and the record to store.
 pub fn validate_new(
     body: &Value,
     delivery: &DeliveryConfig,
@@ -72,12 +73,12 @@ pub fn validate_new(
     if let Some((k, _)) = o.iter().find(|(k, _)| !matches!(*k, "url" | "triggers" | "match" | "secret")) {
         return Err(format!("unknown field `{k}`; expected url, triggers, match, secret"));
     }
+    // Only the JSON syntax is checked here; the rules are `endpoint::validate`'s.
     let url = match o.get("url") {
         Some(Value::String(u)) => u.clone(),
         Some(other) => return Err(format!("`url` must be a string, not {}", other.kind())),
         None => return Err("missing `url`".into()),
     };
-    validate_url(&url, delivery.allow_http).map_err(|m| format!("`url`: {m}"))?;
     let triggers: Vec<String> = match o.get("triggers") {
         Some(Value::Array(items)) => items
             .iter()
@@ -86,41 +87,39 @@ pub fn validate_new(
         Some(other) => return Err(format!("`triggers` must be a list of strings, not {}", other.kind())),
         None => return Err("missing `triggers`".into()),
     };
-    if triggers.is_empty() {
-        return Err("`triggers` must list at least one trigger (or \"*\" for all)".into());
-    }
-    if let Some(bad) = triggers.iter().find(|t| *t != "*" && !valid_trigger(t)) {
-        return Err(format!("`triggers`: {bad:?} is not a trigger: use 1-128 characters of a-z, 0-9, '_', '.', '-'"));
-    }
-    let mut matches = Vec::new();
-    match o.get("match") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (field, value) in m.iter() {
-                if RESERVED_FIELDS.contains(&field) {
-                    return Err(format!("`match.{field}`: cannot match on a reserved field"));
-                }
-                if !matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
-                    return Err(format!("`match.{field}` must be a string, number or boolean, not {}", value.kind()));
-                }
-                matches.push((field.to_owned(), value.to_canonical()));
-            }
-            if matches.is_empty() {
-                return Err("`match` must name at least one field, or be left out".into());
-            }
-        }
+    let matches = match o.get("match") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.iter().map(|(f, v)| (f.to_owned(), v.clone())).collect()),
         Some(other) => return Err(format!("`match` must be an object, not {}", other.kind())),
-    }
+    };
     let secret = match o.get("secret") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            Secret::parse(s).map_err(|e| format!("`secret`: the secret {e}"))?;
-            Some(s.clone())
-        }
+        Some(Value::String(s)) => Some(s.clone()),
         Some(other) => return Err(format!("`secret` must be a string, not {}", other.kind())),
     };
-    let record = EndpointRecord { id, url, triggers, matches, secret, created_at_ms: now_ms };
-    let endpoint = from_record(&record)?;
+    let spec = EndpointSpec { id, url, triggers, matches, secret };
+    let secret_text = spec.secret.clone();
+    let valid = crate::endpoint::validate(spec, delivery.allow_http).map_err(|e| e.to_string())?;
+    let record = EndpointRecord {
+        id: valid.id.clone(),
+        url: valid.url.to_string(),
+        triggers: match &valid.triggers {
+            Triggers::All => vec!["*".into()],
+            Triggers::Only(list) => list.clone(),
+        },
+        matches: valid.matches.iter().map(|(f, v)| (f.clone(), v.to_canonical())).collect(),
+        secret: secret_text,
+        created_at_ms: now_ms,
+    };
+    let endpoint = Endpoint {
+        id: valid.id,
+        url: valid.url,
+        triggers: valid.triggers,
+        matches: valid.matches,
+        secret: valid.secret,
+        plugins: Vec::new(),
+        origin: Origin::Api { created_at_ms: now_ms },
+    };
     Ok((endpoint, record))
 }
 

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use crate::clock::SharedClock;
 use crate::config::{Config, Token};
 use crate::dispatch::Dispatcher;
 use crate::endpoints::Registry;
@@ -34,9 +35,14 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
     pub plugins: Option<Arc<PluginHost>>,
+    /// "Now" for ingest's timestamps: the same clock dispatch schedules by.
+    pub clock: SharedClock,
+    /// Open inbound connections, kept by `serve`.
+    pub connections: Arc<crate::serve::ConnectionStats>,
 }
 
 impl AppState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         store: Store,
@@ -45,6 +51,7 @@ impl AppState {
         dispatcher: Dispatcher,
         metrics: Arc<Metrics>,
         plugins: Option<Arc<PluginHost>>,
+        clock: SharedClock,
     ) -> AppState {
         AppState {
             ingest_tokens: Arc::new(TokenSet::new(&config.auth.ingest_tokens)),
@@ -56,6 +63,8 @@ impl AppState {
             dispatcher,
             metrics,
             plugins,
+            clock,
+            connections: Arc::default(),
         }
     }
 }

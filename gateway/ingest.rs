@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::config::{RESERVED_FIELDS, valid_trigger};
 use crate::http::{ApiError, AppState, json_response};
 use crate::json::{self, Object, Value};
-use crate::model::{DeliveryRecord, DeliveryState, EventRecord, now_ms};
+use crate::model::{DeliveryRecord, DeliveryState, EventRecord};
 use crate::store::{IdempotencyClaim, IngestOutcome, IngestWrite};
 
 /// The longest `Idempotency-Key` accepted.
@@ -94,15 +94,35 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => {
-            let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return Err(if over { too_large() } else { ApiError::bad_request("the request body could not be read") });
+            let mut chain: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+            let (mut over, mut slow) = (false, false);
+            while let Some(s) = chain {
+                over |= s.is::<http_body_util::LengthLimitError>();
+                slow |= s.is::<tower_http::timeout::TimeoutError>();
+                chain = s.source();
+            }
+            return Err(if over {
+                too_large()
+            } else if slow {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within server.request_body_timeout ({:?})",
+                        st.config.server.request_body_timeout
+                    ),
+                )
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            });
         }
     };
     let idempotency_key = idempotency_key(headers)?;
     let event = validate(&bytes)?;
-    let payload = Value::Object(event.fields.clone()).to_canonical();
+    // The slot lets dispatch add each delivery's idempotency key by splicing text.
+    let (payload, envelope_slot) = json::canonical_with_slot(&event.fields, "idempotency_key");
 
-    let now = now_ms();
+    let now = st.clock.now_ms();
     let event_id = Uuid::now_v7();
     let endpoints = st.endpoints.snapshot();
     let receivers = crate::fanout::select(&endpoints, &event.trigger, &event.fields);
@@ -134,6 +154,7 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             received_at_ms: now,
             trigger: event.trigger.clone(),
             payload,
+            envelope_slot: Some(envelope_slot),
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
         },
         deliveries,

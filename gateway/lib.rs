@@ -20,9 +20,11 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod dispatch;
+pub mod endpoint;
 pub mod endpoints;
 pub mod fanout;
 pub mod http;
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod model;
 pub mod plugin;
 pub mod retry;
+pub mod serve;
 pub mod sign;
 pub mod store;
 
@@ -49,6 +52,22 @@ pub use config::Config;
 /// How long shutdown waits for the store's writer to commit its last batch.
 const WRITER_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What tests may swap in: the clock, and the store's fault switches. `Hooks::default()` is
+/// production: the system clock and no faults.
+#[derive(Clone)]
+pub struct Hooks {
+    pub clock: clock::SharedClock,
+    pub faults: Arc<store::Faults>,
+    /// Receives the dispatcher once it exists, so a test can nudge it after moving its clock.
+    pub dispatcher: Option<Arc<std::sync::OnceLock<dispatch::Dispatcher>>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks { clock: clock::system(), faults: Arc::default(), dispatcher: None }
+    }
+}
+
 /// Runs the gateway on `listener` until `shutdown` resolves, then shuts down in order: stop
 /// accepting and let in-flight requests finish (each commits before it answers), stop
 /// scheduling, give in-flight attempts `server.shutdown_grace`, let the store commit its last
@@ -58,11 +77,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(config, listener, shutdown, Hooks::default()).await
+}
+
+/// [`run`] with test hooks.
+pub async fn run_with(
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    hooks: Hooks,
+) -> anyhow::Result<()> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let plugins = load_plugins(&config).await?;
-    let (store, writer) = store::Store::open_with_cache(&config.server.data_dir, config.server.cache_size)?;
+    let (store, writer) = store::Store::open_with(&config.server.data_dir, config.server.cache_size, hooks.faults)?;
     let wake = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));
@@ -74,25 +103,35 @@ pub async fn run(
         plugins.clone(),
         metrics.clone(),
         wake.clone(),
+        hooks.clock.clone(),
     )?;
+    if let Some(slot) = &hooks.dispatcher {
+        let _ = slot.set(dispatcher.clone());
+    }
     let scheduler = {
         let (d, stop) = (dispatcher.clone(), stop.clone());
         tokio::spawn(async move { d.run(stop).await })
     };
     let endpoint_count = registry.snapshot().len();
-    let state = http::AppState::new(config.clone(), store.clone(), wake, registry, dispatcher, metrics, plugins);
+    let state =
+        http::AppState::new(config.clone(), store.clone(), wake, registry, dispatcher, metrics, plugins, hooks.clock);
+    let connections = state.connections.clone();
     let app = http::router(state);
     tracing::info!(listen = %listener.local_addr()?, endpoints = endpoint_count, "hookgate is serving");
     let stop_server = stop.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = stop_server.cancelled() => {}
-            }
-            tracing::info!("shutting down: no new requests; finishing in-flight ones");
-        })
-        .await;
+    let limits = serve::Limits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout,
+        request_body_timeout: config.server.request_body_timeout,
+        keep_alive_timeout: config.server.keep_alive_timeout,
+    };
+    let served = serve::serve(listener, app, limits, connections, async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop_server.cancelled() => {}
+        }
+    })
+    .await;
     stop.cancel();
     let dispatched = scheduler.await;
     drop(store);

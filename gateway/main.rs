@@ -67,11 +67,11 @@ fn main() -> ExitCode {
             Ok(c) => {
                 // Plugins are compiled and matched against the WIT world too, so a missing or
                 // incompatible component fails here, naming the plugin.
-                if !c.plugins.is_empty() {
-                    if let Err(e) = hookgate::plugin::PluginHost::load(&c.plugins, &c.server.data_dir) {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
+                if !c.plugins.is_empty()
+                    && let Err(e) = hookgate::plugin::PluginHost::load(&c.plugins, &c.server.data_dir)
+                {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
                 }
                 print_summary(&c);
                 ExitCode::SUCCESS

@@ -62,6 +62,9 @@ impl Histogram {
 pub struct Metrics {
     pub events_ingested: AtomicU64,
     pub deliveries_created: AtomicU64,
+    /// Passes through the attempt pipeline whose durable record could not be written; each
+    /// put its delivery into a cooldown.
+    pub record_failures: AtomicU64,
     /// Final outcomes by state name.
     outcomes: Mutex<BTreeMap<&'static str, u64>>,
     /// Attempts by (status class, error kind).
@@ -76,6 +79,7 @@ impl Default for Metrics {
         Metrics {
             events_ingested: AtomicU64::new(0),
             deliveries_created: AtomicU64::new(0),
+            record_failures: AtomicU64::new(0),
             outcomes: Mutex::default(),
             attempts: Mutex::default(),
             ingest_commit: Histogram::new(BUCKETS),
@@ -90,6 +94,9 @@ pub struct Gauges {
     pub pending: u64,
     pub store_commits: u64,
     pub store_operations: u64,
+    pub store_failed_commits: u64,
+    /// Deliveries held back in memory because their last record could not be written.
+    pub cooling_down: u64,
     /// (plugin, calls, failures).
     pub plugins: Vec<(String, u64, u64)>,
 }
@@ -169,6 +176,23 @@ impl Metrics {
             "hookgate_store_operations_total",
             "Write operations carried by those commits.",
             g.store_operations,
+        );
+        counter(
+            &mut out,
+            "hookgate_store_failed_commits_total",
+            "Store commits that failed; every write in them was refused.",
+            g.store_failed_commits,
+        );
+        counter(
+            &mut out,
+            "hookgate_attempt_record_failures_total",
+            "Attempt outcomes whose durable record failed; the delivery cools down and is tried again.",
+            self.record_failures.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookgate_deliveries_cooling_down Deliveries held back after a failed record write.\n# TYPE hookgate_deliveries_cooling_down gauge\nhookgate_deliveries_cooling_down {}",
+            g.cooling_down
         );
         self.ingest_commit.render(
             &mut out,

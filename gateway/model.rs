@@ -17,6 +17,11 @@ pub struct EventRecord {
     pub trigger: String,
     /// The canonical JSON of the ingested object: resource fields, `trigger` and `data`.
     pub payload: String,
+    /// Where in `payload` a delivery's `idempotency_key` member goes (see
+    /// `json::canonical_with_slot`), so each delivery's envelope is built by splicing text.
+    /// `None` in records written before it existed: the payload is parsed instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_slot: Option<usize>,
     pub delivery_ids: Vec<Uuid>,
 }
 
@@ -103,12 +108,17 @@ pub struct EndpointRecord {
     pub created_at_ms: u64,
 }
 
-/// A plugin's verdict that ended a delivery before any attempt.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Why a delivery ended before any attempt: a plugin's verdict, or (with `kind`) a record the
+/// gateway could not read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PluginNote {
+    /// The plugin that dropped or failed it; empty when no plugin was involved.
     pub plugin: String,
     /// The drop reason (state `filtered`) or the error message (state `failed`).
     pub message: String,
+    /// The error kind of a failure; `None` means `plugin` (records from before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -150,6 +160,8 @@ pub enum ErrorKind {
     EndpointGone,
     /// A plugin trapped, ran out of time or memory, returned an error or an invalid body.
     Plugin,
+    /// The gateway could not read the delivery's stored event. Never retried.
+    Internal,
 }
 
 impl ErrorKind {
@@ -162,12 +174,13 @@ impl ErrorKind {
             ErrorKind::Request => "request",
             ErrorKind::EndpointGone => "endpoint_gone",
             ErrorKind::Plugin => "plugin",
+            ErrorKind::Internal => "internal",
         }
     }
 
     /// Whether another attempt could succeed where this one failed.
     pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorKind::Blocked | ErrorKind::EndpointGone | ErrorKind::Plugin)
+        !matches!(self, ErrorKind::Blocked | ErrorKind::EndpointGone | ErrorKind::Plugin | ErrorKind::Internal)
     }
 }
 
@@ -178,93 +191,67 @@ pub fn now_ms() -> u64 {
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-11-23T05:49:00.123Z`.
 pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant), valid for every date after 1970.
-    let z = days as i64 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+    match i64::try_from(ms).ok().and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) {
+        Some(ts) => format!("{ts:.3}"),
+        // Beyond jiff's range (year 9999): no real timestamp is out there.
+        None => format!("@{ms}ms"),
+    }
 }
 
-/// Parses RFC 3339 (`2026-11-23T05:49:00Z`, `...00.123+01:00`) or epoch milliseconds into epoch
-/// milliseconds.
-pub fn parse_time(text: &str) -> Option<u64> {
+/// Parses a time given by a user into epoch milliseconds: RFC 3339 with an offset
+/// (`2026-11-23T05:49:00Z`, `...00.123+01:00`), a calendar date (`2026-11-23`, midnight UTC) or
+/// epoch milliseconds. Impossible dates (`2023-02-31`) are refused, not rolled over. The error
+/// says what was expected, for a 400 that names the parameter.
+pub fn parse_time(text: &str) -> Result<u64, String> {
     let t = text.trim();
+    const EXPECTED: &str = "an RFC 3339 time (2026-11-23T10:00:00Z), a date (2026-11-23) or epoch milliseconds";
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().ok();
+        return t.parse().map_err(|_| format!("{t:?} is too large for epoch milliseconds"));
     }
-    let b = t.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let mut rest = &t[19..];
-    let mut millis = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let ms: String = frac[..digits].chars().chain("000".chars()).take(3).collect();
-        millis = ms.parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
-        }
-        _ => return None,
-    };
-    // Days-from-civil (Howard Hinnant).
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60;
-    u64::try_from(secs * 1000 + millis).ok()
+    // A calendar date is midnight UTC; jiff checks that the date exists either way.
+    let full = if t.len() == 10 { format!("{t}T00:00:00Z") } else { t.to_owned() };
+    let ts: jiff::Timestamp = full.parse().map_err(|e| format!("{t:?} is not {EXPECTED}: {e}"))?;
+    let ms = ts.as_millisecond();
+    u64::try_from(ms).map_err(|_| format!("{t:?} is before 1970"))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::{parse_time, rfc3339};
+
     #[test]
-    fn parse_time_reads_rfc3339_and_epoch_ms() {
-        use super::{parse_time, rfc3339};
+    fn parse_time_reads_rfc3339_dates_and_epoch_ms() {
         for ms in [0, 1_700_000_000_123, 951_782_400_000, 4_102_444_800_000] {
-            assert_eq!(parse_time(&rfc3339(ms)), Some(ms));
+            assert_eq!(parse_time(&rfc3339(ms)), Ok(ms));
         }
-        assert_eq!(parse_time("2023-11-14T23:13:20.123+01:00"), Some(1_700_000_000_123));
-        assert_eq!(parse_time("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(parse_time("2023-11-14T23:13:20.123+01:00"), Ok(1_700_000_000_123));
+        assert_eq!(parse_time("1700000000123"), Ok(1_700_000_000_123));
+        assert_eq!(parse_time("2000-02-29"), Ok(951_782_400_000));
         for bad in ["", "yesterday", "2023-13-01T00:00:00Z", "2023-11-14T22:13:20", "2023-11-14T22:13:20.Z"] {
-            assert_eq!(parse_time(bad), None, "{bad}");
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Found in review: a multi-byte character where the offset goes panicked the handler, and
+    /// impossible dates rolled over into the next month.
+    #[test]
+    fn parse_time_refuses_garbage_and_impossible_dates_without_panicking() {
+        for bad in [
+            "2023-11-14T22:13:20+a\u{20ac}b",
+            "2023-02-31",
+            "2023-02-31T00:00:00Z",
+            "2023-11-14T22:13:20+\u{20ac}",
+            "1969-12-31T23:59:59Z",
+            "99999999999999999999999",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn rfc3339_formats_known_instants() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -143,6 +143,12 @@ async fn new_routes_refuse_bad_input() {
         ("/v1/deliveries?limit=5000", "`limit`"),
         ("/v1/deliveries?cursor=xyz", "`cursor`"),
         ("/v1/deliveries?since=yesterday", "`since`"),
+        // Found in review: a multi-byte character where the offset goes panicked the handler,
+        // and an impossible date was read as the next month's.
+        ("/v1/deliveries?since=2023-11-14T22:13:20%2Ba%E2%82%ACb", "`since`"),
+        ("/v1/deliveries?since=2023-11-14T22:13:20+a%E2%82%ACb", "`since`"),
+        ("/v1/deliveries?since=2023-02-31", "`since`"),
+        ("/v1/deliveries?until=2023-02-31T00:00:00Z", "`until`"),
     ];
     for (path, needle) in cases {
         let (s, b) = gw.get(path).await;
@@ -172,6 +178,9 @@ async fn new_routes_refuse_bad_input() {
         (json!({"url": "https://x.example/", "triggers": ["Bad Trigger"]}), "not a trigger"),
         (json!({"url": "https://x.example/", "triggers": ["*"], "match": {"trigger": "x"}}), "reserved"),
         (json!({"url": "https://x.example/", "triggers": ["*"], "match": {"bot_id": {"a": 1}}}), "match.bot_id"),
+        // The config file's rules, exactly: no floats, no empty match.
+        (json!({"url": "https://x.example/", "triggers": ["*"], "match": {"score": 1.5}}), "not a float"),
+        (json!({"url": "https://x.example/", "triggers": ["*"], "match": {}}), "at least one field"),
         (json!({"url": "https://x.example/", "triggers": ["*"], "secret": "c2hvcnQ="}), "at least 32"),
         (json!({"url": "https://x.example/", "triggers": ["*"], "colour": "red"}), "unknown field"),
         (json!({"url": "https://u:p@x.example/", "triggers": ["*"], "secret": secret32}), "credentials"),

@@ -285,10 +285,12 @@ async fn fan_out_respects_bot_level_endpoints() {
     gw.stop().await.unwrap();
 }
 
-/// One endpoint's slow receiver does not hold up another endpoint.
+/// One endpoint's slow receiver does not hold up another endpoint, and never has more than
+/// `max_in_flight_per_endpoint` attempts at once: the global limit (512 here) would allow all
+/// twenty, so two arriving and no third proves the per-endpoint cap.
 #[tokio::test]
-async fn a_slow_endpoint_does_not_starve_others() {
-    let slow = Receiver::start(Behavior::Hang).await;
+async fn a_slow_endpoint_gets_at_most_its_cap_and_does_not_starve_others() {
+    let mut slow = Receiver::start(Behavior::Hang).await;
     let mut fast = Receiver::start(Behavior::Status(200)).await;
     let dir = temp_dir();
     let cfg = base_config(dir.path())
@@ -300,9 +302,48 @@ async fn a_slow_endpoint_does_not_starve_others() {
         let (s, _) = gw.ingest(&json!({"trigger": "slow.event", "data": {}})).await;
         assert_eq!(s, 202);
     }
+    slow.next(WAIT).await;
+    slow.next(WAIT).await;
     let (_, _) = gw.ingest(&json!({"trigger": "fast.event", "data": {}})).await;
     // The fast endpoint is served well before any slow attempt could time out.
     fast.next(Duration::from_secs(2)).await;
-    drop(slow);
+    // Both slow slots are taken by hanging attempts until the 5 s timeout: no third request.
+    slow.assert_silent(Duration::from_millis(1500)).await;
+    gw.stop().await.unwrap();
+}
+
+/// A receiver that sends a 2xx status line but not the rest of its answer within
+/// `delivery.timeout` has not answered in time: the attempt fails with kind `timeout`, as
+/// Attendee's "fails to respond within 10 seconds".
+#[tokio::test]
+async fn a_2xx_whose_body_does_not_finish_in_time_is_a_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = sock.read(&mut buf).await;
+                let _ = seen_tx.send(());
+                // Headers promise 100 bytes; 3 arrive; the rest never does.
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc").await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("dribble", &format!("http://127.0.0.1:{port}/"), r#"["*"]"#);
+    let cfg = set(&set(&cfg, "delivery", "timeout", "\"400ms\""), "delivery", "max_retries", "0");
+    let gw = TestGateway::start(&cfg).await;
+    let (_, resp) = gw.ingest(&state_change("b")).await;
+    tokio::time::timeout(WAIT, seen.recv()).await.unwrap();
+    let ids = gw.delivery_ids(resp["event_id"].as_str().unwrap()).await;
+    let d = gw.settled(&ids[0], WAIT).await;
+    assert_eq!(d["state"], "failed", "{d}");
+    assert_eq!(d["attempts"][0]["error"]["kind"], "timeout", "{d}");
     gw.stop().await.unwrap();
 }

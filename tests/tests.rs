@@ -12,6 +12,8 @@ mod cli;
 mod dashboard;
 /// Signatures, retries, timeouts, redirects, SSRF, fan-out, concurrency limits.
 mod delivery;
+/// The delivery engine's failure paths, injected time, and the inbound server's limits.
+mod engine;
 /// The ingest error table and idempotency keys.
 mod ingest;
 /// kill -9 and SIGTERM with the real binary.

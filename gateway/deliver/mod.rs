@@ -153,7 +153,10 @@ async fn attempt(req: reqwest::RequestBuilder) -> Result<(u16, Option<Duration>,
         match resp.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
-            // The status is what counts; a body cut short does not change the outcome.
+            // A receiver that has not finished answering within the timeout has not answered
+            // (Attendee: "fails to respond within 10 seconds"), whatever its status line said.
+            Err(e) if e.is_timeout() => return Err(e.without_url()),
+            // The status is what counts; a body cut short by the receiver does not change it.
             Err(_) => break,
         }
     }
@@ -224,10 +227,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
                     None => true,
                 })
                 .collect();
-            if allowed.is_empty() {
-                if let Some((ip, reason)) = refused {
-                    return Err(Box::new(BlockedAddress { host, ip, reason }) as Box<_>);
-                }
+            if allowed.is_empty()
+                && let Some((ip, reason)) = refused
+            {
+                return Err(Box::new(BlockedAddress { host, ip, reason }) as Box<_>);
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })

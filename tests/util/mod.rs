@@ -101,14 +101,24 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config_text: &str) -> TestGateway {
+        Self::start_with(config_text, hookgate::Hooks::default()).await
+    }
+
+    /// Starts a gateway with test hooks: a manual clock, the store's fault switches.
+    pub async fn start_with(config_text: &str, hooks: hookgate::Hooks) -> TestGateway {
         let config = hookgate::Config::parse(config_text, "test.toml", Path::new("/"), &|_| None)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(hookgate::run(Arc::new(config), listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(hookgate::run_with(
+            Arc::new(config),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            hooks,
+        ));
         TestGateway {
             addr,
             base: format!("http://{addr}"),
@@ -169,6 +179,16 @@ impl TestGateway {
         })
         .await
     }
+}
+
+/// A Prometheus sample's value from `/metrics` (the first line starting with `name`).
+pub async fn metric(gw: &TestGateway, name: &str) -> f64 {
+    let text = gw.http.get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
 pub async fn response(req: reqwest::RequestBuilder) -> (u16, Value) {

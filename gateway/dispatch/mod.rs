@@ -1,0 +1,540 @@
+//! Dispatch: the only module that knows the order of the delivery stages.
+//!
+//! Owns: the scheduler loop (scan due deliveries on disk → claim → run the attempt pipeline of
+//! `dispatch::attempt`), the concurrency limits, global and per endpoint, the cooldown of
+//! deliveries whose record could not be written, and manual resends, which go through the same
+//! pipeline.
+//! Must not touch: HTTP details (that is `deliver`), the on-disk layout (that is `store`) or the
+//! signing recipes (that is `sign`). The stages, in order:
+//!
+//! ```text
+//! store.scan_due (records read in the scan's snapshot) → envelope → plugin chain (first pass
+//!     only) → sign → deliver.send → decide (retry math) → store.finish (group commit)
+//! ```
+//!
+//! **Slots and claims.** A *slot* bounds concurrent attempts (`max_in_flight` overall,
+//! `max_in_flight_per_endpoint` each) and is held from the claim until the response is in: it
+//! is released *before* the record is committed, so an endpoint's throughput is not capped by
+//! fsync latency. A *claim* marks a delivery as this process's business until its record is
+//! durable, so the scan skips it; the scheduler snapshots the claims before each scan, which
+//! makes a claim released after a commit invisible to a snapshot older than that commit.
+//!
+//! **Invariant:** nothing about pending work lives only in memory. The due index is re-read
+//! every round; the in-memory state is which deliveries are claimed right now (and the cooldowns
+//! below). A crash therefore loses no work: the due entries of claimed deliveries are still on
+//! disk and are attempted again after a restart (the only duplicates a crash can cause).
+//!
+//! **Failed writes never loop.** When the write that ends a pass fails (a full disk), the
+//! delivery stays claimed in a cooldown that doubles from [`COOLDOWN_INITIAL`] to
+//! [`COOLDOWN_MAX`], and the scheduler starts no new attempt for the same time: an error log
+//! line and `hookgate_attempt_record_failures_total` record it. The first successful write ends
+//! the pause.
+
+mod attempt;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use attempt::{Decided, Mode, Prepared};
+pub use attempt::{decide, envelope};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::deliver::{Deliverer, Policy};
+use crate::endpoints::Registry;
+use crate::metrics::Metrics;
+use crate::model::{DeliveryState, MAX_ATTEMPTS};
+use crate::plugin::PluginHost;
+use crate::store::{DueItem, Store, StoreError};
+
+/// The longest the scheduler sleeps without looking at the due index. Wake-ups come from
+/// ingest and from finished attempts; this bound is only a safety net.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// The first cooldown after a failed record write; it doubles with each failure in a row.
+pub const COOLDOWN_INITIAL: Duration = Duration::from_millis(200);
+/// The longest cooldown: a store that stays broken is probed at least this often.
+pub const COOLDOWN_MAX: Duration = Duration::from_secs(30);
+/// Deliveries held in cooldown at most; past it the scheduler starts no new attempts until
+/// writes succeed again, so a broken store cannot grow this map without bound.
+const MAX_COOLING: usize = 10_000;
+
+/// A handle to the delivery machinery, shared by the scheduler and the API's resend routes.
+#[derive(Clone)]
+pub struct Dispatcher {
+    ctx: Arc<Ctx>,
+}
+
+pub(crate) struct Ctx {
+    config: Arc<Config>,
+    store: Store,
+    deliverer: Deliverer,
+    endpoints: Arc<Registry>,
+    plugins: Option<Arc<PluginHost>>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    claims: Mutex<Claims>,
+    /// Signalled by ingest after a commit, by every released slot and by every released claim.
+    wake: Arc<Notify>,
+}
+
+/// What the scheduler holds in memory. Guarded by a std mutex: it is held for a few map
+/// operations only and never across an `.await`.
+#[derive(Default)]
+struct Claims {
+    /// Deliveries being attempted, being recorded or cooling down; the scan skips them.
+    ids: HashSet<Uuid>,
+    /// Slots in use per endpoint, and in all.
+    active: HashMap<String, usize>,
+    active_total: usize,
+    /// Deliveries whose record failed, by id.
+    cooling: HashMap<Uuid, Cooldown>,
+    /// Record failures in a row, gateway-wide; 0 once a write succeeds.
+    failures_in_a_row: u32,
+    /// No new attempts start before this (clock ms), after a failed write.
+    paused_until_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cooldown {
+    until_ms: u64,
+}
+
+/// The cooldown after `failures` record failures in a row (1 for the first): doubling, bounded.
+pub fn cooldown_after(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    COOLDOWN_INITIAL.saturating_mul(factor).min(COOLDOWN_MAX)
+}
+
+impl Claims {
+    /// Releases the claims of cooldowns that have ended; returns the next end still ahead.
+    fn expire_cooldowns(&mut self, now_ms: u64) -> Option<u64> {
+        let mut next = None;
+        let ids = &mut self.ids;
+        self.cooling.retain(|id, c| {
+            if c.until_ms <= now_ms {
+                ids.remove(id);
+                false
+            } else {
+                next = Some(next.map_or(c.until_ms, |n: u64| n.min(c.until_ms)));
+                true
+            }
+        });
+        next
+    }
+}
+
+/// A claimed delivery and its slot. Dropping it (an attempt aborted at shutdown) releases
+/// both, so the delivery is simply due again at the next start.
+struct Claim {
+    ctx: Arc<Ctx>,
+    id: Uuid,
+    endpoint: String,
+    slot: bool,
+    claimed: bool,
+}
+
+impl Claim {
+    /// The response is in: another attempt to this endpoint may start.
+    fn release_slot(&mut self) {
+        if std::mem::take(&mut self.slot) {
+            let mut c = self.ctx.claims.lock().expect("claims lock");
+            if let Some(n) = c.active.get_mut(&self.endpoint) {
+                *n -= 1;
+                if *n == 0 {
+                    c.active.remove(&self.endpoint);
+                }
+            }
+            c.active_total -= 1;
+            drop(c);
+            self.ctx.wake.notify_one();
+        }
+    }
+
+    /// The pass's write is durable: the delivery is no longer this process's business.
+    fn recorded(mut self) {
+        self.release_slot();
+        let mut c = self.ctx.claims.lock().expect("claims lock");
+        c.ids.remove(&self.id);
+        c.cooling.remove(&self.id);
+        c.failures_in_a_row = 0;
+        c.paused_until_ms = 0;
+        drop(c);
+        self.claimed = false;
+        self.ctx.wake.notify_one();
+    }
+
+    /// The pass's write failed: keep the delivery claimed for a growing cooldown and pause new
+    /// attempts for as long, so a broken store is probed, not hammered.
+    fn cool_down(mut self, error: &StoreError) {
+        self.release_slot();
+        let now = self.ctx.clock.now_ms();
+        let mut c = self.ctx.claims.lock().expect("claims lock");
+        c.failures_in_a_row = c.failures_in_a_row.saturating_add(1);
+        let wait = cooldown_after(c.failures_in_a_row);
+        let until_ms = now + wait.as_millis() as u64;
+        c.cooling.insert(self.id, Cooldown { until_ms });
+        c.paused_until_ms = c.paused_until_ms.max(until_ms);
+        let cooling = c.cooling.len();
+        drop(c);
+        // The claim stays: `expire_cooldowns` releases it.
+        self.claimed = false;
+        self.ctx.metrics.record_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(delivery_id = %self.id, error = %error, cooldown_ms = wait.as_millis() as u64, cooling,
+            "cannot record the end of an attempt; the delivery cools down and is tried again");
+        self.ctx.wake.notify_one();
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.release_slot();
+        if self.claimed {
+            self.ctx.claims.lock().expect("claims lock").ids.remove(&self.id);
+            self.ctx.wake.notify_one();
+        }
+    }
+}
+
+/// Why a manual resend was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    #[error("no delivery with this id")]
+    NotFound,
+    #[error("an attempt of this delivery is in progress; try again when it has finished")]
+    InProgress,
+    #[error("a plugin filtered this delivery; there is no body to send")]
+    Filtered,
+    #[error("this delivery has reached the cap of {MAX_ATTEMPTS} attempts")]
+    AttemptCap,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Dispatcher {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        endpoints: Arc<Registry>,
+        plugins: Option<Arc<PluginHost>>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+        clock: SharedClock,
+    ) -> anyhow::Result<Dispatcher> {
+        let deliverer = Deliverer::new(Policy {
+            timeout: config.delivery.timeout,
+            allow_http: config.delivery.allow_http,
+            allow_private_networks: config.delivery.allow_private_networks,
+        })?;
+        Ok(Dispatcher {
+            ctx: Arc::new(Ctx {
+                config,
+                store,
+                deliverer,
+                endpoints,
+                plugins,
+                metrics,
+                clock,
+                claims: Mutex::new(Claims::default()),
+                wake,
+            }),
+        })
+    }
+
+    /// Asks the scheduler to look at the due index now (tests call it after moving a manual
+    /// clock).
+    pub fn nudge(&self) {
+        self.ctx.wake.notify_one();
+    }
+
+    /// How many deliveries are held back after a failed record write.
+    pub fn cooling_down(&self) -> usize {
+        self.ctx.claims.lock().expect("claims lock").cooling.len()
+    }
+
+    /// Runs the scheduler until `shutdown` fires, then gives in-flight attempts
+    /// `server.shutdown_grace` to finish. Attempts still running after that are dropped; their
+    /// due entries are untouched on disk, so the next start resumes them.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let ctx = &self.ctx;
+        let mut tasks = JoinSet::new();
+        let mut read_failures = 0u32;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let sleep_for = match schedule_round(ctx, &mut tasks).await {
+                Ok(next) => {
+                    read_failures = 0;
+                    next.map_or(MAX_IDLE, |at| {
+                        Duration::from_millis(at.saturating_sub(ctx.clock.now_ms())).min(MAX_IDLE)
+                    })
+                }
+                Err(e) => {
+                    read_failures = read_failures.saturating_add(1);
+                    let wait = cooldown_after(read_failures);
+                    tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot read the due index");
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ctx.wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+        let grace = ctx.config.server.shutdown_grace;
+        if !tasks.is_empty() {
+            tracing::info!(in_flight = tasks.len(), ?grace, "waiting for in-flight attempts");
+        }
+        let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "attempts still running after the grace period; they will be retried on the next start"
+            );
+            tasks.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Makes one manual attempt of a delivery now (same idempotency key, freshly signed) and
+    /// records it. Refused for filtered deliveries, past the attempt cap, and while another
+    /// pass over the same delivery is under way.
+    pub async fn resend(&self, id: Uuid) -> Result<(), ResendError> {
+        let ctx = &self.ctx;
+        let (delivery, event) = ctx.store.delivery_with_event(id).await?.ok_or(ResendError::NotFound)?;
+        if delivery.state == DeliveryState::Filtered {
+            return Err(ResendError::Filtered);
+        }
+        if delivery.attempts.len() >= MAX_ATTEMPTS {
+            return Err(ResendError::AttemptCap);
+        }
+        let claim = try_claim(ctx, id, &delivery.endpoint_id).ok_or(ResendError::InProgress)?;
+        let prepared = attempt::prepare_loaded(ctx, delivery, event, Mode::Manual).await;
+        let (claim, decided) = run_to_decision(ctx, claim, prepared).await;
+        match attempt::record(ctx, decided).await {
+            Ok(recorded) => {
+                observe(ctx, &recorded);
+                claim.recorded();
+                Ok(())
+            }
+            // The caller hears the failure (503); the delivery's schedule is as it was.
+            Err(e) => Err(ResendError::Store(e)),
+        }
+    }
+}
+
+/// Claims every due delivery that fits in the free slots and starts its pass. Returns the next
+/// time something may become due: a due entry in the future, or a cooldown's end.
+async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Option<u64>, StoreError> {
+    let now = ctx.clock.now_ms();
+    let (claimed, active, global_free, next_cooldown) = {
+        let mut c = ctx.claims.lock().expect("claims lock");
+        let next_cooldown = c.expire_cooldowns(now);
+        if now < c.paused_until_ms || c.cooling.len() >= MAX_COOLING {
+            // A write failed lately: hold new attempts until the pause ends.
+            return Ok(Some(c.paused_until_ms.max(now + 1)));
+        }
+        let free = ctx.config.delivery.max_in_flight.saturating_sub(c.active_total);
+        (c.ids.clone(), c.active.clone(), free, next_cooldown)
+    };
+    if global_free == 0 {
+        // Every slot is busy; a released slot wakes us.
+        return Ok(next_cooldown);
+    }
+    let per_endpoint = ctx.config.delivery.max_in_flight_per_endpoint;
+    let scan = ctx
+        .store
+        .scan_due(
+            now,
+            claimed,
+            move |ep| per_endpoint.saturating_sub(active.get(ep).copied().unwrap_or(0)),
+            global_free,
+        )
+        .await?;
+    for item in scan.items {
+        if let Some(claim) = try_claim(ctx, item.delivery_id, &item.endpoint_id) {
+            tasks.spawn(scheduled_pass(ctx.clone(), item, claim));
+        }
+    }
+    Ok(match (scan.next_due_ms, next_cooldown) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Claims a delivery and a slot for it, unless it is already claimed.
+fn try_claim(ctx: &Arc<Ctx>, id: Uuid, endpoint: &str) -> Option<Claim> {
+    let mut c = ctx.claims.lock().expect("claims lock");
+    if !c.ids.insert(id) {
+        return None;
+    }
+    *c.active.entry(endpoint.to_owned()).or_default() += 1;
+    c.active_total += 1;
+    Some(Claim { ctx: ctx.clone(), id, endpoint: endpoint.to_owned(), slot: true, claimed: true })
+}
+
+/// One scheduled pass: prepare → send → decide → record, then release or cool down.
+async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, claim: Claim) {
+    let DueItem { delivery_id, endpoint_id, due_ms, loaded } = item;
+    let prepared = attempt::prepare(&ctx, delivery_id, &endpoint_id, due_ms, loaded, true).await;
+    let (claim, decided) = run_to_decision(&ctx, claim, prepared).await;
+    match attempt::record(&ctx, decided).await {
+        Ok(recorded) => {
+            observe(&ctx, &recorded);
+            claim.recorded();
+        }
+        Err(e) => claim.cool_down(&e),
+    }
+}
+
+/// Sends what was prepared (releasing the slot as soon as the response is in) and decides what
+/// follows; a pass that ended in preparation is already decided.
+async fn run_to_decision(ctx: &Arc<Ctx>, mut claim: Claim, prepared: Prepared) -> (Claim, Decided) {
+    let decided = match prepared {
+        Prepared::Done(decided) => decided,
+        Prepared::Send(ready) => {
+            let sent = attempt::send(ctx, ready).await;
+            claim.release_slot();
+            let kind = sent.outcome.error.as_ref().map(|e| e.kind);
+            ctx.metrics.attempt(sent.outcome.status_code, kind, sent.outcome.duration);
+            attempt::decide_sent(&ctx.config.delivery.retry, sent, ctx.clock.now_ms(), fastrand::f64() * 2.0 - 1.0)
+        }
+    };
+    claim.release_slot();
+    (claim, decided)
+}
+
+/// Outcome metrics, counted once the write that reaches the outcome is durable.
+fn observe(ctx: &Ctx, recorded: &attempt::Recorded) {
+    if let Some(state) = recorded.newly_final {
+        ctx.metrics.outcome(state);
+        if state == DeliveryState::Succeeded {
+            let since = ctx.clock.now_ms().saturating_sub(recorded.created_at_ms);
+            ctx.metrics.delivery_latency.observe(Duration::from_millis(since));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldowns_grow_and_are_bounded() {
+        assert_eq!(cooldown_after(1), COOLDOWN_INITIAL);
+        assert_eq!(cooldown_after(2), COOLDOWN_INITIAL * 2);
+        assert_eq!(cooldown_after(3), COOLDOWN_INITIAL * 4);
+        let mut last = Duration::ZERO;
+        for n in 1..200 {
+            let d = cooldown_after(n);
+            assert!(d >= last && d <= COOLDOWN_MAX, "{n}: {d:?}");
+            last = d;
+        }
+        assert_eq!(cooldown_after(u32::MAX), COOLDOWN_MAX);
+    }
+
+    /// A due delivery whose event is missing or unreadable, and a due entry with no delivery at
+    /// all, each end in a durable write (failed with kind `internal`; the entry removed), so the
+    /// scheduler does not find them again and again. Nothing is sent.
+    #[tokio::test]
+    async fn unreadable_records_end_in_a_durable_write() {
+        use crate::model::{DeliveryRecord, ErrorKind, EventRecord};
+        use crate::store::IngestWrite;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = Store::open(dir.path()).unwrap();
+        let text = "[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
+                    [delivery]\nallow_http = true\nallow_private_networks = true\n\
+                    [[endpoints]]\nid = \"ep\"\nurl = \"http://127.0.0.1:9/\"\ntriggers = [\"*\"]\n";
+        let config = Arc::new(Config::parse(text, "t.toml", std::path::Path::new("/"), &|_| None).unwrap());
+        let delivery = |event_id: Uuid| DeliveryRecord {
+            id: Uuid::now_v7(),
+            event_id,
+            endpoint_id: "ep".into(),
+            idempotency_key: Uuid::new_v4(),
+            trigger: "t".into(),
+            state: DeliveryState::Pending,
+            created_at_ms: 1,
+            next_attempt_at_ms: Some(1),
+            attempts: vec![],
+            prepared: false,
+            body: None,
+            note: None,
+            resource: vec![],
+            requeued: false,
+        };
+        let event = |id: Uuid, payload: &str, d: &DeliveryRecord| EventRecord {
+            id,
+            received_at_ms: 1,
+            trigger: "t".into(),
+            payload: payload.into(),
+            envelope_slot: None,
+            delivery_ids: vec![d.id],
+        };
+        // Its event record is written under another id, so the delivery's event is missing.
+        let no_event = delivery(Uuid::now_v7());
+        let e = event(Uuid::now_v7(), "{}", &no_event);
+        store.ingest(IngestWrite { event: e, deliveries: vec![no_event.clone()], idempotency: None }).await.unwrap();
+        let garbage_id = Uuid::now_v7();
+        let garbage = delivery(garbage_id);
+        let e = event(garbage_id, "not json", &garbage);
+        store.ingest(IngestWrite { event: e, deliveries: vec![garbage.clone()], idempotency: None }).await.unwrap();
+        store.insert_orphan_due("ep", 1, Uuid::now_v7());
+        assert_eq!(store.pending_count().await.unwrap(), 3);
+
+        let registry = Arc::new(Registry::new(&config.endpoints, vec![]));
+        let metrics = Arc::new(Metrics::default());
+        let d = Dispatcher::new(
+            config,
+            store.clone(),
+            registry,
+            None,
+            metrics.clone(),
+            Arc::default(),
+            crate::clock::system(),
+        )
+        .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (d, stop) = (d.clone(), stop.clone());
+            async move { d.run(stop).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.pending_count().await.unwrap() > 0 {
+            assert!(std::time::Instant::now() < deadline, "due entries were not resolved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for id in [no_event.id, garbage.id] {
+            let rec = store.delivery(id).await.unwrap().unwrap();
+            assert_eq!(rec.state, DeliveryState::Failed);
+            assert!(rec.attempts.is_empty(), "nothing was sent");
+            assert_eq!(rec.note.unwrap().kind, Some(ErrorKind::Internal));
+        }
+        assert_eq!(metrics.record_failures.load(Ordering::Relaxed), 0);
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        drop((d, store));
+        writer.join();
+    }
+
+    #[test]
+    fn expired_cooldowns_release_their_claims() {
+        let mut c = Claims::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        c.ids.extend([a, b]);
+        c.cooling.insert(a, Cooldown { until_ms: 100 });
+        c.cooling.insert(b, Cooldown { until_ms: 300 });
+        assert_eq!(c.expire_cooldowns(50), Some(100));
+        assert_eq!(c.ids.len(), 2);
+        assert_eq!(c.expire_cooldowns(100), Some(300));
+        assert!(!c.ids.contains(&a) && c.ids.contains(&b));
+        assert_eq!(c.expire_cooldowns(1_000), None);
+        assert!(c.ids.is_empty() && c.cooling.is_empty());
+    }
+}

@@ -1,0 +1,244 @@
+//! What an endpoint is, and the one set of rules it must pass, wherever it comes from.
+//!
+//! Owns: [`Endpoint`] and its parts, and [`validate`], which both the config file (`config`)
+//! and the API (`endpoints`) call after turning their own syntax (TOML, JSON) into an
+//! [`EndpointSpec`]. Keeping one validator is what keeps the two doors from drifting apart.
+//! Must not touch: parsing of TOML or JSON bodies, storage, HTTP.
+
+use crate::json;
+use crate::sign::Secret;
+
+/// Keys the gateway writes into every envelope or reads from every event; a producer may not
+/// supply them as resource fields, and an endpoint may not match on them.
+pub const RESERVED_FIELDS: &[&str] = &["idempotency_key", "trigger", "data"];
+
+/// A subscriber of events.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: url::Url,
+    pub triggers: Triggers,
+    /// Resource fields that must equal the event's for it to be delivered here. A non-empty
+    /// match makes this a resource-scoped (e.g. bot-level) endpoint.
+    pub matches: Vec<(String, json::Value)>,
+    /// Overrides `[signing]` for this endpoint; previous secrets then do not apply.
+    pub secret: Option<Secret>,
+    /// Plugins run for this endpoint's deliveries, after the trigger's chain.
+    pub plugins: Vec<String>,
+    /// Where the endpoint was defined. Config endpoints are read-only through the API.
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Config,
+    Api { created_at_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Triggers {
+    All,
+    Only(Vec<String>),
+}
+
+impl Triggers {
+    pub fn contains(&self, trigger: &str) -> bool {
+        match self {
+            Triggers::All => true,
+            Triggers::Only(list) => list.iter().any(|t| t == trigger),
+        }
+    }
+}
+
+impl std::fmt::Display for Triggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Triggers::All => f.write_str("*"),
+            Triggers::Only(list) => f.write_str(&list.join(", ")),
+        }
+    }
+}
+
+/// An endpoint as a user wrote it, in the file or in an API body, before validation. Values
+/// that are not even of the right JSON/TOML type are refused by the caller's own syntax layer;
+/// everything else is decided by [`validate`].
+#[derive(Debug, Clone, Default)]
+pub struct EndpointSpec {
+    pub id: String,
+    pub url: String,
+    pub triggers: Vec<String>,
+    /// `None`: no `match` given. `Some(empty)` is refused: it would silently mean "unscoped".
+    pub matches: Option<Vec<(String, json::Value)>>,
+    pub secret: Option<String>,
+}
+
+/// A rule an [`EndpointSpec`] broke: the field (`url`, `match.bot_id`, ...) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.message)
+    }
+}
+
+/// The validated parts of an endpoint (plugins and origin are the caller's business).
+#[derive(Debug, Clone)]
+pub struct ValidSpec {
+    pub id: String,
+    pub url: url::Url,
+    pub triggers: Triggers,
+    pub matches: Vec<(String, json::Value)>,
+    pub secret: Option<Secret>,
+}
+
+/// Whether a trigger name is well formed: 1–128 characters of `[a-z0-9_.-]`.
+pub fn valid_trigger(t: &str) -> bool {
+    (1..=128).contains(&t.len())
+        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
+}
+
+/// Whether an endpoint id is well formed: 1–64 characters of `[A-Za-z0-9_.-]`.
+pub fn valid_endpoint_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// The rules every endpoint follows, from the file or the API alike.
+pub fn validate(spec: EndpointSpec, allow_http: bool) -> Result<ValidSpec, SpecError> {
+    let fail = |field: &str, message: String| SpecError { field: field.to_owned(), message };
+    if !valid_endpoint_id(&spec.id) {
+        return Err(fail("id", format!("{:?} must be 1-64 characters of letters, digits, '_', '.', '-'", spec.id)));
+    }
+    let url = validate_url(&spec.url, allow_http).map_err(|m| fail("url", m))?;
+    if spec.triggers.is_empty() {
+        return Err(fail("triggers", "must list at least one trigger (or \"*\" for all)".into()));
+    }
+    let triggers = if spec.triggers.iter().any(|t| t == "*") {
+        Triggers::All
+    } else if let Some(bad) = spec.triggers.iter().find(|t| !valid_trigger(t)) {
+        return Err(fail(
+            "triggers",
+            format!("{bad:?} is not a trigger: use 1-128 characters of a-z, 0-9, '_', '.', '-'"),
+        ));
+    } else {
+        Triggers::Only(spec.triggers)
+    };
+    let matches = match spec.matches {
+        None => Vec::new(),
+        Some(m) if m.is_empty() => {
+            return Err(fail("match", "must name at least one field, or be left out".into()));
+        }
+        Some(m) => {
+            for (field, value) in &m {
+                let key = format!("match.{field}");
+                if field.is_empty() || field.len() > 128 {
+                    return Err(fail("match", "field names must be 1-128 characters".into()));
+                }
+                if RESERVED_FIELDS.contains(&field.as_str()) {
+                    return Err(fail(&key, "cannot match on a reserved field".into()));
+                }
+                // Floats are refused: an event's 1.0 and a match's 1 are the same number to a
+                // producer but not to an equality test on canonical text.
+                let scalar = matches!(
+                    value,
+                    json::Value::String(_) | json::Value::Bool(_) | json::Value::Number(json::Number::Int(_))
+                );
+                if !scalar {
+                    let kind = match value {
+                        json::Value::Number(_) => "a float",
+                        other => other.kind(),
+                    };
+                    return Err(fail(&key, format!("must be a string, integer or boolean, not {kind}")));
+                }
+            }
+            m
+        }
+    };
+    let secret = match spec.secret {
+        None => None,
+        Some(text) => Some(Secret::parse(&text).map_err(|e| fail("secret", format!("the secret {e}")))?),
+    };
+    Ok(ValidSpec { id: spec.id, url, triggers, matches, secret })
+}
+
+/// Checks an endpoint URL: absolute, http(s) with a host, no credentials, https unless allowed.
+pub fn validate_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        "http" => {
+            return Err(format!("{text:?} uses http://; only https:// is allowed unless delivery.allow_http = true"));
+        }
+        other => return Err(format!("{text:?} has scheme {other:?}; use https://")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{text:?} carries credentials; put secrets in the endpoint's secret, not its URL"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> EndpointSpec {
+        EndpointSpec {
+            id: "acme".into(),
+            url: "https://hooks.example/x".into(),
+            triggers: vec!["bot.state_change".into()],
+            matches: None,
+            secret: None,
+        }
+    }
+
+    #[test]
+    fn one_set_of_rules() {
+        assert!(validate(spec(), false).is_ok());
+        let bad: Vec<(EndpointSpec, &str, &str)> = vec![
+            (EndpointSpec { id: "a b".into(), ..spec() }, "id", "1-64"),
+            (EndpointSpec { url: "http://x.example".into(), ..spec() }, "url", "https"),
+            (EndpointSpec { triggers: vec![], ..spec() }, "triggers", "at least one"),
+            (EndpointSpec { triggers: vec!["Bad".into()], ..spec() }, "triggers", "not a trigger"),
+            (EndpointSpec { matches: Some(vec![]), ..spec() }, "match", "at least one field"),
+            (
+                EndpointSpec {
+                    matches: Some(vec![("n".into(), json::Value::Number(json::Number::Float(1.5)))]),
+                    ..spec()
+                },
+                "match.n",
+                "not a float",
+            ),
+            (
+                EndpointSpec { matches: Some(vec![("trigger".into(), json::Value::Bool(true))]), ..spec() },
+                "match.trigger",
+                "reserved",
+            ),
+            (
+                EndpointSpec { matches: Some(vec![("o".into(), json::Value::Array(vec![]))]), ..spec() },
+                "match.o",
+                "an array",
+            ),
+            (EndpointSpec { secret: Some("short".into()), ..spec() }, "secret", "secret"),
+        ];
+        for (s, field, needle) in bad {
+            let e = validate(s, false).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains(needle), "{e}");
+        }
+        let ok = EndpointSpec {
+            matches: Some(vec![
+                ("bot_id".into(), json::Value::String("b".into())),
+                ("n".into(), json::Value::Number(json::Number::Int("3".into()))),
+            ]),
+            ..spec()
+        };
+        assert_eq!(validate(ok, false).unwrap().matches.len(), 2);
+    }
+}

@@ -1,0 +1,75 @@
+//! The on-disk layout: table definitions, index key formats and schema creation.
+//!
+//! Owns: every `TableDefinition`, the schema version and the text of index keys.
+//! Must not touch: transactions beyond creating the tables once at open; reads live in
+//! `store::read`, writes in `store::write`.
+
+use redb::{Database, TableDefinition};
+
+use super::{StoreError, storage};
+use crate::model::DeliveryState;
+
+/// Events by id (UUIDv7 as u128, so the table is in arrival order) → JSON `EventRecord`.
+pub(super) const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
+/// Deliveries by id (UUIDv7 as u128) → JSON `DeliveryRecord`, attempts included.
+pub(super) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
+/// The due index: `(endpoint_id, due_ms, delivery_id)`. Grouped by endpoint first so that one
+/// endpoint's backlog never hides another endpoint's due work from the scheduler.
+pub(super) const DUE: TableDefinition<(&str, u64, u128), ()> = TableDefinition::new("due");
+/// Ingest `Idempotency-Key` → JSON `IdempotencyRecord`.
+pub(super) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// `(created_ms, key)` for pruning idempotency keys older than `IDEMPOTENCY_TTL_MS`.
+pub(super) const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("idempotency_expiry");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Secondary indexes of deliveries: `(key, delivery_id)`; see the module header of `store`.
+pub(super) const DELIVERY_INDEX: TableDefinition<(&str, u128), ()> = TableDefinition::new("delivery_index");
+/// Endpoints created through the API, by id → JSON `EndpointRecord`.
+pub(super) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+
+pub(super) const SCHEMA_VERSION: u64 = 1;
+
+pub(super) fn state_key(s: DeliveryState) -> String {
+    format!("s:{}", s.as_str())
+}
+
+pub(super) fn field_key(field: &str, canonical_value: &str) -> String {
+    format!("f:{field}={canonical_value}")
+}
+
+pub(super) fn endpoint_key(endpoint_id: &str) -> String {
+    format!("e:{endpoint_id}")
+}
+
+pub(super) fn trigger_key(trigger: &str) -> String {
+    format!("t:{trigger}")
+}
+
+/// Creates every table and checks the schema version, so readers never meet a missing table
+/// and an older binary never misreads a newer file.
+pub(super) fn init(db: &Database) -> Result<(), StoreError> {
+    use redb::ReadableTable;
+    let txn = db.begin_write().map_err(storage)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let version = meta.get("schema_version").map_err(storage)?.map(|v| v.value());
+        match version {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION).map_err(storage)?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(StoreError::Storage(format!(
+                    "the database has schema version {v}; this hookgate understands {SCHEMA_VERSION}"
+                )));
+            }
+        }
+        txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(DELIVERIES).map_err(storage)?;
+        txn.open_table(DUE).map_err(storage)?;
+        txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?;
+        txn.open_table(DELIVERY_INDEX).map_err(storage)?;
+        txn.open_table(ENDPOINTS).map_err(storage)?;
+    }
+    txn.commit().map_err(storage)
+}

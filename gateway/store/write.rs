@@ -1,0 +1,358 @@
+//! The write path: the single writer thread and the group commit.
+//!
+//! Owns: write transactions. Every write of the gateway arrives here as an [`Op`]; the writer
+//! drains whatever has queued up (up to `MAX_BATCH` operations), applies it all in one
+//! transaction, commits once with `Durability::Immediate` (one fsync) and only then answers each
+//! caller.
+//! Must not touch: reads for callers (that is `store::read`) or anything async: this runs on a
+//! plain thread.
+
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+
+use redb::{Database, Durability, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::schema::{
+    DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINTS, EVENTS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, endpoint_key, field_key,
+    state_key, trigger_key,
+};
+use super::{
+    Faults, Finish, IDEMPOTENCY_TTL_MS, IdempotencyRecord, IngestOutcome, IngestWrite, MAX_BATCH, Next, StoreError,
+    WriterStats, storage,
+};
+use crate::model::{DeliveryRecord, DeliveryState, EndpointRecord};
+
+/// One write, and where its answer goes once the batch holding it has committed.
+pub(super) enum Op {
+    Ingest(IngestWrite, oneshot::Sender<Result<IngestOutcome, StoreError>>),
+    Finish(Finish, oneshot::Sender<Result<(), StoreError>>),
+    PutEndpoint(EndpointRecord, oneshot::Sender<Result<(), StoreError>>),
+    DeleteEndpoint(String, oneshot::Sender<Result<(), StoreError>>),
+    Requeue { ids: Vec<Uuid>, at_ms: u64, reply: oneshot::Sender<Result<usize, StoreError>> },
+}
+
+/// A reply to send once the batch's commit has succeeded or failed.
+enum Reply {
+    Ingest(oneshot::Sender<Result<IngestOutcome, StoreError>>, Result<IngestOutcome, StoreError>),
+    Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Count(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
+}
+
+impl Reply {
+    /// Answers the caller: its own result if the batch committed, the commit's error if not.
+    fn send(self, commit: &Result<(), StoreError>) {
+        fn pick<T>(own: Result<T, StoreError>, commit: &Result<(), StoreError>) -> Result<T, StoreError> {
+            match commit {
+                Ok(()) => own,
+                Err(e) => Err(e.clone()),
+            }
+        }
+        match self {
+            Reply::Ingest(tx, r) => drop(tx.send(pick(r, commit))),
+            Reply::Unit(tx, r) => drop(tx.send(pick(r, commit))),
+            Reply::Count(tx, r) => drop(tx.send(pick(r, commit))),
+        }
+    }
+}
+
+pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Op>, stats: &WriterStats, faults: &Faults) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut last_prune = 0u64;
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let now = crate::model::now_ms();
+        let prune = now.saturating_sub(last_prune) > 60_000;
+        if prune {
+            last_prune = now;
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let ops = batch.len() as u64;
+        let result = apply_batch(db, batch.drain(..), &mut replies, now, prune, faults);
+        match &result {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.operations.fetch_add(ops, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, ops, "store commit failed; the batch's callers get an error");
+            }
+        }
+        for reply in replies {
+            reply.send(&result);
+        }
+    }
+}
+
+/// Applies every operation in one transaction and commits it. Replies are collected, not sent:
+/// no caller hears "stored" before the commit is durable. A storage failure abandons the whole
+/// transaction, so nothing of the batch is stored and every caller hears the error.
+fn apply_batch(
+    db: &Database,
+    ops: impl Iterator<Item = Op>,
+    replies: &mut Vec<Reply>,
+    now: u64,
+    prune: bool,
+    faults: &Faults,
+) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Storage(e.to_string()))?;
+    let mut failure: Option<StoreError> = None;
+    {
+        let mut t = Tables::open(&txn)?;
+        for op in ops {
+            // After a storage failure the transaction is abandoned; the remaining operations
+            // are not applied, and their callers hear the failure through the commit result.
+            let skip = failure.is_some();
+            let reply = match op {
+                Op::Ingest(w, tx) => {
+                    let r = if skip { Err(StoreError::Closed) } else { t.ingest(w, now) };
+                    split(r, &mut failure, |r| Reply::Ingest(tx, r))
+                }
+                Op::Finish(f, tx) => {
+                    let r = if skip { Ok(Ok(())) } else { t.finish(f) };
+                    split(r, &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::PutEndpoint(e, tx) => {
+                    let r = if skip { Ok(()) } else { t.put_endpoint(&e) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::DeleteEndpoint(id, tx) => {
+                    let r = if skip { Ok(()) } else { t.endpoints.remove(id.as_str()).map(drop).map_err(storage) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::Requeue { ids, at_ms, reply } => {
+                    let r = if skip { Ok(0) } else { t.requeue(&ids, at_ms) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Count(reply, r))
+                }
+            };
+            replies.push(reply);
+        }
+        if failure.is_none()
+            && prune
+            && let Err(e) = t.prune_idempotency(now)
+        {
+            failure = Some(e);
+        }
+    }
+    if failure.is_none() && faults.fail_commits.load(Ordering::Relaxed) {
+        failure = Some(StoreError::Storage("commit refused by the test fault switch".into()));
+    }
+    if let Some(e) = failure {
+        // Dropping the transaction without committing discards every change of the batch.
+        drop(txn);
+        return Err(e);
+    }
+    txn.commit().map_err(storage)
+}
+
+/// Separates a storage failure (which abandons the batch) from the operation's own answer.
+fn split<T>(
+    r: Result<Result<T, StoreError>, StoreError>,
+    failure: &mut Option<StoreError>,
+    reply: impl FnOnce(Result<T, StoreError>) -> Reply,
+) -> Reply {
+    match r {
+        Ok(own) => reply(own),
+        Err(e) => {
+            *failure = Some(e.clone());
+            reply(Err(e))
+        }
+    }
+}
+
+/// Every table a write transaction touches, opened once per batch.
+struct Tables<'t> {
+    events: redb::Table<'t, u128, &'static [u8]>,
+    deliveries: redb::Table<'t, u128, &'static [u8]>,
+    due: redb::Table<'t, (&'static str, u64, u128), ()>,
+    index: redb::Table<'t, (&'static str, u128), ()>,
+    idem: redb::Table<'t, &'static str, &'static [u8]>,
+    idem_expiry: redb::Table<'t, (u64, &'static str), ()>,
+    endpoints: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            events: txn.open_table(EVENTS).map_err(storage)?,
+            deliveries: txn.open_table(DELIVERIES).map_err(storage)?,
+            due: txn.open_table(DUE).map_err(storage)?,
+            index: txn.open_table(DELIVERY_INDEX).map_err(storage)?,
+            idem: txn.open_table(IDEMPOTENCY).map_err(storage)?,
+            idem_expiry: txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?,
+            endpoints: txn.open_table(ENDPOINTS).map_err(storage)?,
+        })
+    }
+
+    fn ingest(&mut self, w: IngestWrite, now: u64) -> Result<Result<IngestOutcome, StoreError>, StoreError> {
+        if let Some(claim) = &w.idempotency {
+            let existing = self
+                .idem
+                .get(claim.key.as_str())
+                .map_err(storage)?
+                .map(|v| serde_json::from_slice::<IdempotencyRecord>(v.value()));
+            if let Some(Ok(rec)) = existing {
+                if now.saturating_sub(rec.created_ms) < IDEMPOTENCY_TTL_MS {
+                    return Ok(Ok(if rec.request_hash == claim.request_hash {
+                        IngestOutcome::Replayed { event_id: rec.event_id, deliveries: rec.deliveries }
+                    } else {
+                        IngestOutcome::KeyReused
+                    }));
+                }
+                self.idem_expiry.remove((rec.created_ms, claim.key.as_str())).map_err(storage)?;
+            }
+            let rec = IdempotencyRecord {
+                request_hash: claim.request_hash.clone(),
+                event_id: w.event.id,
+                deliveries: w.deliveries.len(),
+                created_ms: now,
+            };
+            self.idem.insert(claim.key.as_str(), to_json(&rec).as_slice()).map_err(storage)?;
+            self.idem_expiry.insert((now, claim.key.as_str()), ()).map_err(storage)?;
+        }
+        self.events.insert(w.event.id.as_u128(), to_json(&w.event).as_slice()).map_err(storage)?;
+        for d in &w.deliveries {
+            let id = d.id.as_u128();
+            self.deliveries.insert(id, to_json(d).as_slice()).map_err(storage)?;
+            if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+                self.due.insert((d.endpoint_id.as_str(), at, id), ()).map_err(storage)?;
+            }
+            let mut keys = vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger)];
+            keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
+            for key in &keys {
+                self.index.insert((key.as_str(), id), ()).map_err(storage)?;
+            }
+        }
+        Ok(Ok(IngestOutcome::Created { event_id: w.event.id, deliveries: w.deliveries.len() }))
+    }
+
+    fn finish(&mut self, f: Finish) -> Result<Result<(), StoreError>, StoreError> {
+        match f {
+            Finish::Attempt { delivery_id, attempt, next, prepared } => self.update_delivery(delivery_id, |d| {
+                if let Some(p) = prepared {
+                    d.prepared = true;
+                    d.body = p.body;
+                }
+                d.attempts.push(attempt);
+                d.requeued = false;
+                // An attempt was made, so no earlier verdict stands any more.
+                d.note = None;
+                match next {
+                    Next::RetryAt(at) => (d.state, d.next_attempt_at_ms) = (DeliveryState::Pending, Some(at)),
+                    Next::Succeeded => (d.state, d.next_attempt_at_ms) = (DeliveryState::Succeeded, None),
+                    Next::Failed => (d.state, d.next_attempt_at_ms) = (DeliveryState::Failed, None),
+                    Next::Keep => {}
+                }
+            }),
+            Finish::Settle { delivery_id, state, note } => self.update_delivery(delivery_id, |d| {
+                d.state = state;
+                d.next_attempt_at_ms = None;
+                // A filtered delivery is final; a failed chain runs again on a resend (the
+                // plugin may have been fixed).
+                d.prepared = state == DeliveryState::Filtered;
+                d.note = Some(note);
+            }),
+            Finish::DropDue { endpoint_id, due_ms, delivery_id } => {
+                self.due.remove((endpoint_id.as_str(), due_ms, delivery_id.as_u128())).map_err(storage)?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    fn put_endpoint(&mut self, e: &EndpointRecord) -> Result<(), StoreError> {
+        self.endpoints.insert(e.id.as_str(), to_json(e).as_slice()).map(drop).map_err(storage)
+    }
+
+    /// Changes one delivery and keeps the due index and the state index in step with it (the
+    /// store's invariants). The outer `Result` is a storage failure (abandon the batch); the
+    /// inner one is this operation's own answer.
+    fn update_delivery(
+        &mut self,
+        id: Uuid,
+        change: impl FnOnce(&mut DeliveryRecord),
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        let mut d = match self.read_delivery(id)? {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(Err(StoreError::Corrupt(format!("delivery {id} does not exist")))),
+            Err(e) => return Ok(Err(e)),
+        };
+        let key = id.as_u128();
+        let before = (d.state, d.next_attempt_at_ms);
+        change(&mut d);
+        if before.1 != d.next_attempt_at_ms || before.0 != d.state {
+            if let Some(at) = before.1 {
+                self.due.remove((d.endpoint_id.as_str(), at, key)).map_err(storage)?;
+            }
+            if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+                self.due.insert((d.endpoint_id.as_str(), at, key), ()).map_err(storage)?;
+            }
+        }
+        if before.0 != d.state {
+            self.index.remove((state_key(before.0).as_str(), key)).map_err(storage)?;
+            self.index.insert((state_key(d.state).as_str(), key), ()).map_err(storage)?;
+        }
+        self.deliveries.insert(key, to_json(&d).as_slice()).map_err(storage)?;
+        Ok(Ok(()))
+    }
+
+    /// The outer `Result` is a storage failure; the inner one an unreadable record.
+    #[allow(clippy::type_complexity)]
+    fn read_delivery(&self, id: Uuid) -> Result<Result<Option<DeliveryRecord>, StoreError>, StoreError> {
+        let Some(raw) = self.deliveries.get(id.as_u128()).map_err(storage)? else {
+            return Ok(Ok(None));
+        };
+        Ok(serde_json::from_slice(raw.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{id}: {e}"))))
+    }
+
+    fn requeue(&mut self, ids: &[Uuid], at_ms: u64) -> Result<usize, StoreError> {
+        let mut queued = 0;
+        for &id in ids {
+            let eligible = self
+                .read_delivery(id)?
+                .ok()
+                .flatten()
+                .is_some_and(|d| d.state == DeliveryState::Failed && d.attempts.len() < crate::model::MAX_ATTEMPTS);
+            if !eligible {
+                continue;
+            }
+            let r = self.update_delivery(id, |d| {
+                d.state = DeliveryState::Pending;
+                d.next_attempt_at_ms = Some(at_ms);
+                d.requeued = true;
+            })?;
+            queued += usize::from(r.is_ok());
+        }
+        Ok(queued)
+    }
+
+    fn prune_idempotency(&mut self, now: u64) -> Result<(), StoreError> {
+        let cutoff = now.saturating_sub(IDEMPOTENCY_TTL_MS);
+        let mut expired = Vec::new();
+        for entry in
+            self.idem_expiry.range((Bound::Unbounded, Bound::Excluded((cutoff, "")))).map_err(storage)?.take(10_000)
+        {
+            let (k, _) = entry.map_err(storage)?;
+            let (created, key) = k.value();
+            expired.push((created, key.to_owned()));
+        }
+        for (created, key) in expired {
+            self.idem_expiry.remove((created, key.as_str())).map_err(storage)?;
+            self.idem.remove(key.as_str()).map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Our records contain only strings, numbers and UUIDs: serialising them cannot fail.
+    serde_json::to_vec(v).expect("records serialise")
+}
