@@ -3,8 +3,8 @@
 //! Owns: what "now" means for ingest (creation and first due times) and dispatch (which
 //! deliveries are due, when the next retry is). Production uses the system clock; tests pass a
 //! [`ManualClock`] to `run_with` and move it forward instead of sleeping through backoffs.
-//! Must not touch: timers. Sleeping stays with tokio; a test that moves a manual clock asks the
-//! dispatcher to look again (`Dispatcher::nudge`).
+//! Must not touch: timers. Sleeping stays with tokio; a test that moves a manual clock wakes
+//! the dispatcher (`Hooks::wake`) so it looks at the due index again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -58,13 +58,14 @@ const WRITER_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Hooks {
     pub clock: clock::SharedClock,
     pub faults: Arc<store::Faults>,
-    /// Receives the dispatcher once it exists, so a test can nudge it after moving its clock.
-    pub dispatcher: Option<Arc<std::sync::OnceLock<dispatch::Dispatcher>>>,
+    /// The scheduler's wake-up: a test that moves a manual clock notifies it so the
+    /// dispatcher looks at the due index again.
+    pub wake: Arc<Notify>,
 }
 
 impl Default for Hooks {
     fn default() -> Self {
-        Hooks { clock: clock::system(), faults: Arc::default(), dispatcher: None }
+        Hooks { clock: clock::system(), faults: Arc::default(), wake: Arc::default() }
     }
 }
 
@@ -92,7 +93,7 @@ pub async fn run_with(
     }
     let plugins = load_plugins(&config).await?;
     let (store, writer) = store::Store::open_with(&config.server.data_dir, config.server.cache_size, hooks.faults)?;
-    let wake = Arc::new(Notify::new());
+    let wake = hooks.wake.clone();
     let stop = CancellationToken::new();
     let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));
     let metrics = Arc::new(metrics::Metrics::default());
@@ -105,9 +106,7 @@ pub async fn run_with(
         wake.clone(),
         hooks.clock.clone(),
     )?;
-    if let Some(slot) = &hooks.dispatcher {
-        let _ = slot.set(dispatcher.clone());
-    }
+
     let scheduler = {
         let (d, stop) = (dispatcher.clone(), stop.clone());
         tokio::spawn(async move { d.run(stop).await })

@@ -1,6 +1,5 @@
 //! The delivery engine's failure paths and time, and the inbound server's limits.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -67,21 +66,26 @@ async fn retries_follow_the_injected_clock() {
     let cfg = base_config(dir.path()) + &endpoint("ep", &rx.url("/"), r#"["*"]"#);
     let cfg = set(&set(&cfg, "delivery", "backoff_initial", "\"1h\""), "delivery", "backoff_max", "\"2h\"");
     let clock = hookgate::clock::ManualClock::starting_now();
-    let dispatcher = Arc::new(std::sync::OnceLock::new());
-    let hooks = hookgate::Hooks { clock: clock.clone(), dispatcher: Some(dispatcher.clone()), ..Default::default() };
+    let hooks = hookgate::Hooks { clock: clock.clone(), ..Default::default() };
+    let wake = hooks.wake.clone();
     let gw = TestGateway::start_with(&cfg, hooks).await;
     let t0 = hookgate::clock::Clock::now_ms(&*clock);
     let (_, resp) = gw.ingest(&state_change("b")).await;
     let first = rx.next(WAIT).await;
     let ids = gw.delivery_ids(resp["event_id"].as_str().unwrap()).await;
-    let d = gw.delivery(&ids[0]).await;
+    // The receiver has answered; the record of that attempt commits just after.
+    let d = eventually(WAIT, || async {
+        let d = gw.delivery(&ids[0]).await;
+        (d["attempts"].as_array().unwrap().len() == 1).then_some(d)
+    })
+    .await;
     assert_eq!(d["next_attempt_at"], hookgate::model::rfc3339(t0 + 3_600_000), "{d}");
 
     clock.advance(Duration::from_millis(3_600_000 - 1));
-    dispatcher.get().unwrap().nudge();
+    wake.notify_one();
     rx.assert_silent(Duration::from_millis(400)).await;
     clock.advance(Duration::from_millis(1));
-    dispatcher.get().unwrap().nudge();
+    wake.notify_one();
     let second = rx.next(WAIT).await;
     assert_eq!(first.header("webhook-id"), second.header("webhook-id"));
     // The signature timestamp comes from the same clock.

@@ -72,7 +72,8 @@ impl Deliverer {
         if let Err(message) = self.precheck(url) {
             return failure(ErrorKind::Blocked, message, started);
         }
-        let mut req = self.client.post(url.as_str()).header("content-type", "application/json").body(body);
+        // A `Url` is passed as is: reqwest would parse a string again on every attempt.
+        let mut req = self.client.post(url.clone()).header("content-type", "application/json").body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -13,11 +13,15 @@
 //! ```
 //!
 //! **Slots and claims.** A *slot* bounds concurrent attempts (`max_in_flight` overall,
-//! `max_in_flight_per_endpoint` each) and is held from the claim until the response is in: it
-//! is released *before* the record is committed, so an endpoint's throughput is not capped by
-//! fsync latency. A *claim* marks a delivery as this process's business until its record is
-//! durable, so the scan skips it; the scheduler snapshots the claims before each scan, which
-//! makes a claim released after a commit invisible to a snapshot older than that commit.
+//! `max_in_flight_per_endpoint` each): a permit of the endpoint's semaphore and one of the global
+//! semaphore, held from just before the plugin chain until the response is in. It is released
+//! *before* the record is committed, so an endpoint's throughput is not capped by commit
+//! latency. A *claim* marks a delivery as this process's business until its record is durable,
+//! so the scan skips it; the scheduler snapshots the claims before each scan, which makes a
+//! claim released after a commit invisible to a snapshot older than that commit. The scan
+//! claims up to [`LOOKAHEAD`] times the limits: the extra passes wait for a slot in memory, and a
+//! finished attempt hands its slot straight to the next one, so slots do not idle between
+//! scheduler rounds.
 //!
 //! **Invariant:** nothing about pending work lives only in memory. The due index is re-read
 //! every round; the in-memory state is which deliveries are claimed right now (and the cooldowns
@@ -37,7 +41,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -57,6 +61,12 @@ use crate::store::{DueItem, Store, StoreError};
 /// The longest the scheduler sleeps without looking at the due index. Wake-ups come from
 /// ingest and from finished attempts; this bound is only a safety net.
 const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// How far the scan reads ahead of the slots: it claims up to this many times the concurrency
+/// limits, and the extra passes wait for a slot in memory (their due entries stay on disk). A
+/// finished attempt hands its slot straight to the next one, so a slot never idles waiting for
+/// the scheduler's next round.
+const LOOKAHEAD: usize = 2;
 
 /// The first cooldown after a failed record write; it doubles with each failure in a row.
 pub const COOLDOWN_INITIAL: Duration = Duration::from_millis(200);
@@ -81,6 +91,8 @@ pub(crate) struct Ctx {
     metrics: Arc<Metrics>,
     clock: SharedClock,
     claims: Mutex<Claims>,
+    /// `max_in_flight` permits: attempts running at once over all endpoints.
+    global_slots: Arc<Semaphore>,
     /// Signalled by ingest after a commit, by every released slot and by every released claim.
     wake: Arc<Notify>,
 }
@@ -91,9 +103,13 @@ pub(crate) struct Ctx {
 struct Claims {
     /// Deliveries being attempted, being recorded or cooling down; the scan skips them.
     ids: HashSet<Uuid>,
-    /// Slots in use per endpoint, and in all.
+    /// Claimed passes per endpoint, and in all, that have not yet given their slot back
+    /// (running, or queued for a slot): the scan tops these up to [`LOOKAHEAD`] times the limits.
     active: HashMap<String, usize>,
     active_total: usize,
+    /// The slots themselves: one semaphore per endpoint (`max_in_flight_per_endpoint` permits),
+    /// created when first needed.
+    endpoint_slots: HashMap<String, Arc<Semaphore>>,
     /// Deliveries whose record failed, by id.
     cooling: HashMap<Uuid, Cooldown>,
     /// Record failures in a row, gateway-wide; 0 once a write succeeds.
@@ -131,19 +147,40 @@ impl Claims {
     }
 }
 
-/// A claimed delivery and its slot. Dropping it (an attempt aborted at shutdown) releases
-/// both, so the delivery is simply due again at the next start.
+/// A claimed delivery and its place in the endpoint's queue for a slot. Dropping it (an attempt
+/// aborted at shutdown) releases both, so the delivery is simply due again at the next start.
 struct Claim {
     ctx: Arc<Ctx>,
     id: Uuid,
     endpoint: String,
+    /// Counted in `Claims::active` until the response is in.
     slot: bool,
+    /// The endpoint's and the global permit, held while the attempt runs.
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     claimed: bool,
 }
 
 impl Claim {
+    /// Waits for a slot: a permit of the endpoint's semaphore, then one of the global
+    /// semaphore (always in this order, so waiters cannot deadlock).
+    async fn acquire_slot(&mut self) {
+        let endpoint = {
+            let mut c = self.ctx.claims.lock().expect("claims lock");
+            let per_endpoint = self.ctx.config.delivery.max_in_flight_per_endpoint;
+            c.endpoint_slots
+                .entry(self.endpoint.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(per_endpoint)))
+                .clone()
+        };
+        let e = endpoint.acquire_owned().await.expect("slots are never closed");
+        let g = self.ctx.global_slots.clone().acquire_owned().await.expect("slots are never closed");
+        self.permits = Some((e, g));
+    }
+
     /// The response is in: another attempt to this endpoint may start.
     fn release_slot(&mut self) {
+        // The next queued pass to this endpoint takes the permit at once, without a scan.
+        self.permits = None;
         if std::mem::take(&mut self.slot) {
             let mut c = self.ctx.claims.lock().expect("claims lock");
             if let Some(n) = c.active.get_mut(&self.endpoint) {
@@ -233,6 +270,7 @@ impl Dispatcher {
             allow_http: config.delivery.allow_http,
             allow_private_networks: config.delivery.allow_private_networks,
         })?;
+        let global_slots = Arc::new(Semaphore::new(config.delivery.max_in_flight));
         Ok(Dispatcher {
             ctx: Arc::new(Ctx {
                 config,
@@ -243,15 +281,10 @@ impl Dispatcher {
                 metrics,
                 clock,
                 claims: Mutex::new(Claims::default()),
+                global_slots,
                 wake,
             }),
         })
-    }
-
-    /// Asks the scheduler to look at the due index now (tests call it after moving a manual
-    /// clock).
-    pub fn nudge(&self) {
-        self.ctx.wake.notify_one();
     }
 
     /// How many deliveries are held back after a failed record write.
@@ -315,7 +348,8 @@ impl Dispatcher {
         if delivery.attempts.len() >= MAX_ATTEMPTS {
             return Err(ResendError::AttemptCap);
         }
-        let claim = try_claim(ctx, id, &delivery.endpoint_id).ok_or(ResendError::InProgress)?;
+        let mut claim = try_claim(ctx, id, &delivery.endpoint_id).ok_or(ResendError::InProgress)?;
+        claim.acquire_slot().await;
         let prepared = attempt::prepare_loaded(ctx, delivery, event, Mode::Manual).await;
         let (claim, decided) = run_to_decision(ctx, claim, prepared).await;
         match attempt::record(ctx, decided).await {
@@ -341,14 +375,14 @@ async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Optio
             // A write failed lately: hold new attempts until the pause ends.
             return Ok(Some(c.paused_until_ms.max(now + 1)));
         }
-        let free = ctx.config.delivery.max_in_flight.saturating_sub(c.active_total);
+        let free = (LOOKAHEAD * ctx.config.delivery.max_in_flight).saturating_sub(c.active_total);
         (c.ids.clone(), c.active.clone(), free, next_cooldown)
     };
     if global_free == 0 {
-        // Every slot is busy; a released slot wakes us.
+        // Every slot is busy and the look-ahead is full; a released slot wakes us.
         return Ok(next_cooldown);
     }
-    let per_endpoint = ctx.config.delivery.max_in_flight_per_endpoint;
+    let per_endpoint = LOOKAHEAD * ctx.config.delivery.max_in_flight_per_endpoint;
     let scan = ctx
         .store
         .scan_due(
@@ -377,11 +411,12 @@ fn try_claim(ctx: &Arc<Ctx>, id: Uuid, endpoint: &str) -> Option<Claim> {
     }
     *c.active.entry(endpoint.to_owned()).or_default() += 1;
     c.active_total += 1;
-    Some(Claim { ctx: ctx.clone(), id, endpoint: endpoint.to_owned(), slot: true, claimed: true })
+    Some(Claim { ctx: ctx.clone(), id, endpoint: endpoint.to_owned(), slot: true, permits: None, claimed: true })
 }
 
 /// One scheduled pass: prepare → send → decide → record, then release or cool down.
-async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, claim: Claim) {
+async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, mut claim: Claim) {
+    claim.acquire_slot().await;
     let DueItem { delivery_id, endpoint_id, due_ms, loaded } = item;
     let prepared = attempt::prepare(&ctx, delivery_id, &endpoint_id, due_ms, loaded, true).await;
     let (claim, decided) = run_to_decision(&ctx, claim, prepared).await;
