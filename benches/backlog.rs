@@ -158,12 +158,10 @@ async fn run(backlog: u64) {
         ms(crash_first),
         rx.delivered.load(Ordering::SeqCst) - at_restart
     );
+    println!("  peak RSS draining {} MB; gateway CPU {:.1} µs/delivery", drain_peak >> 20, cpu / pending as f64 * 1e6);
     println!(
-        "  peak RSS draining {} MB; gateway CPU {:.1} µs/delivery",
-        drain_peak >> 20,
-        cpu / pending as f64 * 1e6
+        "| backlog | ingest events/s | peak RSS building | first delivery, clean restart | first delivery, crash restart | drain deliveries/s | peak RSS draining | CPU µs/delivery |"
     );
-    println!("| backlog | ingest events/s | peak RSS building | first delivery, clean restart | first delivery, crash restart | drain deliveries/s | peak RSS draining | CPU µs/delivery |");
     println!("|---|---|---|---|---|---|---|---|");
     println!(
         "| {pending} | {:.0} | {} MB | {:.0} ms | {:.0} ms | {rate:.0} | {} MB | {:.1} |",
@@ -178,16 +176,21 @@ async fn run(backlog: u64) {
     let _ = gw.wait();
 }
 
-/// Starts the gateway again on the same data dir and waits for its first delivery (a delivery
-/// beyond `before`); returns the process and the time from spawn to that delivery.
-async fn restart(config: &std::path::Path, rx: &Receiver, before: u64) -> (std::process::Child, Duration) {
-    let spawned = Instant::now();
-    let gw = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+/// `hookgate serve --config <config>`, the release binary this benchmark was built with.
+fn start(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
         .args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts the gateway again on the same data dir and waits for its first delivery (a delivery
+/// beyond `before`); returns the process and the time from spawn to that delivery.
+async fn restart(config: &std::path::Path, rx: &Receiver, before: u64) -> (std::process::Child, Duration) {
+    let spawned = Instant::now();
+    let gw = start(config);
     while rx.delivered.load(Ordering::SeqCst) <= before {
         assert!(spawned.elapsed() < Duration::from_secs(120), "no delivery within 120 s of a restart");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -198,12 +201,7 @@ async fn restart(config: &std::path::Path, rx: &Receiver, before: u64) -> (std::
 // The child is returned to the caller, which kills and waits for it.
 #[allow(clippy::zombie_processes)]
 async fn spawn(config: &std::path::Path, http: &reqwest::Client, base: &str) -> std::process::Child {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let child = start(config);
     for _ in 0..600 {
         if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
             return child;

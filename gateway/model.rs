@@ -91,6 +91,29 @@ impl DeliveryRecord {
     }
 }
 
+impl DeliveryRecord {
+    /// A new pending delivery of trigger `t`, due at `at_ms`: the fixture unit tests start from.
+    #[cfg(test)]
+    pub(crate) fn pending_for_test(event_id: Uuid, endpoint_id: &str, at_ms: u64) -> DeliveryRecord {
+        DeliveryRecord {
+            id: Uuid::now_v7(),
+            event_id,
+            endpoint_id: endpoint_id.into(),
+            idempotency_key: Uuid::new_v4(),
+            trigger: "t".into(),
+            state: DeliveryState::Pending,
+            created_at_ms: at_ms,
+            next_attempt_at_ms: Some(at_ms),
+            attempts: vec![],
+            prepared: false,
+            body: None,
+            note: None,
+            resource: vec![],
+            requeued: false,
+        }
+    }
+}
+
 /// The most attempts one delivery may have, manual ones included (Attendee's cap).
 pub const MAX_ATTEMPTS: usize = 50;
 

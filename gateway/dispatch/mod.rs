@@ -488,22 +488,7 @@ mod tests {
                     [delivery]\nallow_http = true\nallow_private_networks = true\n\
                     [[endpoints]]\nid = \"ep\"\nurl = \"http://127.0.0.1:9/\"\ntriggers = [\"*\"]\n";
         let config = Arc::new(Config::parse(text, "t.toml", std::path::Path::new("/"), &|_| None).unwrap());
-        let delivery = |event_id: Uuid| DeliveryRecord {
-            id: Uuid::now_v7(),
-            event_id,
-            endpoint_id: "ep".into(),
-            idempotency_key: Uuid::new_v4(),
-            trigger: "t".into(),
-            state: DeliveryState::Pending,
-            created_at_ms: 1,
-            next_attempt_at_ms: Some(1),
-            attempts: vec![],
-            prepared: false,
-            body: None,
-            note: None,
-            resource: vec![],
-            requeued: false,
-        };
+        let delivery = |event_id: Uuid| DeliveryRecord::pending_for_test(event_id, "ep", 1);
         let event = |id: Uuid, payload: &str, d: &DeliveryRecord| EventRecord {
             id,
             received_at_ms: 1,

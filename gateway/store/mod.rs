@@ -458,22 +458,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     fn delivery(event: Uuid, ep: &str, at: u64) -> DeliveryRecord {
-        DeliveryRecord {
-            id: Uuid::now_v7(),
-            event_id: event,
-            endpoint_id: ep.into(),
-            idempotency_key: Uuid::new_v4(),
-            trigger: "t".into(),
-            state: DeliveryState::Pending,
-            created_at_ms: at,
-            next_attempt_at_ms: Some(at),
-            attempts: vec![],
-            prepared: false,
-            body: None,
-            note: None,
-            resource: vec![],
-            requeued: false,
-        }
+        DeliveryRecord::pending_for_test(event, ep, at)
     }
 
     fn event(deliveries: &[DeliveryRecord]) -> EventRecord {
