@@ -165,6 +165,7 @@ fn write(i: usize) -> IngestWrite {
             note: None,
             resource: vec![("bot_id".into(), format!("\"{bot}\""))],
             requeued: false,
+            fifo: None,
         })
         .collect();
     IngestWrite {
@@ -175,6 +176,7 @@ fn write(i: usize) -> IngestWrite {
             payload: format!(r#"{{"bot_id":"{bot}","data":{{"i":{i}}},"trigger":"{trigger}"}}"#),
             envelope_slot: None,
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
+            skipped: vec![],
         },
         deliveries,
         idempotency: None,

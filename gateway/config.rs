@@ -37,6 +37,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub signing: SigningConfig,
     pub delivery: DeliveryConfig,
+    pub retention: RetentionConfig,
+    /// `[operations] endpoint`: the endpoint that receives Hookgate's own events.
+    pub operations_endpoint: Option<String>,
     pub endpoints: Vec<Endpoint>,
     pub plugins: Vec<PluginConfig>,
     /// Plugin chains per trigger, run for every endpoint of that trigger, before the
@@ -163,6 +166,22 @@ pub struct DeliveryConfig {
     pub max_in_flight_per_endpoint: usize,
     pub allow_http: bool,
     pub allow_private_networks: bool,
+    /// Failed attempts in a row (timeouts, connect errors, 5xx, 429) that open an endpoint's
+    /// circuit.
+    pub breaker_failures: u32,
+    /// The first open period of a circuit; it doubles with each failed probe, up to
+    /// `retry.max`.
+    pub breaker_cooldown: Duration,
+    /// An endpoint whose attempts have all failed for this long is disabled; `None`: never.
+    pub disable_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Final deliveries (and, with their last delivery, events) older than this are removed.
+    pub deliveries: Duration,
+    /// How long an ingest `Idempotency-Key` is remembered.
+    pub idempotency: Duration,
 }
 
 /// A configuration error, naming the file, the line (when the value came from the user's file)
@@ -322,6 +341,39 @@ impl Config {
             ctx.number(d.max_in_flight_per_endpoint, "delivery.max_in_flight_per_endpoint", 1, 100_000)?;
         let allow_http = ctx.boolean(d.allow_http, "delivery.allow_http")?;
         let allow_private_networks = ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
+        let breaker_failures = ctx.number(d.breaker_failures, "delivery.breaker_failures", 1, 10_000)? as u32;
+        let breaker_cooldown = ctx.bounded_duration(
+            d.breaker_cooldown,
+            "delivery.breaker_cooldown",
+            Duration::from_millis(10),
+            Duration::from_secs(86_400),
+        )?;
+        let disable_line = d.disable_after.as_ref().and_then(|s| ctx.line(s));
+        let disable_after = ctx.duration(d.disable_after, "delivery.disable_after", true)?;
+        if disable_after > Duration::from_secs(365 * 86_400) {
+            return Err(ctx.error(
+                "delivery.disable_after",
+                disable_line,
+                format!("must be at most 365d (\"0s\" turns it off), not {disable_after:?}"),
+            ));
+        }
+        let disable_after = (!disable_after.is_zero()).then_some(disable_after);
+
+        let r = raw.retention.unwrap_or_default();
+        let retention = RetentionConfig {
+            deliveries: ctx.bounded_duration(
+                r.deliveries,
+                "retention.deliveries",
+                Duration::from_secs(1),
+                Duration::from_secs(3650 * 86_400),
+            )?,
+            idempotency: ctx.bounded_duration(
+                r.idempotency,
+                "retention.idempotency",
+                Duration::from_secs(1),
+                Duration::from_secs(365 * 86_400),
+            )?,
+        };
 
         let plugins = Self::plugins_from_raw(raw.plugins.unwrap_or_default(), ctx, base)?;
         let known: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
@@ -386,7 +438,20 @@ impl Config {
                     Some(out)
                 }
             };
-            let spec = EndpointSpec { id, url, triggers: e.triggers.into_inner(), matches, secret };
+            let lines_of = |v: &Option<Spanned<String>>| v.as_ref().and_then(|s| ctx.line(s));
+            let (rate_line, ordering_line, key_line) =
+                (lines_of(&e.rate_limit), lines_of(&e.ordering), lines_of(&e.ordering_key));
+            let opt = |v: Option<Spanned<String>>| v.map(Spanned::into_inner);
+            let spec = EndpointSpec {
+                id,
+                url,
+                triggers: e.triggers.into_inner(),
+                matches,
+                secret,
+                rate_limit: opt(e.rate_limit),
+                ordering: opt(e.ordering),
+                ordering_key: opt(e.ordering_key),
+            };
             let valid = crate::endpoint::validate(spec, allow_http).map_err(|err| {
                 let line = match err.field.split('.').next().unwrap_or("") {
                     "id" => id_line,
@@ -394,6 +459,9 @@ impl Config {
                     "triggers" => triggers_line,
                     "match" => match_line,
                     "secret" => secret_line,
+                    "rate_limit" => rate_line,
+                    "ordering" => ordering_line,
+                    "ordering_key" => key_line.or(ordering_line),
                     _ => None,
                 };
                 ctx.error(&key(&err.field), line, err.message)
@@ -419,11 +487,31 @@ impl Config {
                 secret: valid.secret,
                 plugins,
                 origin: Origin::Config,
+                rate_limit: valid.rate_limit,
+                fifo: valid.fifo,
             });
         }
         if endpoints.is_empty() {
             warnings.push("no [[endpoints]]: events will be stored but delivered nowhere".into());
         }
+        let ops = raw.operations.unwrap_or_default();
+        let operations_endpoint = match ops.endpoint {
+            None => None,
+            Some(v) => {
+                let (line, id) = ctx.string(Some(v), "operations.endpoint")?;
+                if id.is_empty() {
+                    None
+                } else if endpoints.iter().any(|e| e.id == id) {
+                    Some(id)
+                } else {
+                    return Err(ctx.error(
+                        "operations.endpoint",
+                        line,
+                        format!("{id:?} is not the id of an [[endpoints]] entry in this file"),
+                    ));
+                }
+            }
+        };
 
         Ok(Config {
             server: ServerConfig {
@@ -446,7 +534,12 @@ impl Config {
                 max_in_flight_per_endpoint,
                 allow_http,
                 allow_private_networks,
+                breaker_failures,
+                breaker_cooldown,
+                disable_after,
             },
+            retention,
+            operations_endpoint,
             endpoints,
             plugins,
             trigger_plugins,
@@ -597,7 +690,12 @@ section!(RawDelivery {
     max_in_flight_per_endpoint: i64,
     allow_http: bool,
     allow_private_networks: bool,
+    breaker_failures: i64,
+    breaker_cooldown: String,
+    disable_after: String,
 });
+section!(RawRetention { deliveries: String, idempotency: String });
+section!(RawOperations { endpoint: String });
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -606,6 +704,8 @@ struct RawConfig {
     auth: Option<RawAuth>,
     signing: Option<RawSigning>,
     delivery: Option<RawDelivery>,
+    retention: Option<RawRetention>,
+    operations: Option<RawOperations>,
     endpoints: Option<Vec<RawEndpoint>>,
     plugins: Option<Vec<RawPlugin>>,
     triggers: Option<std::collections::BTreeMap<String, Spanned<RawTrigger>>>,
@@ -642,6 +742,8 @@ impl RawConfig {
             auth: both(self.auth, base.auth, RawAuth::over),
             signing: both(self.signing, base.signing, RawSigning::over),
             delivery: both(self.delivery, base.delivery, RawDelivery::over),
+            retention: both(self.retention, base.retention, RawRetention::over),
+            operations: both(self.operations, base.operations, RawOperations::over),
             endpoints: self.endpoints,
             plugins: self.plugins,
             triggers: self.triggers,
@@ -661,6 +763,12 @@ struct RawEndpoint {
     secret: Option<Spanned<String>>,
     #[serde(default)]
     plugins: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    rate_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    ordering: Option<Spanned<String>>,
+    #[serde(default)]
+    ordering_key: Option<Spanned<String>>,
 }
 
 /// What validation needs to phrase an error: the user's text (for line numbers), the file name
@@ -846,6 +954,48 @@ mod tests {
         assert_eq!(c.delivery.max_in_flight, 512);
         assert_eq!(c.delivery.max_in_flight_per_endpoint, 32);
         assert!(!c.delivery.allow_http && !c.delivery.allow_private_networks);
+        assert_eq!(c.delivery.breaker_failures, 10);
+        assert_eq!(c.delivery.breaker_cooldown, Duration::from_secs(30));
+        assert_eq!(c.delivery.disable_after, Some(Duration::from_secs(5 * 86_400)));
+        assert_eq!(c.retention.deliveries, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.retention.idempotency, Duration::from_secs(86_400));
+        assert_eq!(c.operations_endpoint, None);
+        let c = parse(&minimal("[delivery]\ndisable_after = \"0s\"")).unwrap();
+        assert_eq!(c.delivery.disable_after, None);
+    }
+
+    /// The keys of the operations issue: each bad value names its key and line, and nothing
+    /// is half-applied (the whole load fails).
+    #[test]
+    fn health_retention_and_ordering_keys_are_checked() {
+        let ep = "[[endpoints]]\nid = \"a\"\nurl = \"https://example.com/h\"\ntriggers = [\"*\"]\n";
+        let cases: Vec<(String, &str, usize, &str)> = vec![
+            (minimal("[retention]\ndeliveries = \"-1d\""), "retention.deliveries", 6, "not a duration"),
+            (minimal("[retention]\ndeliveries = \"100000d\""), "retention.deliveries", 6, "must be from"),
+            (minimal("[retention]\nidempotency = \"0s\""), "retention.idempotency", 6, "greater than zero"),
+            (minimal("[retention]\nforever = true"), "retention.forever", 6, "unknown field"),
+            (minimal("[delivery]\nbreaker_failures = 0"), "delivery.breaker_failures", 6, "out of range"),
+            (minimal("[delivery]\ndisable_after = \"1000d\""), "delivery.disable_after", 6, "at most 365d"),
+            (minimal("[delivery]\nbreaker_cooldown = \"2d\""), "delivery.breaker_cooldown", 6, "must be from"),
+            (minimal("[operations]\nendpoint = \"nope\""), "operations.endpoint", 6, "not the id"),
+            (minimal(&format!("{ep}rate_limit = \"50/h\"\n")), "endpoints[0].rate_limit", 9, "N/s or N/m"),
+            (minimal(&format!("{ep}rate_limit = \"fast\"\n")), "endpoints[0].rate_limit", 9, "N/s or N/m"),
+            (minimal(&format!("{ep}ordering_key = \"bot_id\"\n")), "endpoints[0].ordering_key", 9, "fifo"),
+            (minimal(&format!("{ep}ordering = \"random\"\n")), "endpoints[0].ordering", 9, "not an ordering"),
+        ];
+        for (text, key, line, needle) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, key, "{text}\n=> {e}");
+            assert_eq!(e.line, Some(line), "{text}\n=> {e}");
+            assert!(e.message.contains(needle), "{text}\n=> {e}");
+        }
+        let c = parse(&minimal(&format!(
+            "[operations]\nendpoint = \"a\"\n{ep}rate_limit = \"50/s\"\nordering = \"fifo\"\nordering_key = \"bot_id\"\n"
+        )))
+        .unwrap();
+        assert_eq!(c.operations_endpoint.as_deref(), Some("a"));
+        assert_eq!(c.endpoints[0].rate_limit.unwrap().to_string(), "50/s");
+        assert_eq!(c.endpoints[0].fifo.as_ref().unwrap().key.as_deref(), Some("bot_id"));
     }
 
     #[test]

@@ -27,6 +27,83 @@ pub struct Endpoint {
     pub plugins: Vec<String>,
     /// Where the endpoint was defined. Config endpoints are read-only through the API.
     pub origin: Origin,
+    /// Attempts to this endpoint never exceed this rate.
+    pub rate_limit: Option<RateLimit>,
+    /// Set for `ordering = "fifo"`: deliveries with the same key are attempted one at a time,
+    /// in ingest order.
+    pub fifo: Option<Fifo>,
+}
+
+/// `rate_limit = "50/s"` or `"600/m"`: a token bucket holding at most one second's worth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// How many per `per`.
+    pub count: u32,
+    pub per: RatePer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePer {
+    Second,
+    Minute,
+}
+
+impl RateLimit {
+    /// The largest `N` in `N/s` or `N/m`.
+    pub const MAX: u32 = 1_000_000;
+
+    pub fn parse(text: &str) -> Result<RateLimit, String> {
+        let expected = || format!("{text:?} must be N/s or N/m with N from 1 to {}, e.g. \"50/s\"", RateLimit::MAX);
+        let (n, unit) = text.trim().split_once('/').ok_or_else(expected)?;
+        let count: u32 = n.trim().parse().ok().filter(|n| (1..=RateLimit::MAX).contains(n)).ok_or_else(expected)?;
+        let per = match unit.trim() {
+            "s" => RatePer::Second,
+            "m" => RatePer::Minute,
+            _ => return Err(expected()),
+        };
+        Ok(RateLimit { count, per })
+    }
+
+    /// Attempts per second.
+    pub fn per_second(&self) -> f64 {
+        match self.per {
+            RatePer::Second => f64::from(self.count),
+            RatePer::Minute => f64::from(self.count) / 60.0,
+        }
+    }
+
+    /// The bucket's size: one second's worth, at least one attempt.
+    pub fn burst(&self) -> f64 {
+        self.per_second().max(1.0)
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per {
+            RatePer::Second => "s",
+            RatePer::Minute => "m",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// Per-key FIFO ordering of an endpoint's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fifo {
+    /// The resource field whose value names the queue; `None`: one queue for the endpoint.
+    pub key: Option<String>,
+}
+
+impl Fifo {
+    /// The queue a delivery of an event with these resource fields joins. Events without the
+    /// key field share the queue named by the empty string.
+    pub fn queue_of(&self, resource: &[(String, String)]) -> String {
+        match &self.key {
+            None => String::new(),
+            Some(k) => resource.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +147,10 @@ pub struct EndpointSpec {
     /// `None`: no `match` given. `Some(empty)` is refused: it would silently mean "unscoped".
     pub matches: Option<Vec<(String, json::Value)>>,
     pub secret: Option<String>,
+    pub rate_limit: Option<String>,
+    /// Only `"fifo"` is an ordering.
+    pub ordering: Option<String>,
+    pub ordering_key: Option<String>,
 }
 
 /// A rule an [`EndpointSpec`] broke: the field (`url`, `match.bot_id`, ...) and why.
@@ -93,6 +174,8 @@ pub struct ValidSpec {
     pub triggers: Triggers,
     pub matches: Vec<(String, json::Value)>,
     pub secret: Option<Secret>,
+    pub rate_limit: Option<RateLimit>,
+    pub fifo: Option<Fifo>,
 }
 
 /// Whether a trigger name is well formed: 1–128 characters of `[a-z0-9_.-]`.
@@ -161,7 +244,28 @@ pub fn validate(spec: EndpointSpec, allow_http: bool) -> Result<ValidSpec, SpecE
         None => None,
         Some(text) => Some(Secret::parse(&text).map_err(|e| fail("secret", format!("the secret {e}")))?),
     };
-    Ok(ValidSpec { id: spec.id, url, triggers, matches, secret })
+    let rate_limit = spec.rate_limit.as_deref().map(RateLimit::parse).transpose().map_err(|m| fail("rate_limit", m))?;
+    let fifo = match (spec.ordering.as_deref(), spec.ordering_key) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(fail("ordering_key", "needs `ordering = \"fifo\"`: a key orders nothing on its own".into()));
+        }
+        (Some("fifo"), key) => {
+            if let Some(k) = &key
+                && (k.is_empty() || k.len() > 128 || RESERVED_FIELDS.contains(&k.as_str()))
+            {
+                return Err(fail(
+                    "ordering_key",
+                    format!("{k:?} must be a resource field name of 1-128 characters, not a reserved field"),
+                ));
+            }
+            Some(Fifo { key })
+        }
+        (Some(other), _) => {
+            return Err(fail("ordering", format!("{other:?} is not an ordering; the only one is \"fifo\"")));
+        }
+    };
+    Ok(ValidSpec { id: spec.id, url, triggers, matches, secret, rate_limit, fifo })
 }
 
 /// Checks an endpoint URL: absolute, http(s) with a host, no credentials, https unless allowed.
@@ -195,6 +299,7 @@ mod tests {
             triggers: vec!["bot.state_change".into()],
             matches: None,
             secret: None,
+            ..EndpointSpec::default()
         }
     }
 
@@ -226,6 +331,16 @@ mod tests {
                 "an array",
             ),
             (EndpointSpec { secret: Some("short".into()), ..spec() }, "secret", "secret"),
+            (EndpointSpec { rate_limit: Some("50/h".into()), ..spec() }, "rate_limit", "N/s or N/m"),
+            (EndpointSpec { rate_limit: Some("0/s".into()), ..spec() }, "rate_limit", "N/s or N/m"),
+            (EndpointSpec { rate_limit: Some("-5/s".into()), ..spec() }, "rate_limit", "N/s or N/m"),
+            (EndpointSpec { ordering_key: Some("bot_id".into()), ..spec() }, "ordering_key", "fifo"),
+            (EndpointSpec { ordering: Some("lifo".into()), ..spec() }, "ordering", "not an ordering"),
+            (
+                EndpointSpec { ordering: Some("fifo".into()), ordering_key: Some("data".into()), ..spec() },
+                "ordering_key",
+                "reserved",
+            ),
         ];
         for (s, field, needle) in bad {
             let e = validate(s, false).unwrap_err();
@@ -240,5 +355,16 @@ mod tests {
             ..spec()
         };
         assert_eq!(validate(ok, false).unwrap().matches.len(), 2);
+        let ok = EndpointSpec {
+            rate_limit: Some("120/m".into()),
+            ordering: Some("fifo".into()),
+            ordering_key: Some("bot_id".into()),
+            ..spec()
+        };
+        let v = validate(ok, false).unwrap();
+        assert_eq!(v.rate_limit.unwrap().per_second(), 2.0);
+        assert_eq!(v.rate_limit.unwrap().to_string(), "120/m");
+        assert_eq!(v.fifo.unwrap().queue_of(&[("bot_id".into(), "\"b1\"".into())]), "\"b1\"");
+        assert_eq!(RateLimit::parse("30/m").unwrap().burst(), 1.0);
     }
 }

@@ -9,7 +9,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::config::{DeliveryConfig, Endpoint, Origin, Triggers};
-use crate::endpoint::EndpointSpec;
+use crate::endpoint::{EndpointSpec, Fifo, RateLimit};
 use crate::json::{self, Value};
 use crate::model::EndpointRecord;
 use crate::sign::Secret;
@@ -18,6 +18,8 @@ use crate::sign::Secret;
 /// longer than a pointer swap.
 pub struct Registry {
     current: RwLock<Arc<Vec<Endpoint>>>,
+    /// The stored records of API endpoints, as given (secrets included), for PATCH.
+    records: RwLock<Vec<EndpointRecord>>,
 }
 
 impl Registry {
@@ -25,14 +27,18 @@ impl Registry {
     /// validates (say, its URL scheme was allowed by an older config) is skipped with a warning.
     pub fn new(config_endpoints: &[Endpoint], records: Vec<EndpointRecord>) -> Registry {
         let mut all = config_endpoints.to_vec();
+        let mut kept = Vec::new();
         for r in records {
             match from_record(&r) {
-                Ok(e) if !all.iter().any(|c| c.id == e.id) => all.push(e),
+                Ok(e) if !all.iter().any(|c| c.id == e.id) => {
+                    all.push(e);
+                    kept.push(r);
+                }
                 Ok(e) => tracing::warn!(endpoint = %e.id, "stored endpoint shadows a config endpoint; ignored"),
                 Err(msg) => tracing::warn!(endpoint = %r.id, error = %msg, "stored endpoint is invalid; ignored"),
             }
         }
-        Registry { current: RwLock::new(Arc::new(all)) }
+        Registry { current: RwLock::new(Arc::new(all)), records: RwLock::new(kept) }
     }
 
     pub fn snapshot(&self) -> Arc<Vec<Endpoint>> {
@@ -51,7 +57,23 @@ impl Registry {
         *cur = Arc::new(next);
     }
 
+    /// The stored record of an API endpoint (the base a PATCH is laid over).
+    pub fn record(&self, id: &str) -> Option<EndpointRecord> {
+        self.records.read().expect("registry lock").iter().find(|r| r.id == id).cloned()
+    }
+
+    /// Replaces (or adds) an API endpoint and its record.
+    pub fn put(&self, e: Endpoint, record: EndpointRecord) {
+        {
+            let mut records = self.records.write().expect("registry lock");
+            records.retain(|r| r.id != record.id);
+            records.push(record);
+        }
+        self.insert(e);
+    }
+
     pub fn remove(&self, id: &str) {
+        self.records.write().expect("registry lock").retain(|r| r.id != id);
         let mut cur = self.current.write().expect("registry lock");
         let mut next = cur.as_ref().clone();
         next.retain(|x| x.id != id);
@@ -59,10 +81,16 @@ impl Registry {
     }
 }
 
-/// Validates a `POST /v1/endpoints` body: `{url, triggers, match?, secret?}`, with exactly the
-/// config file's rules (`endpoint::validate`). Returns the endpoint and the record to store.
-pub fn validate_new(
+/// The fields an API body may set (`enabled` only in a PATCH).
+const FIELDS: &str = "url, triggers, match, secret, rate_limit, ordering, ordering_key";
+
+/// Validates a `POST /v1/endpoints` body (`base` is `None`) or a `PATCH` body laid over the
+/// endpoint's stored record, with exactly the config file's rules (`endpoint::validate`).
+/// `null` clears an optional field in a PATCH. Returns the endpoint and the record to store;
+/// nothing is applied here, so a refused body changes nothing.
+pub fn validate_body(
     body: &Value,
+    base: Option<&EndpointRecord>,
     delivery: &DeliveryConfig,
     id: String,
     now_ms: u64,
@@ -70,36 +98,67 @@ pub fn validate_new(
     let Value::Object(o) = body else {
         return Err(format!("the body must be a JSON object, not {}", body.kind()));
     };
-    if let Some((k, _)) = o.iter().find(|(k, _)| !matches!(*k, "url" | "triggers" | "match" | "secret")) {
-        return Err(format!("unknown field `{k}`; expected url, triggers, match, secret"));
+    let patch = base.is_some();
+    let known = |k: &str| {
+        matches!(k, "url" | "triggers" | "match" | "secret" | "rate_limit" | "ordering" | "ordering_key")
+            || (patch && k == "enabled")
+    };
+    if let Some((k, _)) = o.iter().find(|(k, _)| !known(k)) {
+        let also = if patch { ", enabled" } else { "" };
+        return Err(format!("unknown field `{k}`; expected {FIELDS}{also}"));
     }
     // Only the JSON syntax is checked here; the rules are `endpoint::validate`'s.
-    let url = match o.get("url") {
-        Some(Value::String(u)) => u.clone(),
-        Some(other) => return Err(format!("`url` must be a string, not {}", other.kind())),
-        None => return Err("missing `url`".into()),
+    let string = |name: &str, current: Option<&String>, required: bool| -> Result<Option<String>, String> {
+        match o.get(name) {
+            Some(Value::String(u)) => Ok(Some(u.clone())),
+            Some(Value::Null) if !required => Ok(None),
+            Some(other) => Err(format!("`{name}` must be a string, not {}", other.kind())),
+            None if current.is_some() || !required => Ok(current.cloned()),
+            None => Err(format!("missing `{name}`")),
+        }
     };
+    let url = string("url", base.map(|b| &b.url), true)?.unwrap_or_default();
     let triggers: Vec<String> = match o.get("triggers") {
         Some(Value::Array(items)) => items
             .iter()
             .map(|t| t.as_str().map(str::to_owned).ok_or("`triggers` must be a list of strings"))
             .collect::<Result<_, _>>()?,
         Some(other) => return Err(format!("`triggers` must be a list of strings, not {}", other.kind())),
-        None => return Err("missing `triggers`".into()),
+        None => match base {
+            Some(b) => b.triggers.clone(),
+            None => return Err("missing `triggers`".into()),
+        },
     };
     let matches = match o.get("match") {
-        None | Some(Value::Null) => None,
+        Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(m.iter().map(|(f, v)| (f.to_owned(), v.clone())).collect()),
         Some(other) => return Err(format!("`match` must be an object, not {}", other.kind())),
+        None => match base {
+            Some(b) if !b.matches.is_empty() => Some(
+                b.matches
+                    .iter()
+                    .map(|(f, v)| json::parse(v.as_bytes()).map(|v| (f.clone(), v)).map_err(|e| e.message))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => None,
+        },
     };
-    let secret = match o.get("secret") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => return Err(format!("`secret` must be a string, not {}", other.kind())),
+    let secret = string("secret", base.and_then(|b| b.secret.as_ref()), false)?;
+    let rate_limit = string("rate_limit", base.and_then(|b| b.rate_limit.as_ref()), false)?;
+    let ordering = string("ordering", base.and_then(|b| b.ordering.as_ref()), false)?;
+    let ordering_key = string("ordering_key", base.and_then(|b| b.ordering_key.as_ref()), false)?;
+    let spec = EndpointSpec {
+        id,
+        url,
+        triggers,
+        matches,
+        secret: secret.clone(),
+        rate_limit: rate_limit.clone(),
+        ordering: ordering.clone(),
+        ordering_key: ordering_key.clone(),
     };
-    let spec = EndpointSpec { id, url, triggers, matches, secret };
-    let secret_text = spec.secret.clone();
     let valid = crate::endpoint::validate(spec, delivery.allow_http).map_err(|e| e.to_string())?;
+    let created_at_ms = base.map_or(now_ms, |b| b.created_at_ms);
     let record = EndpointRecord {
         id: valid.id.clone(),
         url: valid.url.to_string(),
@@ -108,8 +167,11 @@ pub fn validate_new(
             Triggers::Only(list) => list.clone(),
         },
         matches: valid.matches.iter().map(|(f, v)| (f.clone(), v.to_canonical())).collect(),
-        secret: secret_text,
-        created_at_ms: now_ms,
+        secret,
+        created_at_ms,
+        rate_limit: valid.rate_limit.map(|r| r.to_string()),
+        ordering: valid.fifo.as_ref().map(|_| "fifo".to_owned()),
+        ordering_key: valid.fifo.as_ref().and_then(|f| f.key.clone()),
     };
     let endpoint = Endpoint {
         id: valid.id,
@@ -118,7 +180,9 @@ pub fn validate_new(
         matches: valid.matches,
         secret: valid.secret,
         plugins: Vec::new(),
-        origin: Origin::Api { created_at_ms: now_ms },
+        origin: Origin::Api { created_at_ms },
+        rate_limit: valid.rate_limit,
+        fifo: valid.fifo,
     };
     Ok((endpoint, record))
 }
@@ -132,6 +196,8 @@ fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
         .map(|(f, v)| json::parse(v.as_bytes()).map(|v| (f.clone(), v)).map_err(|e| e.message))
         .collect::<Result<_, _>>()?;
     let secret = r.secret.as_deref().map(Secret::parse).transpose().map_err(|e| e.to_string())?;
+    let rate_limit = r.rate_limit.as_deref().map(RateLimit::parse).transpose()?;
+    let fifo = r.ordering.as_ref().map(|_| Fifo { key: r.ordering_key.clone() });
     Ok(Endpoint {
         id: r.id.clone(),
         url,
@@ -140,5 +206,7 @@ fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
         secret,
         plugins: Vec::new(),
         origin: Origin::Api { created_at_ms: r.created_at_ms },
+        rate_limit,
+        fifo,
     })
 }

@@ -39,6 +39,8 @@ mod tests {
             secret: None,
             plugins: Vec::new(),
             origin: crate::config::Origin::Config,
+            rate_limit: None,
+            fifo: None,
         }
     }
 

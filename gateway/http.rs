@@ -18,7 +18,9 @@ use crate::clock::SharedClock;
 use crate::config::{Config, Token};
 use crate::dispatch::Dispatcher;
 use crate::endpoints::Registry;
+use crate::health::HealthBook;
 use crate::metrics::Metrics;
+use crate::operations::Operations;
 use crate::plugin::PluginHost;
 use crate::store::Store;
 
@@ -39,21 +41,31 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Open inbound connections, kept by `serve`.
     pub connections: Arc<crate::serve::ConnectionStats>,
+    /// Endpoint health: ingest skips disabled endpoints; the API shows and changes it.
+    pub health: Arc<HealthBook>,
+    pub operations: Arc<Operations>,
+}
+
+/// What [`AppState::new`] is built from.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub wake: Arc<Notify>,
+    pub endpoints: Arc<Registry>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+    pub plugins: Option<Arc<PluginHost>>,
+    pub clock: SharedClock,
+    pub health: Arc<HealthBook>,
+    pub operations: Arc<Operations>,
 }
 
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        wake: Arc<Notify>,
-        endpoints: Arc<Registry>,
-        dispatcher: Dispatcher,
-        metrics: Arc<Metrics>,
-        plugins: Option<Arc<PluginHost>>,
-        clock: SharedClock,
-    ) -> AppState {
+    pub fn new(shared: Shared) -> AppState {
+        let Shared { config, store, wake, endpoints, dispatcher, metrics, plugins, clock, health, operations } = shared;
         AppState {
+            health,
+            operations,
             ingest_tokens: Arc::new(TokenSet::new(&config.auth.ingest_tokens)),
             admin_tokens: Arc::new(TokenSet::new(&config.auth.admin_tokens)),
             config,
@@ -169,7 +181,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deliveries/{id}", get(api::get_delivery).fallback(mna))
         .route("/v1/deliveries/{id}/resend", post(api::resend).fallback(mna))
         .route("/v1/endpoints", get(api::list_endpoints).post(api::create_endpoint).fallback(mna))
-        .route("/v1/endpoints/{id}", get(api::get_endpoint).delete(api::delete_endpoint).fallback(mna))
+        .route(
+            "/v1/endpoints/{id}",
+            get(api::get_endpoint).patch(api::patch_endpoint).delete(api::delete_endpoint).fallback(mna),
+        )
         .route("/metrics", get(api::metrics).fallback(mna))
         .route("/healthz", get(api::health).fallback(mna))
         .route("/", get(api::dashboard).fallback(mna))

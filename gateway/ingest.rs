@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::config::{RESERVED_FIELDS, valid_trigger};
+use crate::config::{Endpoint, RESERVED_FIELDS, valid_trigger};
 use crate::http::{ApiError, AppState, json_response};
 use crate::json::{self, Object, Value};
-use crate::model::{DeliveryRecord, DeliveryState, EventRecord};
+use crate::model::{DeliveryRecord, DeliveryState, ErrorKind, EventRecord, Skipped};
 use crate::store::{IdempotencyClaim, IngestOutcome, IngestWrite};
 
 /// The longest `Idempotency-Key` accepted.
@@ -123,43 +123,18 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     let (payload, envelope_slot) = json::canonical_with_slot(&event.fields, "idempotency_key");
 
     let now = st.clock.now_ms();
-    let event_id = Uuid::now_v7();
     let endpoints = st.endpoints.snapshot();
     let receivers = crate::fanout::select(&endpoints, &event.trigger, &event.fields);
-    let resource = indexed_fields(&event.fields);
-    let deliveries: Vec<DeliveryRecord> = receivers
+    // A disabled endpoint gets no delivery; the event's record says why.
+    let (receivers, disabled): (Vec<&Endpoint>, Vec<&Endpoint>) =
+        receivers.into_iter().partition(|e| st.health.is_enabled(&e.id));
+    let skipped = disabled
         .iter()
-        .map(|ep| DeliveryRecord {
-            id: Uuid::now_v7(),
-            event_id,
-            endpoint_id: ep.id.clone(),
-            idempotency_key: Uuid::new_v4(),
-            trigger: event.trigger.clone(),
-            state: DeliveryState::Pending,
-            created_at_ms: now,
-            next_attempt_at_ms: Some(now),
-            attempts: Vec::new(),
-            prepared: false,
-            body: None,
-            note: None,
-            resource: resource.clone(),
-            requeued: false,
-        })
+        .map(|e| Skipped { endpoint_id: e.id.clone(), reason: ErrorKind::EndpointDisabled.as_str().into() })
         .collect();
     let claim =
         idempotency_key.map(|key| IdempotencyClaim { key, request_hash: hex(&Sha256::digest(payload.as_bytes())) });
-    let write = IngestWrite {
-        event: EventRecord {
-            id: event_id,
-            received_at_ms: now,
-            trigger: event.trigger.clone(),
-            payload,
-            envelope_slot: Some(envelope_slot),
-            delivery_ids: deliveries.iter().map(|d| d.id).collect(),
-        },
-        deliveries,
-        idempotency: claim,
-    };
+    let write = build_write(&event.trigger, &event.fields, (payload, envelope_slot), &receivers, skipped, now, claim);
     let commit_started = std::time::Instant::now();
     let outcome = st.store.ingest(write).await.map_err(|e| ApiError::store(&e))?;
     st.metrics.ingest_commit.observe(commit_started.elapsed());
@@ -186,6 +161,56 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
         resp.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
     }
     Ok(resp)
+}
+
+/// The event and its pending deliveries, one per receiver, as the store writes them. `canonical`
+/// is the payload's canonical text and the envelope slot (`json::canonical_with_slot`). Used by
+/// ingest and for the gateway's own operational events.
+pub fn build_write(
+    trigger: &str,
+    fields: &Object,
+    canonical: (String, usize),
+    receivers: &[&Endpoint],
+    skipped: Vec<Skipped>,
+    now: u64,
+    idempotency: Option<IdempotencyClaim>,
+) -> IngestWrite {
+    let event_id = Uuid::now_v7();
+    let resource = indexed_fields(fields);
+    let deliveries: Vec<DeliveryRecord> = receivers
+        .iter()
+        .map(|ep| DeliveryRecord {
+            id: Uuid::now_v7(),
+            event_id,
+            endpoint_id: ep.id.clone(),
+            idempotency_key: Uuid::new_v4(),
+            trigger: trigger.to_owned(),
+            state: DeliveryState::Pending,
+            created_at_ms: now,
+            next_attempt_at_ms: Some(now),
+            attempts: Vec::new(),
+            prepared: false,
+            body: None,
+            note: None,
+            resource: resource.clone(),
+            requeued: false,
+            fifo: ep.fifo.as_ref().map(|f| f.queue_of(&resource)),
+        })
+        .collect();
+    let (payload, envelope_slot) = canonical;
+    IngestWrite {
+        event: EventRecord {
+            id: event_id,
+            received_at_ms: now,
+            trigger: trigger.to_owned(),
+            payload,
+            envelope_slot: Some(envelope_slot),
+            delivery_ids: deliveries.iter().map(|d| d.id).collect(),
+            skipped,
+        },
+        deliveries,
+        idempotency,
+    }
 }
 
 /// The longest resource field value that is indexed for filtering. Longer values are still

@@ -27,13 +27,16 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod endpoints;
 pub mod fanout;
+pub mod health;
 pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod listen;
 pub mod metrics;
 pub mod model;
+pub mod operations;
 pub mod plugin;
+pub mod retention;
 pub mod retry;
 pub mod serve;
 pub mod sign;
@@ -96,24 +99,47 @@ pub async fn run_with(
     let wake = hooks.wake.clone();
     let stop = CancellationToken::new();
     let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));
+    store.set_idempotency_ttl(config.retention.idempotency);
     let metrics = Arc::new(metrics::Metrics::default());
-    let dispatcher = dispatch::Dispatcher::new(
-        config.clone(),
-        store.clone(),
-        registry.clone(),
-        plugins.clone(),
-        metrics.clone(),
-        wake.clone(),
-        hooks.clock.clone(),
-    )?;
+    let health =
+        Arc::new(health::HealthBook::new(health::Policy::from_config(&config.delivery), store.health_records().await?));
+    let operations = Arc::new(operations::Operations::new(config.operations_endpoint.clone()));
+    let dispatcher = dispatch::Dispatcher::new(dispatch::Parts {
+        config: config.clone(),
+        store: store.clone(),
+        endpoints: registry.clone(),
+        plugins: plugins.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        clock: hooks.clock.clone(),
+        health: health.clone(),
+        operations: operations.clone(),
+    })?;
 
     let scheduler = {
         let (d, stop) = (dispatcher.clone(), stop.clone());
         tokio::spawn(async move { d.run(stop).await })
     };
+    let pruner = tokio::spawn(retention::run(
+        store.clone(),
+        config.retention.clone(),
+        hooks.clock.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
     let endpoint_count = registry.snapshot().len();
-    let state =
-        http::AppState::new(config.clone(), store.clone(), wake, registry, dispatcher, metrics, plugins, hooks.clock);
+    let state = http::AppState::new(http::Shared {
+        config: config.clone(),
+        store: store.clone(),
+        wake,
+        endpoints: registry,
+        dispatcher,
+        metrics,
+        plugins,
+        clock: hooks.clock,
+        health,
+        operations,
+    });
     let connections = state.connections.clone();
     let app = http::router(state);
     tracing::info!(listen = %listener.local_addr()?, endpoints = endpoint_count, "hookgate is serving");
@@ -133,6 +159,7 @@ pub async fn run_with(
     .await;
     stop.cancel();
     let dispatched = scheduler.await;
+    let _ = pruner.await;
     drop(store);
     let joined = tokio::time::timeout(WRITER_JOIN_TIMEOUT, tokio::task::spawn_blocking(move || writer.join())).await;
     if joined.is_err() {

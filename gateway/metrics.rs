@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Passes through the attempt pipeline whose durable record could not be written; each
     /// put its delivery into a cooldown.
     pub record_failures: AtomicU64,
+    /// Rows removed by retention.
+    pub pruned_deliveries: AtomicU64,
+    pub pruned_events: AtomicU64,
     /// Final outcomes by state name.
     outcomes: Mutex<BTreeMap<&'static str, u64>>,
     /// Attempts by (status class, error kind).
@@ -80,6 +83,8 @@ impl Default for Metrics {
             events_ingested: AtomicU64::new(0),
             deliveries_created: AtomicU64::new(0),
             record_failures: AtomicU64::new(0),
+            pruned_deliveries: AtomicU64::new(0),
+            pruned_events: AtomicU64::new(0),
             outcomes: Mutex::default(),
             attempts: Mutex::default(),
             ingest_commit: Histogram::new(BUCKETS),
@@ -97,6 +102,11 @@ pub struct Gauges {
     pub store_failed_commits: u64,
     /// Deliveries held back in memory because their last record could not be written.
     pub cooling_down: u64,
+    /// The database file's size in bytes.
+    pub db_file_bytes: u64,
+    /// Endpoints whose circuit is not closed, and disabled endpoints.
+    pub circuits_open: u64,
+    pub endpoints_disabled: u64,
     /// (plugin, calls, failures).
     pub plugins: Vec<(String, u64, u64)>,
 }
@@ -193,6 +203,33 @@ impl Metrics {
             out,
             "# HELP hookgate_deliveries_cooling_down Deliveries held back after a failed record write.\n# TYPE hookgate_deliveries_cooling_down gauge\nhookgate_deliveries_cooling_down {}",
             g.cooling_down
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookgate_db_file_bytes Size of the database file.\n# TYPE hookgate_db_file_bytes gauge\nhookgate_db_file_bytes {}",
+            g.db_file_bytes
+        );
+        counter(
+            &mut out,
+            "hookgate_pruned_deliveries_total",
+            "Final deliveries removed by retention.",
+            self.pruned_deliveries.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "hookgate_pruned_events_total",
+            "Events removed by retention (with their last delivery).",
+            self.pruned_events.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookgate_endpoints_circuit_open Endpoints whose circuit is open or half-open.\n# TYPE hookgate_endpoints_circuit_open gauge\nhookgate_endpoints_circuit_open {}",
+            g.circuits_open
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hookgate_endpoints_disabled Disabled endpoints.\n# TYPE hookgate_endpoints_disabled gauge\nhookgate_endpoints_disabled {}",
+            g.endpoints_disabled
         );
         self.ingest_commit.render(
             &mut out,

@@ -23,6 +23,16 @@ pub struct EventRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope_slot: Option<usize>,
     pub delivery_ids: Vec<Uuid>,
+    /// Endpoints the event was routed to but did not reach, and why (`endpoint_disabled`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
+}
+
+/// An endpoint fan-out chose for an event but that got no delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    pub endpoint_id: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -82,6 +92,11 @@ pub struct DeliveryRecord {
     /// ends it again instead of starting a new retry schedule.
     #[serde(default)]
     pub requeued: bool,
+    /// The FIFO queue this delivery waits in (its endpoint's `ordering = "fifo"`): the
+    /// canonical value of the ordering key, or `""`. Only the oldest pending delivery of a
+    /// queue is in the due index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fifo: Option<String>,
 }
 
 impl DeliveryRecord {
@@ -110,6 +125,7 @@ impl DeliveryRecord {
             note: None,
             resource: vec![],
             requeued: false,
+            fifo: None,
         }
     }
 }
@@ -129,6 +145,65 @@ pub struct EndpointRecord {
     /// The endpoint's own signing secret as given (base64 or `whsec_`), if any.
     pub secret: Option<String>,
     pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+}
+
+/// An endpoint's health, as stored: its circuit, whether it is enabled, and its recent
+/// results. Kept by `health`, persisted with the attempt that changed it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EndpointHealth {
+    pub endpoint_id: String,
+    /// Set while the endpoint is disabled.
+    #[serde(default)]
+    pub disabled_at_ms: Option<u64>,
+    #[serde(default)]
+    pub circuit: Circuit,
+    /// While `circuit` is `open`: no attempt before this.
+    #[serde(default)]
+    pub open_until_ms: u64,
+    /// Opens since the circuit was last closed: the open period doubles with each.
+    #[serde(default)]
+    pub opens: u32,
+    /// Failed attempts in a row of the kinds that open the circuit.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// The first failed attempt since the last success (auto-disable counts from here).
+    #[serde(default)]
+    pub failing_since_ms: Option<u64>,
+    #[serde(default)]
+    pub last_success_at_ms: Option<u64>,
+    #[serde(default)]
+    pub last_failure_at_ms: Option<u64>,
+    /// The last failed attempt's error kind and message.
+    #[serde(default)]
+    pub last_error: Option<AttemptError>,
+    /// Increases with every change, so a late write of an older snapshot cannot win.
+    #[serde(default)]
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Circuit {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl Circuit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
 }
 
 /// Why a delivery ended before any attempt: a plugin's verdict, or (with `kind`) a record the
@@ -185,6 +260,9 @@ pub enum ErrorKind {
     Plugin,
     /// The gateway could not read the delivery's stored event. Never retried.
     Internal,
+    /// The endpoint was disabled (by hand, or after failing for `delivery.disable_after`)
+    /// while the delivery was pending.
+    EndpointDisabled,
 }
 
 impl ErrorKind {
@@ -198,12 +276,20 @@ impl ErrorKind {
             ErrorKind::EndpointGone => "endpoint_gone",
             ErrorKind::Plugin => "plugin",
             ErrorKind::Internal => "internal",
+            ErrorKind::EndpointDisabled => "endpoint_disabled",
         }
     }
 
     /// Whether another attempt could succeed where this one failed.
     pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorKind::Blocked | ErrorKind::EndpointGone | ErrorKind::Plugin | ErrorKind::Internal)
+        !matches!(
+            self,
+            ErrorKind::Blocked
+                | ErrorKind::EndpointGone
+                | ErrorKind::Plugin
+                | ErrorKind::Internal
+                | ErrorKind::EndpointDisabled
+        )
     }
 }
 

@@ -14,11 +14,15 @@ mod dashboard;
 mod delivery;
 /// The delivery engine's failure paths, injected time, and the inbound server's limits.
 mod engine;
+/// Circuit breaker, auto-disable, operational webhooks, rate limits.
+mod health;
 /// The ingest error table and idempotency keys.
 mod ingest;
 /// kill -9 and SIGTERM with the real binary.
 mod lifecycle;
 /// Example plugins through the pipeline, hostile guests, the compile cache.
 mod plugins;
+/// Retention and FIFO ordering.
+mod retention;
 /// Module headers and stage boundaries.
 mod tidy;

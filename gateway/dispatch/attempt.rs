@@ -23,7 +23,7 @@ use crate::model::{AttemptError, AttemptRecord, DeliveryRecord, DeliveryState, E
 use crate::plugin::{CallInput, ChainOutcome};
 use crate::retry::RetryPolicy;
 use crate::sign;
-use crate::store::{Finish, Loaded, Next, Prepared as ChainResult, StoreError};
+use crate::store::{Effects, Finish, Loaded, Next, Prepared as ChainResult, StoreError};
 
 /// How an attempt came about, which decides what follows a failure.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,7 +40,7 @@ pub enum Mode {
 pub enum Prepared {
     Send(Box<Ready>),
     /// Ends here: the durable write and what it means.
-    Done(Decided),
+    Done(Box<Decided>),
 }
 
 /// A delivery ready to go out: its endpoint as of now and the exact bytes to sign and send.
@@ -71,6 +71,8 @@ pub struct Decided {
     pub newly_final: Option<DeliveryState>,
     /// When the delivery was created, for the end-to-end latency of a success.
     pub created_at_ms: u64,
+    /// Written with `finish`: the endpoint's health and operational events.
+    pub effects: Effects,
 }
 
 /// Step 4's result: the write is durable.
@@ -92,11 +94,12 @@ pub async fn prepare(
 ) -> Prepared {
     let drop_due = |why: &str| {
         tracing::error!(delivery_id = %delivery_id, endpoint = endpoint_id, problem = why, "due entry dropped");
-        Prepared::Done(Decided {
+        Prepared::Done(Box::new(Decided {
             finish: Finish::DropDue { endpoint_id: endpoint_id.to_owned(), due_ms, delivery_id },
             newly_final: None,
             created_at_ms: 0,
-        })
+            effects: Effects::default(),
+        }))
     };
     let (delivery, event) = match loaded {
         Loaded::Ready(d, e) => (*d, *e),
@@ -124,6 +127,12 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
     let Some(endpoint) = ctx.endpoints.get(&delivery.endpoint_id) else {
         return Prepared::Send(Box::new(Ready { delivery, endpoint: None, body: String::new(), chain: None, mode }));
     };
+    // A disabled endpoint's pending deliveries end here; a resend by hand still goes.
+    if mode != Mode::Manual && !ctx.health.is_enabled(&endpoint.id) {
+        let message = format!("endpoint {:?} is disabled", endpoint.id);
+        let note = PluginNote { plugin: String::new(), message, kind: Some(ErrorKind::EndpointDisabled) };
+        return Prepared::Done(Box::new(settle(delivery, DeliveryState::Failed, note)));
+    }
     let envelope = match envelope(&event, delivery.idempotency_key) {
         Ok(body) => body,
         Err(e) => return internal_failure(delivery, format!("the stored event payload is unreadable: {e}")),
@@ -161,13 +170,13 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
         ChainOutcome::Failed { plugin, message } => (DeliveryState::Failed, PluginNote { plugin, message, kind: None }),
     };
     tracing::info!(delivery_id = %delivery.id, plugin = %note.plugin, state = state.as_str(), reason = %note.message, "delivery settled by a plugin");
-    Prepared::Done(settle(delivery, state, note))
+    Prepared::Done(Box::new(settle(delivery, state, note)))
 }
 
 fn internal_failure(delivery: DeliveryRecord, message: String) -> Prepared {
     tracing::error!(delivery_id = %delivery.id, error = %message, "delivery failed: its stored records are unreadable");
     let note = PluginNote { plugin: String::new(), message, kind: Some(ErrorKind::Internal) };
-    Prepared::Done(settle(delivery, DeliveryState::Failed, note))
+    Prepared::Done(Box::new(settle(delivery, DeliveryState::Failed, note)))
 }
 
 fn settle(delivery: DeliveryRecord, state: DeliveryState, note: PluginNote) -> Decided {
@@ -175,6 +184,7 @@ fn settle(delivery: DeliveryRecord, state: DeliveryState, note: PluginNote) -> D
         newly_final: (delivery.state != state).then_some(state),
         created_at_ms: delivery.created_at_ms,
         finish: Finish::Settle { delivery_id: delivery.id, state, note },
+        effects: Effects::default(),
     }
 }
 
@@ -254,13 +264,14 @@ pub fn decide_sent(policy: &RetryPolicy, sent: Sent, now_ms: u64, jitter: f64) -
         finish: Finish::Attempt { delivery_id: delivery.id, attempt, next, prepared: chain },
         newly_final,
         created_at_ms: delivery.created_at_ms,
+        effects: Effects::default(),
     }
 }
 
 /// Step 4: makes the decision durable through the store's group commit.
 pub async fn record(ctx: &Ctx, decided: Decided) -> Result<Recorded, StoreError> {
-    let Decided { finish, newly_final, created_at_ms } = decided;
-    ctx.store.finish(finish).await?;
+    let Decided { finish, newly_final, created_at_ms, effects } = decided;
+    ctx.store.finish_with(finish, effects).await?;
     Ok(Recorded { newly_final, created_at_ms })
 }
 
@@ -340,6 +351,7 @@ mod tests {
             payload,
             envelope_slot: Some(slot),
             delivery_ids: vec![],
+            skipped: vec![],
         };
         (event, key)
     }

@@ -53,8 +53,10 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::deliver::{Deliverer, Policy};
 use crate::endpoints::Registry;
+use crate::health::{Allowance, HealthBook};
 use crate::metrics::Metrics;
 use crate::model::{DeliveryState, MAX_ATTEMPTS};
+use crate::operations::Operations;
 use crate::plugin::PluginHost;
 use crate::store::{DueItem, Store, StoreError};
 
@@ -90,6 +92,8 @@ pub(crate) struct Ctx {
     plugins: Option<Arc<PluginHost>>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
+    health: Arc<HealthBook>,
+    operations: Arc<Operations>,
     claims: Mutex<Claims>,
     /// `max_in_flight` permits: attempts running at once over all endpoints.
     global_slots: Arc<Semaphore>,
@@ -255,16 +259,22 @@ pub enum ResendError {
     Store(#[from] StoreError),
 }
 
+/// What the dispatcher shares with the rest of the gateway.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub endpoints: Arc<Registry>,
+    pub plugins: Option<Arc<PluginHost>>,
+    pub metrics: Arc<Metrics>,
+    pub wake: Arc<Notify>,
+    pub clock: SharedClock,
+    pub health: Arc<HealthBook>,
+    pub operations: Arc<Operations>,
+}
+
 impl Dispatcher {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        endpoints: Arc<Registry>,
-        plugins: Option<Arc<PluginHost>>,
-        metrics: Arc<Metrics>,
-        wake: Arc<Notify>,
-        clock: SharedClock,
-    ) -> anyhow::Result<Dispatcher> {
+    pub fn new(parts: Parts) -> anyhow::Result<Dispatcher> {
+        let Parts { config, store, endpoints, plugins, metrics, wake, clock, health, operations } = parts;
         let deliverer = Deliverer::new(Policy {
             timeout: config.delivery.timeout,
             allow_http: config.delivery.allow_http,
@@ -280,6 +290,8 @@ impl Dispatcher {
                 plugins,
                 metrics,
                 clock,
+                health,
+                operations,
                 claims: Mutex::new(Claims::default()),
                 global_slots,
                 wake,
@@ -383,24 +395,24 @@ async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Optio
         return Ok(next_cooldown);
     }
     let per_endpoint = LOOKAHEAD * ctx.config.delivery.max_in_flight_per_endpoint;
-    let scan = ctx
-        .store
-        .scan_due(
-            now,
-            claimed,
-            move |ep| per_endpoint.saturating_sub(active.get(ep).copied().unwrap_or(0)),
-            global_free,
-        )
-        .await?;
+    let book = ctx.health.clone();
+    // An open circuit or a `Retry-After` pause takes nothing; a half-open circuit one probe,
+    // once nothing else of the endpoint's is in flight.
+    let free = move |ep: &str| {
+        let active = active.get(ep).copied().unwrap_or(0);
+        match book.allowance(ep, now) {
+            Allowance::Any | Allowance::Disabled => per_endpoint.saturating_sub(active),
+            Allowance::Probe => usize::from(active == 0),
+            Allowance::WaitUntil(_) => 0,
+        }
+    };
+    let scan = ctx.store.scan_due(now, claimed, free, global_free).await?;
     for item in scan.items {
         if let Some(claim) = try_claim(ctx, item.delivery_id, &item.endpoint_id) {
             tasks.spawn(scheduled_pass(ctx.clone(), item, claim));
         }
     }
-    Ok(match (scan.next_due_ms, next_cooldown) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    Ok([scan.next_due_ms, next_cooldown, ctx.health.next_change(now)].into_iter().flatten().min())
 }
 
 /// Claims a delivery and a slot for it, unless it is already claimed.
@@ -418,7 +430,15 @@ fn try_claim(ctx: &Arc<Ctx>, id: Uuid, endpoint: &str) -> Option<Claim> {
 async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, mut claim: Claim) {
     claim.acquire_slot().await;
     let DueItem { delivery_id, endpoint_id, due_ms, loaded } = item;
+    // The circuit may have opened (or a pause begun) while this pass waited for its slot: then
+    // it lets go, and the delivery waits on disk without using up a retry.
+    let Some(probe) = ctx.health.begin_attempt(&endpoint_id, ctx.clock.now_ms()) else {
+        return;
+    };
     let prepared = attempt::prepare(&ctx, delivery_id, &endpoint_id, due_ms, loaded, true).await;
+    if probe && matches!(prepared, Prepared::Done(_)) {
+        ctx.health.abandon_attempt(&endpoint_id);
+    }
     let (claim, decided) = run_to_decision(&ctx, claim, prepared).await;
     match attempt::record(&ctx, decided).await {
         Ok(recorded) => {
@@ -433,17 +453,61 @@ async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, mut claim: Claim) {
 /// follows; a pass that ended in preparation is already decided.
 async fn run_to_decision(ctx: &Arc<Ctx>, mut claim: Claim, prepared: Prepared) -> (Claim, Decided) {
     let decided = match prepared {
-        Prepared::Done(decided) => decided,
+        Prepared::Done(decided) => *decided,
         Prepared::Send(ready) => {
+            if let Some(endpoint) = &ready.endpoint {
+                wait_for_rate(ctx, &endpoint.id, endpoint.rate_limit).await;
+            }
             let sent = attempt::send(ctx, ready).await;
             claim.release_slot();
             let kind = sent.outcome.error.as_ref().map(|e| e.kind);
             ctx.metrics.attempt(sent.outcome.status_code, kind, sent.outcome.duration);
-            attempt::decide_sent(&ctx.config.delivery.retry, sent, ctx.clock.now_ms(), fastrand::f64() * 2.0 - 1.0)
+            let now = ctx.clock.now_ms();
+            let health = ctx.health.observe(&sent.delivery.endpoint_id, &sent.outcome, now);
+            let exhausted = (sent.mode == Mode::Scheduled).then(|| (sent.delivery.clone(), sent.outcome.error.clone()));
+            let mut decided = attempt::decide_sent(&ctx.config.delivery.retry, sent, now, fastrand::f64() * 2.0 - 1.0);
+            decided.effects =
+                effects(ctx, health, exhausted.filter(|_| decided.newly_final == Some(DeliveryState::Failed)), now);
+            decided
         }
     };
     claim.release_slot();
     (claim, decided)
+}
+
+/// Waits until the endpoint's rate limit allows another attempt. The bucket runs on the system
+/// clock: a rate is a promise about real time.
+async fn wait_for_rate(ctx: &Ctx, endpoint: &str, limit: Option<crate::endpoint::RateLimit>) {
+    while let Err(wait) = ctx.health.rate_wait(endpoint, limit, crate::model::now_ms()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// What an attempt writes besides its own record: the endpoint's health, and the operational
+/// events for what changed (circuit, disabled) and for an exhausted delivery.
+fn effects(
+    ctx: &Ctx,
+    health: Option<(crate::model::EndpointHealth, Vec<crate::health::Transition>)>,
+    exhausted: Option<(crate::model::DeliveryRecord, Option<crate::model::AttemptError>)>,
+    now: u64,
+) -> crate::store::Effects {
+    let mut out = crate::store::Effects::default();
+    let (ops, reg, book) = (&ctx.operations, &ctx.endpoints, &ctx.health);
+    if let Some((h, transitions)) = health {
+        for t in transitions {
+            tracing::warn!(endpoint = %h.endpoint_id, change = t.trigger(), consecutive_failures = h.consecutive_failures,
+                "endpoint health changed");
+            out.events.extend(ops.endpoint_event(reg, book, t.trigger(), &h, now));
+        }
+        out.health = Some(h);
+    }
+    if let Some((d, error)) = exhausted {
+        out.events.extend(ops.exhausted_event(reg, book, &d, error.as_ref(), now));
+    }
+    if !out.events.is_empty() {
+        ctx.wake.notify_one();
+    }
+    out
 }
 
 /// Outcome metrics, counted once the write that reaches the outcome is durable.
@@ -496,6 +560,7 @@ mod tests {
             payload: payload.into(),
             envelope_slot: None,
             delivery_ids: vec![d.id],
+            skipped: vec![],
         };
         // Its event record is written under another id, so the delivery's event is missing.
         let no_event = delivery(Uuid::now_v7());
@@ -510,15 +575,18 @@ mod tests {
 
         let registry = Arc::new(Registry::new(&config.endpoints, vec![]));
         let metrics = Arc::new(Metrics::default());
-        let d = Dispatcher::new(
+        let health = Arc::new(HealthBook::new(crate::health::Policy::from_config(&config.delivery), vec![]));
+        let d = Dispatcher::new(Parts {
             config,
-            store.clone(),
-            registry,
-            None,
-            metrics.clone(),
-            Arc::default(),
-            crate::clock::system(),
-        )
+            store: store.clone(),
+            endpoints: registry,
+            plugins: None,
+            metrics: metrics.clone(),
+            wake: Arc::default(),
+            clock: crate::clock::system(),
+            health,
+            operations: Arc::new(Operations::new(None)),
+        })
         .unwrap();
         let stop = CancellationToken::new();
         let task = tokio::spawn({

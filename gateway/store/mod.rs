@@ -39,13 +39,50 @@ use redb::{Database, ReadableDatabase, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, EventRecord, PluginNote};
-use schema::{DELIVERIES, DUE, ENDPOINTS, EVENTS};
+use crate::model::{
+    AttemptRecord, DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord, PluginNote,
+};
+use schema::{DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINT_HEALTH, ENDPOINTS, EVENTS};
 use write::Op;
 
-/// How long an ingest `Idempotency-Key` is remembered.
+/// How long an ingest `Idempotency-Key` is remembered unless `retention.idempotency` says
+/// otherwise ([`Store::set_idempotency_ttl`]).
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 
+/// Settings the writer reads on every batch.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    idempotency_ttl_ms: AtomicU64,
+}
+
+/// What is written with the end of an attempt (or with a change by hand), in the same
+/// transaction: the endpoint's new health and the operational events announcing a change.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub health: Option<EndpointHealth>,
+    pub events: Vec<IngestWrite>,
+}
+
+/// One retention pass: what is old enough to go, and where the previous pass stopped.
+#[derive(Debug, Clone)]
+pub struct PruneRequest {
+    /// Events (and their final deliveries) received before this go.
+    pub cutoff_ms: u64,
+    /// Idempotency keys stored before this go.
+    pub idempotency_cutoff_ms: u64,
+    /// Continue after this event id.
+    pub after: Option<u128>,
+    /// Events visited at most (bounds the transaction).
+    pub max_events: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PruneReport {
+    pub events: u64,
+    pub deliveries: u64,
+    /// Where the next pass continues; `None`: nothing older than the cutoff is left to visit.
+    pub next: Option<u128>,
+}
 /// The most operations one commit carries. Large enough to amortise an fsync over a burst,
 /// small enough that one transaction stays short and its callers are answered promptly.
 pub const MAX_BATCH: usize = 1024;
@@ -238,6 +275,8 @@ pub struct Store {
     writer: mpsc::Sender<Op>,
     stats: Arc<WriterStats>,
     faults: Arc<Faults>,
+    settings: Arc<Settings>,
+    path: PathBuf,
 }
 
 /// Counters kept by the writer thread: how many commits it made and how many operations they
@@ -287,14 +326,25 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
+        let settings = Arc::new(Settings { idempotency_ttl_ms: AtomicU64::new(IDEMPOTENCY_TTL_MS) });
         let handle = {
-            let (db, stats, faults) = (db.clone(), stats.clone(), faults.clone());
+            let (db, stats, faults, settings) = (db.clone(), stats.clone(), faults.clone(), settings.clone());
             std::thread::Builder::new()
                 .name("hookgate-store-writer".into())
-                .spawn(move || write::writer_loop(&db, rx, &stats, &faults))
+                .spawn(move || write::writer_loop(&db, rx, &stats, &faults, &settings))
                 .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?
         };
-        Ok((Store { db, writer: tx, stats, faults }, WriterThread(handle)))
+        Ok((Store { db, writer: tx, stats, faults, settings, path }, WriterThread(handle)))
+    }
+
+    /// How long an ingest `Idempotency-Key` is remembered (`retention.idempotency`).
+    pub fn set_idempotency_ttl(&self, ttl: std::time::Duration) {
+        self.settings.idempotency_ttl_ms.store(ttl.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The database file's size in bytes (0 if it cannot be read).
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
     /// The fault switches this store obeys (tests only).
@@ -316,7 +366,65 @@ impl Store {
 
     /// Records how a pass through the attempt pipeline ended, durably.
     pub async fn finish(&self, finish: Finish) -> Result<(), StoreError> {
-        self.write(|reply| Op::Finish(finish, reply)).await
+        self.finish_with(finish, Effects::default()).await
+    }
+
+    /// [`Store::finish`], writing `effects` in the same transaction.
+    pub async fn finish_with(&self, finish: Finish, effects: Effects) -> Result<(), StoreError> {
+        self.write(|reply| Op::Finish(finish, effects, reply)).await
+    }
+
+    /// Stores an endpoint's health (and the events announcing its change) in one transaction.
+    pub async fn put_health(&self, effects: Effects) -> Result<(), StoreError> {
+        self.write(|reply| Op::PutHealth(effects, reply)).await
+    }
+
+    /// One bounded retention pass; see [`PruneRequest`].
+    pub async fn prune(&self, req: PruneRequest) -> Result<PruneReport, StoreError> {
+        self.write(|reply| Op::Prune(req, reply)).await
+    }
+
+    /// Makes every delivery queued in the endpoint's FIFO queues due (ordering was turned off).
+    pub async fn release_fifo(&self, endpoint_id: String) -> Result<usize, StoreError> {
+        self.write(|reply| Op::ReleaseFifo(endpoint_id, reply)).await
+    }
+
+    /// Every stored endpoint health record.
+    pub async fn health_records(&self) -> Result<Vec<EndpointHealth>, StoreError> {
+        self.read(|db| {
+            use redb::ReadableTable;
+            let txn = db.begin_read().map_err(storage)?;
+            let t = txn.open_table(ENDPOINT_HEALTH).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(storage)? {
+                let (_, v) = entry.map_err(storage)?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// When the oldest pending delivery was created, if any is pending: the first id under the
+    /// `pending` state key (ids are UUIDv7, so the oldest), then its record.
+    pub async fn oldest_pending_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let index = txn.open_table(DELIVERY_INDEX).map_err(storage)?;
+            let key = schema::state_key(DeliveryState::Pending);
+            let first = match index.range((key.as_str(), 0u128)..=(key.as_str(), u128::MAX)).map_err(storage)?.next() {
+                Some(entry) => entry.map_err(storage)?.0.value().1,
+                None => return Ok(None),
+            };
+            let deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
+            let Some(raw) = deliveries.get(first).map_err(storage)? else {
+                return Ok(Some((first >> 80) as u64));
+            };
+            let created =
+                serde_json::from_slice::<DeliveryRecord>(raw.value()).map_or((first >> 80) as u64, |d| d.created_at_ms);
+            Ok(Some(created))
+        })
+        .await
     }
 
     /// Appends an attempt to a delivery and moves it to its next state, durably (a shorthand
@@ -469,6 +577,7 @@ mod tests {
             payload: "{}".into(),
             envelope_slot: None,
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
+            skipped: vec![],
         }
     }
 
@@ -695,6 +804,99 @@ mod tests {
         assert!(matches!(&scan.items[0].loaded, Loaded::Ready(d, e) if d.id == ds[0].id && e.id == ds[0].event_id));
         assert!(matches!(&scan.items[1].loaded, Loaded::NoEvent(d) if d.id == orphan[0].id));
         assert_eq!(scan.items[1].due_ms, 10);
+        drop(store);
+        writer.join();
+    }
+
+    /// FIFO queues: only the oldest pending delivery of a queue is due; when it is final the
+    /// next one becomes due; other queues are independent.
+    #[tokio::test]
+    async fn fifo_queues_expose_only_their_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = Store::open(dir.path()).unwrap();
+        let queued = |q: &str| {
+            let mut d = delivery(Uuid::now_v7(), "a", 1);
+            d.fifo = Some(q.into());
+            d
+        };
+        let ds = vec![queued("x"), queued("x"), queued("x"), queued("y")];
+        for d in &ds {
+            let one = vec![d.clone()];
+            store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
+        }
+        let due = |store: Store| async move {
+            let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+            let mut ids = scan.items.iter().map(|i| i.delivery_id).collect::<Vec<_>>();
+            ids.sort();
+            ids
+        };
+        assert_eq!(due(store.clone()).await, [ds[0].id, ds[3].id]);
+        // A retry keeps the head in place; nothing behind it moves.
+        store.record_attempt(ds[0].id, attempt(1), Next::RetryAt(5), None).await.unwrap();
+        assert_eq!(due(store.clone()).await, [ds[0].id, ds[3].id]);
+        store.record_attempt(ds[0].id, attempt(2), Next::Failed, None).await.unwrap();
+        assert_eq!(due(store.clone()).await, [ds[1].id, ds[3].id], "a final head lets the next one go");
+        store.record_attempt(ds[1].id, attempt(1), Next::Succeeded, None).await.unwrap();
+        assert_eq!(due(store.clone()).await, [ds[2].id, ds[3].id]);
+        // A bulk resend puts the failed one back: it waits behind the current head.
+        assert_eq!(store.requeue(vec![ds[0].id], 1).await.unwrap(), 1);
+        assert_eq!(due(store.clone()).await, [ds[2].id, ds[3].id]);
+        store.record_attempt(ds[2].id, attempt(1), Next::Succeeded, None).await.unwrap();
+        assert_eq!(due(store.clone()).await, [ds[0].id, ds[3].id]);
+        // Turning ordering off releases every queued delivery at once.
+        let more = vec![queued("y"), queued("y")];
+        for d in &more {
+            let one = vec![d.clone()];
+            store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
+        }
+        assert_eq!(due(store.clone()).await.len(), 2);
+        assert_eq!(store.release_fifo("a".into()).await.unwrap(), 4);
+        assert_eq!(due(store.clone()).await.len(), 4);
+        drop(store);
+        writer.join();
+    }
+
+    /// Retention keeps the file from growing: each cycle writes a window of final deliveries and
+    /// prunes the one before; once the window is full the file stops growing, because redb
+    /// reuses the pages pruning frees.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_makes_the_file_plateau() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = Store::open(dir.path()).unwrap();
+        let payload = format!("{{\"data\":{{\"text\":\"{}\"}},\"trigger\":\"t\"}}", "x".repeat(400));
+        let mut sizes = Vec::new();
+        let mut pruned = 0;
+        for cycle in 1..=8u64 {
+            let writes = (0..2_000).map(|i| {
+                let s = store.clone();
+                let mut d = delivery(Uuid::now_v7(), "a", cycle * 1_000);
+                d.state = DeliveryState::Succeeded;
+                d.next_attempt_at_ms = None;
+                d.resource = vec![("bot_id".into(), format!("\"bot_{i}\""))];
+                let mut e = event(std::slice::from_ref(&d));
+                e.received_at_ms = cycle * 1_000;
+                e.payload = payload.clone();
+                async move { s.ingest(IngestWrite { event: e, deliveries: vec![d], idempotency: None }).await.unwrap() }
+            });
+            futures_join_all(writes).await;
+            let mut after = None;
+            loop {
+                let req = PruneRequest { cutoff_ms: cycle * 1_000, idempotency_cutoff_ms: 0, after, max_events: 256 };
+                let report = store.prune(req).await.unwrap();
+                pruned += report.deliveries;
+                match report.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            sizes.push(store.file_size());
+        }
+        assert_eq!(pruned, 7 * 2_000, "every window but the last is gone");
+        let page = store.list_deliveries(DeliveryQuery { limit: 10, ..DeliveryQuery::default() }).await.unwrap();
+        assert!(page.deliveries.iter().all(|d| d.created_at_ms == 8_000));
+        let plateau = sizes[2];
+        assert!(sizes[7] <= plateau + plateau / 5, "the file kept growing: {sizes:?}");
+        eprintln!("file sizes per cycle: {sizes:?}");
         drop(store);
         writer.join();
     }

@@ -26,6 +26,13 @@ pub(super) const DELIVERY_INDEX: TableDefinition<(&str, u128), ()> = TableDefini
 /// Endpoints created through the API, by id → JSON `EndpointRecord`.
 pub(super) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 
+/// Endpoint health (circuit, enabled, recent results) by endpoint id → JSON `EndpointHealth`.
+pub(super) const ENDPOINT_HEALTH: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoint_health");
+/// FIFO queues: `(endpoint_id, queue, delivery_id)` for every pending delivery of an endpoint
+/// with `ordering = "fifo"`. Only the first entry of a queue (its oldest delivery) has a `due`
+/// entry; the next one gets it when that delivery is final.
+pub(super) const FIFO: TableDefinition<(&str, &str, u128), ()> = TableDefinition::new("fifo");
+
 pub(super) const SCHEMA_VERSION: u64 = 1;
 
 pub(super) fn state_key(s: DeliveryState) -> String {
@@ -70,6 +77,8 @@ pub(super) fn init(db: &Database) -> Result<(), StoreError> {
         txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?;
         txn.open_table(DELIVERY_INDEX).map_err(storage)?;
         txn.open_table(ENDPOINTS).map_err(storage)?;
+        txn.open_table(ENDPOINT_HEALTH).map_err(storage)?;
+        txn.open_table(FIFO).map_err(storage)?;
     }
     txn.commit().map_err(storage)
 }

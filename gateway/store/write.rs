@@ -15,22 +15,32 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::schema::{
-    DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINTS, EVENTS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, endpoint_key, field_key,
-    state_key, trigger_key,
+    DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINT_HEALTH, ENDPOINTS, EVENTS, FIFO, IDEMPOTENCY, IDEMPOTENCY_EXPIRY,
+    endpoint_key, field_key, state_key, trigger_key,
 };
 use super::{
-    Faults, Finish, IDEMPOTENCY_TTL_MS, IdempotencyRecord, IngestOutcome, IngestWrite, MAX_BATCH, Next, StoreError,
-    WriterStats, storage,
+    Effects, Faults, Finish, IdempotencyRecord, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, PruneRequest,
+    Settings, StoreError, WriterStats, storage,
 };
-use crate::model::{DeliveryRecord, DeliveryState, EndpointRecord};
+use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord};
 
 /// One write, and where its answer goes once the batch holding it has committed.
 pub(super) enum Op {
     Ingest(IngestWrite, oneshot::Sender<Result<IngestOutcome, StoreError>>),
-    Finish(Finish, oneshot::Sender<Result<(), StoreError>>),
+    Finish(Finish, Effects, oneshot::Sender<Result<(), StoreError>>),
     PutEndpoint(EndpointRecord, oneshot::Sender<Result<(), StoreError>>),
+    /// An endpoint's health changed outside an attempt (enabled or disabled by hand), with the
+    /// operational events announcing it.
+    PutHealth(Effects, oneshot::Sender<Result<(), StoreError>>),
+    Prune(PruneRequest, oneshot::Sender<Result<PruneReport, StoreError>>),
+    /// The endpoint no longer orders its deliveries: every queued one becomes due.
+    ReleaseFifo(String, oneshot::Sender<Result<usize, StoreError>>),
     DeleteEndpoint(String, oneshot::Sender<Result<(), StoreError>>),
-    Requeue { ids: Vec<Uuid>, at_ms: u64, reply: oneshot::Sender<Result<usize, StoreError>> },
+    Requeue {
+        ids: Vec<Uuid>,
+        at_ms: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// A reply to send once the batch's commit has succeeded or failed.
@@ -38,6 +48,7 @@ enum Reply {
     Ingest(oneshot::Sender<Result<IngestOutcome, StoreError>>, Result<IngestOutcome, StoreError>),
     Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
     Count(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
+    Prune(oneshot::Sender<Result<PruneReport, StoreError>>, Result<PruneReport, StoreError>),
 }
 
 impl Reply {
@@ -53,13 +64,19 @@ impl Reply {
             Reply::Ingest(tx, r) => drop(tx.send(pick(r, commit))),
             Reply::Unit(tx, r) => drop(tx.send(pick(r, commit))),
             Reply::Count(tx, r) => drop(tx.send(pick(r, commit))),
+            Reply::Prune(tx, r) => drop(tx.send(pick(r, commit))),
         }
     }
 }
 
-pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Op>, stats: &WriterStats, faults: &Faults) {
+pub(super) fn writer_loop(
+    db: &Database,
+    mut rx: mpsc::Receiver<Op>,
+    stats: &WriterStats,
+    faults: &Faults,
+    settings: &Settings,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut last_prune = 0u64;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -69,13 +86,10 @@ pub(super) fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Op>, stats: &Wri
             }
         }
         let now = crate::model::now_ms();
-        let prune = now.saturating_sub(last_prune) > 60_000;
-        if prune {
-            last_prune = now;
-        }
         let mut replies = Vec::with_capacity(batch.len());
         let ops = batch.len() as u64;
-        let result = apply_batch(db, batch.drain(..), &mut replies, now, prune, faults);
+        let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
+        let result = apply_batch(db, batch.drain(..), &mut replies, now, ttl, faults);
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +114,7 @@ fn apply_batch(
     ops: impl Iterator<Item = Op>,
     replies: &mut Vec<Reply>,
     now: u64,
-    prune: bool,
+    idempotency_ttl_ms: u64,
     faults: &Faults,
 ) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(storage)?;
@@ -114,12 +128,24 @@ fn apply_batch(
             let skip = failure.is_some();
             let reply = match op {
                 Op::Ingest(w, tx) => {
-                    let r = if skip { Err(StoreError::Closed) } else { t.ingest(w, now) };
+                    let r = if skip { Err(StoreError::Closed) } else { t.ingest(w, now, idempotency_ttl_ms) };
                     split(r, &mut failure, |r| Reply::Ingest(tx, r))
                 }
-                Op::Finish(f, tx) => {
-                    let r = if skip { Ok(Ok(())) } else { t.finish(f) };
+                Op::Finish(f, effects, tx) => {
+                    let r = if skip { Ok(Ok(())) } else { t.finish(f, effects, now) };
                     split(r, &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::PutHealth(effects, tx) => {
+                    let r = if skip { Ok(()) } else { t.effects(effects, now) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::Prune(req, tx) => {
+                    let r = if skip { Ok(PruneReport::default()) } else { t.prune(&req) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Prune(tx, r))
+                }
+                Op::ReleaseFifo(endpoint, tx) => {
+                    let r = if skip { Ok(0) } else { t.release_fifo(&endpoint) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Count(tx, r))
                 }
                 Op::PutEndpoint(e, tx) => {
                     let r = if skip { Ok(()) } else { t.put_endpoint(&e) };
@@ -135,12 +161,6 @@ fn apply_batch(
                 }
             };
             replies.push(reply);
-        }
-        if failure.is_none()
-            && prune
-            && let Err(e) = t.prune_idempotency(now)
-        {
-            failure = Some(e);
         }
     }
     if failure.is_none() && faults.fail_commits.load(Ordering::Relaxed) {
@@ -178,6 +198,8 @@ struct Tables<'t> {
     idem: redb::Table<'t, &'static str, &'static [u8]>,
     idem_expiry: redb::Table<'t, (u64, &'static str), ()>,
     endpoints: redb::Table<'t, &'static str, &'static [u8]>,
+    health: redb::Table<'t, &'static str, &'static [u8]>,
+    fifo: redb::Table<'t, (&'static str, &'static str, u128), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -190,10 +212,17 @@ impl<'t> Tables<'t> {
             idem: txn.open_table(IDEMPOTENCY).map_err(storage)?,
             idem_expiry: txn.open_table(IDEMPOTENCY_EXPIRY).map_err(storage)?,
             endpoints: txn.open_table(ENDPOINTS).map_err(storage)?,
+            health: txn.open_table(ENDPOINT_HEALTH).map_err(storage)?,
+            fifo: txn.open_table(FIFO).map_err(storage)?,
         })
     }
 
-    fn ingest(&mut self, w: IngestWrite, now: u64) -> Result<Result<IngestOutcome, StoreError>, StoreError> {
+    fn ingest(
+        &mut self,
+        w: IngestWrite,
+        now: u64,
+        idempotency_ttl_ms: u64,
+    ) -> Result<Result<IngestOutcome, StoreError>, StoreError> {
         if let Some(claim) = &w.idempotency {
             let existing = self
                 .idem
@@ -201,7 +230,7 @@ impl<'t> Tables<'t> {
                 .map_err(storage)?
                 .map(|v| serde_json::from_slice::<IdempotencyRecord>(v.value()));
             if let Some(Ok(rec)) = existing {
-                if now.saturating_sub(rec.created_ms) < IDEMPOTENCY_TTL_MS {
+                if now.saturating_sub(rec.created_ms) < idempotency_ttl_ms {
                     return Ok(Ok(if rec.request_hash == claim.request_hash {
                         IngestOutcome::Replayed { event_id: rec.event_id, deliveries: rec.deliveries }
                     } else {
@@ -224,7 +253,12 @@ impl<'t> Tables<'t> {
             let id = d.id.as_u128();
             self.deliveries.insert(id, to_json(d).as_slice()).map_err(storage)?;
             if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-                self.due.insert((d.endpoint_id.as_str(), at, id), ()).map_err(storage)?;
+                if let Some(queue) = &d.fifo {
+                    self.fifo.insert((d.endpoint_id.as_str(), queue.as_str(), id), ()).map_err(storage)?;
+                }
+                if self.alone_in_queue(d)? {
+                    self.due.insert((d.endpoint_id.as_str(), at, id), ()).map_err(storage)?;
+                }
             }
             let mut keys = vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger)];
             keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
@@ -235,7 +269,39 @@ impl<'t> Tables<'t> {
         Ok(Ok(IngestOutcome::Created { event_id: w.event.id, deliveries: w.deliveries.len() }))
     }
 
-    fn finish(&mut self, f: Finish) -> Result<Result<(), StoreError>, StoreError> {
+    fn finish(&mut self, f: Finish, effects: Effects, now: u64) -> Result<Result<(), StoreError>, StoreError> {
+        let own = self.finish_one(f)?;
+        // The health change and the operational events belong to the attempt: they commit with
+        // it or not at all.
+        self.effects(effects, now)?;
+        Ok(own)
+    }
+
+    fn effects(&mut self, effects: Effects, now: u64) -> Result<(), StoreError> {
+        if let Some(h) = effects.health {
+            self.put_health(&h)?;
+        }
+        for w in effects.events {
+            // Operational events carry no idempotency key, so this cannot be refused.
+            self.ingest(w, now, 0)?.map(drop).ok();
+        }
+        Ok(())
+    }
+
+    /// Writes a health snapshot unless a newer one is already stored.
+    fn put_health(&mut self, h: &EndpointHealth) -> Result<(), StoreError> {
+        let stored = self
+            .health
+            .get(h.endpoint_id.as_str())
+            .map_err(storage)?
+            .and_then(|v| serde_json::from_slice::<EndpointHealth>(v.value()).ok());
+        if stored.is_none_or(|s| s.version < h.version) {
+            self.health.insert(h.endpoint_id.as_str(), to_json(h).as_slice()).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    fn finish_one(&mut self, f: Finish) -> Result<Result<(), StoreError>, StoreError> {
         match f {
             Finish::Attempt { delivery_id, attempt, next, prepared } => self.update_delivery(delivery_id, |d| {
                 if let Some(p) = prepared {
@@ -288,13 +354,36 @@ impl<'t> Tables<'t> {
         let key = id.as_u128();
         let before = (d.state, d.next_attempt_at_ms);
         change(&mut d);
+        let pending = (before.0 == DeliveryState::Pending, d.state == DeliveryState::Pending);
+        if let Some(queue) = d.fifo.clone() {
+            // Joining (a bulk resend) or leaving its queue moves with the state.
+            match pending {
+                (false, true) => {
+                    self.fifo.insert((d.endpoint_id.as_str(), queue.as_str(), key), ()).map_err(storage)?;
+                }
+                (true, false) => {
+                    self.fifo.remove((d.endpoint_id.as_str(), queue.as_str(), key)).map_err(storage)?;
+                }
+                _ => {}
+            }
+        }
         if before.1 != d.next_attempt_at_ms || before.0 != d.state {
-            if let Some(at) = before.1 {
-                self.due.remove((d.endpoint_id.as_str(), at, key)).map_err(storage)?;
-            }
+            let had_due = match before.1 {
+                Some(at) => self.due.remove((d.endpoint_id.as_str(), at, key)).map_err(storage)?.is_some(),
+                None => false,
+            };
             if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-                self.due.insert((d.endpoint_id.as_str(), at, key), ()).map_err(storage)?;
+                // A rescheduled delivery keeps its turn (a FIFO head stays the head); one that
+                // joins a queue is due only if nothing waits ahead of it.
+                let due = if pending.0 { had_due || d.fifo.is_none() } else { self.alone_in_queue(&d)? };
+                if due {
+                    self.due.insert((d.endpoint_id.as_str(), at, key), ()).map_err(storage)?;
+                }
             }
+        }
+        if let (Some(queue), (true, false)) = (d.fifo.as_deref(), pending) {
+            // The queue's next delivery may go now.
+            self.promote(&d.endpoint_id, queue)?;
         }
         if before.0 != d.state {
             self.index.remove((state_key(before.0).as_str(), key)).map_err(storage)?;
@@ -334,8 +423,143 @@ impl<'t> Tables<'t> {
         Ok(queued)
     }
 
-    fn prune_idempotency(&mut self, now: u64) -> Result<(), StoreError> {
-        let cutoff = now.saturating_sub(IDEMPOTENCY_TTL_MS);
+    /// Whether a delivery joining its queue (already inserted there) may have a due entry at
+    /// once: always without a queue; with one, only if no other delivery is in it. Otherwise it
+    /// waits until the one ahead is final (`promote`).
+    fn alone_in_queue(&self, d: &DeliveryRecord) -> Result<bool, StoreError> {
+        let Some(queue) = &d.fifo else { return Ok(true) };
+        let ep = d.endpoint_id.as_str();
+        for entry in
+            self.fifo.range((ep, queue.as_str(), 0)..=(ep, queue.as_str(), u128::MAX)).map_err(storage)?.take(2)
+        {
+            if entry.map_err(storage)?.0.value().2 != d.id.as_u128() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Gives the first delivery of a FIFO queue its due entry (if it has none yet).
+    fn promote(&mut self, endpoint: &str, queue: &str) -> Result<(), StoreError> {
+        let first = match self.fifo.range((endpoint, queue, 0)..=(endpoint, queue, u128::MAX)).map_err(storage)?.next()
+        {
+            Some(entry) => Some(entry.map_err(storage)?.0.value().2),
+            None => None,
+        };
+        let Some(id) = first else { return Ok(()) };
+        match self.read_delivery(Uuid::from_u128(id))? {
+            Ok(Some(next)) if next.state == DeliveryState::Pending => {
+                if let Some(at) = next.next_attempt_at_ms {
+                    self.due.insert((endpoint, at, id), ()).map_err(storage)?;
+                }
+            }
+            // A queue entry without a pending delivery behind it would block the queue forever.
+            _ => {
+                self.fifo.remove((endpoint, queue, id)).map_err(storage)?;
+                return self.promote(endpoint, queue);
+            }
+        }
+        Ok(())
+    }
+
+    fn release_fifo(&mut self, endpoint: &str) -> Result<usize, StoreError> {
+        let mut entries = Vec::new();
+        for entry in self.fifo.range((endpoint, "", 0)..).map_err(storage)? {
+            let (k, _) = entry.map_err(storage)?;
+            let (ep, queue, id) = k.value();
+            if ep != endpoint {
+                break;
+            }
+            entries.push((queue.to_owned(), id));
+        }
+        for (queue, id) in &entries {
+            self.fifo.remove((endpoint, queue.as_str(), *id)).map_err(storage)?;
+            if let Ok(Some(mut d)) = self.read_delivery(Uuid::from_u128(*id))? {
+                d.fifo = None;
+                if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+                    self.due.insert((endpoint, at, *id), ()).map_err(storage)?;
+                }
+                self.deliveries.insert(*id, to_json(&d).as_slice()).map_err(storage)?;
+            }
+        }
+        Ok(entries.len())
+    }
+
+    /// Removes final deliveries created before the cutoff, and events whose deliveries are all
+    /// gone, visiting at most `req.max_events` events from `req.after`. Pending deliveries (and
+    /// their events) stay.
+    fn prune(&mut self, req: &PruneRequest) -> Result<PruneReport, StoreError> {
+        let mut report = PruneReport::default();
+        self.prune_idempotency(req.idempotency_cutoff_ms)?;
+        let mut events: Vec<(u128, EventRecord)> = Vec::new();
+        let start = req.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut visited = 0;
+        report.next = None;
+        for entry in self.events.range((start, Bound::<u128>::Unbounded)).map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            let id = k.value();
+            visited += 1;
+            match serde_json::from_slice::<EventRecord>(v.value()) {
+                // Events are in arrival order: the rest are younger.
+                Ok(event) if event.received_at_ms >= req.cutoff_ms => {
+                    report.next = None;
+                    break;
+                }
+                Ok(event) => events.push((id, event)),
+                // An unreadable event is left for an operator; the pass moves past it.
+                Err(_) => {}
+            }
+            report.next = Some(id);
+            if visited >= req.max_events {
+                break;
+            }
+        }
+        if visited < req.max_events && report.next.is_some() {
+            // The table ended before the budget did: nothing is left to visit.
+            report.next = None;
+        }
+        self.prune_events(events, report)
+    }
+
+    fn prune_events(
+        &mut self,
+        events: Vec<(u128, EventRecord)>,
+        mut report: PruneReport,
+    ) -> Result<PruneReport, StoreError> {
+        for (event_id, event) in events {
+            let mut kept = false;
+            for id in &event.delivery_ids {
+                let d = match self.read_delivery(*id)? {
+                    Ok(Some(d)) => d,
+                    Ok(None) => continue,
+                    // Unreadable: keep it (and its event) for an operator to look at.
+                    Err(_) => {
+                        kept = true;
+                        continue;
+                    }
+                };
+                if d.state == DeliveryState::Pending {
+                    kept = true;
+                    continue;
+                }
+                let key = id.as_u128();
+                self.deliveries.remove(key).map_err(storage)?;
+                let mut keys = vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger)];
+                keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
+                for k in &keys {
+                    self.index.remove((k.as_str(), key)).map_err(storage)?;
+                }
+                report.deliveries += 1;
+            }
+            if !kept {
+                self.events.remove(event_id).map_err(storage)?;
+                report.events += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    fn prune_idempotency(&mut self, cutoff: u64) -> Result<(), StoreError> {
         let mut expired = Vec::new();
         for entry in
             self.idem_expiry.range((Bound::Unbounded, Bound::Excluded((cutoff, "")))).map_err(storage)?.take(10_000)

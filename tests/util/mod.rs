@@ -25,7 +25,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// The config every test starts from: loopback over http allowed (the receiver lives there),
-/// short retry delays, no jitter so gaps are predictable.
+/// short retry delays, no jitter so gaps are predictable, and a circuit breaker that only the
+/// tests about it bring within reach (they set `breaker_failures` themselves).
 pub fn base_config(data_dir: &Path) -> String {
     format!(
         r#"
@@ -50,6 +51,7 @@ backoff_max = "10s"
 jitter = 0.0
 allow_http = true
 allow_private_networks = true
+breaker_failures = 10000
 "#,
         data_dir = data_dir.display()
     )
@@ -156,6 +158,21 @@ impl TestGateway {
         let req =
             self.http.get(format!("{}{path}", self.base)).header("authorization", format!("Bearer {ADMIN_TOKEN}"));
         response(req).await
+    }
+
+    /// An admin request with a JSON body (`POST`, `PATCH`).
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
+        let req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        response(req).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::PATCH, path, body).await
     }
 
     pub async fn delivery(&self, id: &str) -> Value {

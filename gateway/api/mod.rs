@@ -1,8 +1,13 @@
-//! The read API: `GET /v1/events/{id}`, `GET /v1/deliveries/{id}` and `GET /healthz`.
+//! The admin API: the delivery log (`/v1/events`, `/v1/deliveries`, resends), `/healthz`,
+//! `/metrics` and the dashboard; endpoints live in `api::endpoints`.
 //!
 //! Owns: the JSON shape of events, deliveries and attempts as API users see them (RFC 3339
 //! times, stable field names).
-//! Must not touch: writes of any kind. It reads through `store` and renders.
+//! Must not touch: the on-disk layout or outbound HTTP. It reads through `store`, and its writes
+//! (resends) go through `dispatch` and `store`.
+
+pub mod endpoints;
+pub use endpoints::{create_endpoint, delete_endpoint, get_endpoint, list_endpoints, patch_endpoint};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,7 +16,6 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::config::{Endpoint, Origin, Triggers};
 use crate::dispatch::ResendError;
 use crate::http::{ApiError, AppState, json_response};
 use crate::json;
@@ -27,6 +31,9 @@ pub struct EventView<'a> {
     /// The event as ingested (canonical JSON), embedded verbatim so big integers stay exact.
     pub payload: &'a RawValue,
     pub delivery_ids: &'a [Uuid],
+    /// Endpoints the event was routed to but that got no delivery, and why.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub skipped: &'a [crate::model::Skipped],
 }
 
 #[derive(Serialize)]
@@ -127,14 +134,15 @@ fn event_view(e: &EventRecord) -> Result<EventView<'_>, ApiError> {
         received_at: rfc3339(e.received_at_ms),
         payload,
         delivery_ids: &e.delivery_ids,
+        skipped: &e.skipped,
     })
 }
 
-fn parse_id(kind: &str, text: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(kind: &str, text: &str) -> Result<Uuid, ApiError> {
     text.parse().map_err(|_| ApiError::not_found(format!("no {kind} with id {text:?}")))
 }
 
-fn to_json<T: Serialize>(v: &T) -> String {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("views serialise")
 }
 
@@ -208,12 +216,19 @@ async fn detail_response(st: &AppState, id: Uuid) -> Result<Response, ApiError> 
 
 /// `GET /healthz`: 200 while the store answers reads, 503 otherwise.
 pub async fn health(State(st): State<AppState>) -> Response {
-    match st.store.pending_count().await {
-        Ok(pending) => {
+    let counts = async {
+        Ok::<_, crate::store::StoreError>((st.store.pending_count().await?, st.store.oldest_pending_ms().await?))
+    };
+    match counts.await {
+        Ok((pending, oldest)) => {
             let stats = st.store.stats();
+            let now = st.clock.now_ms();
             let body = serde_json::json!({
                 "status": "ok",
                 "pending_deliveries": pending,
+                // How long the oldest pending delivery has waited: a backlog that only grows
+                // shows here first.
+                "oldest_pending_age_seconds": oldest.map(|ms| now.saturating_sub(ms) as f64 / 1000.0),
                 // The group-commit factor is operations / commits.
                 "store": {
                     "commits": stats.commits.load(std::sync::atomic::Ordering::Relaxed),
@@ -427,110 +442,6 @@ pub async fn bulk_resend(State(st): State<AppState>, headers: HeaderMap, body: a
 }
 
 // ---------------------------------------------------------------------------------------------
-// Endpoints at runtime.
-
-#[derive(Serialize)]
-struct EndpointView<'a> {
-    id: &'a str,
-    url: &'a str,
-    triggers: Vec<&'a str>,
-    #[serde(rename = "match")]
-    matches: Option<serde_json::Map<String, serde_json::Value>>,
-    has_secret: bool,
-    plugins: &'a [String],
-    /// `config` (read-only here; edit the file) or `api`.
-    source: &'static str,
-    created_at: Option<String>,
-}
-
-fn endpoint_view(e: &Endpoint) -> EndpointView<'_> {
-    EndpointView {
-        id: &e.id,
-        url: e.url.as_str(),
-        triggers: match &e.triggers {
-            Triggers::All => vec!["*"],
-            Triggers::Only(list) => list.iter().map(String::as_str).collect(),
-        },
-        matches: (!e.matches.is_empty()).then(|| {
-            e.matches
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::from_str(&v.to_canonical()).unwrap_or(serde_json::Value::Null)))
-                .collect()
-        }),
-        has_secret: e.secret.is_some(),
-        plugins: &e.plugins,
-        source: match e.origin {
-            Origin::Config => "config",
-            Origin::Api { .. } => "api",
-        },
-        created_at: match e.origin {
-            Origin::Config => None,
-            Origin::Api { created_at_ms } => Some(rfc3339(created_at_ms)),
-        },
-    }
-}
-
-/// `GET /v1/endpoints`.
-pub async fn list_endpoints(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = st.admin_tokens.check(&headers) {
-        return e.into_response();
-    }
-    let all = st.endpoints.snapshot();
-    let body = serde_json::json!({ "data": all.iter().map(endpoint_view).map(|v| serde_json::to_value(v).unwrap_or_default()).collect::<Vec<_>>() });
-    json_response(StatusCode::OK, body.to_string())
-}
-
-/// `GET /v1/endpoints/{id}`.
-pub async fn get_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(e) = st.admin_tokens.check(&headers) {
-        return e.into_response();
-    }
-    match st.endpoints.get(&id) {
-        Some(e) => json_response(StatusCode::OK, to_json(&endpoint_view(&e))),
-        None => ApiError::not_found(format!("no endpoint with id {id:?}")).into_response(),
-    }
-}
-
-/// `POST /v1/endpoints` `{url, triggers, match?, secret?}`: validated like the config file,
-/// stored durably, live for the next ingested event.
-pub async fn create_endpoint(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let result = async {
-        st.admin_tokens.check(&headers)?;
-        let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
-        let id = format!("ep_{}", Uuid::now_v7().simple());
-        let (endpoint, record) = crate::endpoints::validate_new(&v, &st.config.delivery, id, now_ms())
-            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", m))?;
-        st.store.put_endpoint(record).await.map_err(|e| ApiError::store(&e))?;
-        st.endpoints.insert(endpoint.clone());
-        tracing::info!(endpoint = %endpoint.id, "endpoint created through the API");
-        Ok::<_, ApiError>(json_response(StatusCode::CREATED, to_json(&endpoint_view(&endpoint))))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// `DELETE /v1/endpoints/{id}`: API endpoints only; their delivery history stays.
-pub async fn delete_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let result = async {
-        st.admin_tokens.check(&headers)?;
-        let e = st.endpoints.get(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
-        if e.origin == Origin::Config {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "endpoint_read_only",
-                format!("endpoint {id:?} is defined in the config file; change it there"),
-            ));
-        }
-        st.store.delete_endpoint(id.clone()).await.map_err(|e| ApiError::store(&e))?;
-        st.endpoints.remove(&id);
-        tracing::info!(endpoint = %id, "endpoint deleted through the API");
-        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Metrics and the dashboard.
 
 /// `GET /metrics`: Prometheus text format. Counts only: no ids, payloads or secrets.
@@ -543,6 +454,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         store_operations: stats.operations.load(std::sync::atomic::Ordering::Relaxed),
         store_failed_commits: stats.failed_commits.load(std::sync::atomic::Ordering::Relaxed),
         cooling_down: st.dispatcher.cooling_down() as u64,
+        db_file_bytes: st.store.file_size(),
+        circuits_open: st.health.counts().0,
+        endpoints_disabled: st.health.counts().1,
         plugins: st.plugins.as_ref().map(|p| p.stats()).unwrap_or_default(),
     };
     (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&gauges))

@@ -1,0 +1,248 @@
+//! Endpoints at runtime: `GET/POST /v1/endpoints`, `GET/PATCH/DELETE /v1/endpoints/{id}`.
+//!
+//! Owns: the JSON shape of an endpoint and its health, and the order of an update: validate
+//! everything first (so a refused body changes nothing), then store, then swap the registry.
+//! Must not touch: the rules of what an endpoint may be (`endpoint::validate`, reached through
+//! `endpoints::validate_body`) or the health state machine (`health`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::{Endpoint, Origin, Triggers};
+use crate::health::HealthView;
+use crate::http::{ApiError, AppState, json_response};
+use crate::json;
+use crate::model::{now_ms, rfc3339};
+use crate::store::Effects;
+
+#[derive(Serialize)]
+struct EndpointView<'a> {
+    id: &'a str,
+    url: &'a str,
+    triggers: Vec<&'a str>,
+    #[serde(rename = "match")]
+    matches: Option<serde_json::Map<String, serde_json::Value>>,
+    has_secret: bool,
+    plugins: &'a [String],
+    /// `config` (read-only here except `enabled`; edit the file) or `api`.
+    source: &'static str,
+    created_at: Option<String>,
+    rate_limit: Option<String>,
+    ordering: Option<&'static str>,
+    ordering_key: Option<&'a str>,
+    enabled: bool,
+    disabled_at: Option<String>,
+    /// `closed`, `open` or `half_open`.
+    circuit: &'static str,
+    circuit_open_until: Option<String>,
+    consecutive_failures: u32,
+    last_success_at: Option<String>,
+    last_failure_at: Option<String>,
+    last_error: Option<serde_json::Value>,
+    /// Set while a `Retry-After` from the receiver pauses the endpoint.
+    paused_until: Option<String>,
+    attempts_last_hour: u32,
+    /// Successful attempts over all attempts in the last hour; null without attempts.
+    success_rate_last_hour: Option<f64>,
+}
+
+fn endpoint_view<'a>(e: &'a Endpoint, hv: &HealthView) -> EndpointView<'a> {
+    let h = &hv.health;
+    EndpointView {
+        id: &e.id,
+        url: e.url.as_str(),
+        triggers: match &e.triggers {
+            Triggers::All => vec!["*"],
+            Triggers::Only(list) => list.iter().map(String::as_str).collect(),
+        },
+        matches: (!e.matches.is_empty()).then(|| {
+            e.matches
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::from_str(&v.to_canonical()).unwrap_or(serde_json::Value::Null)))
+                .collect()
+        }),
+        has_secret: e.secret.is_some(),
+        plugins: &e.plugins,
+        source: match e.origin {
+            Origin::Config => "config",
+            Origin::Api { .. } => "api",
+        },
+        created_at: match e.origin {
+            Origin::Config => None,
+            Origin::Api { created_at_ms } => Some(rfc3339(created_at_ms)),
+        },
+        rate_limit: e.rate_limit.map(|r| r.to_string()),
+        ordering: e.fifo.as_ref().map(|_| "fifo"),
+        ordering_key: e.fifo.as_ref().and_then(|f| f.key.as_deref()),
+        enabled: h.disabled_at_ms.is_none(),
+        disabled_at: h.disabled_at_ms.map(rfc3339),
+        circuit: h.circuit.as_str(),
+        circuit_open_until: (h.circuit != crate::model::Circuit::Closed).then(|| rfc3339(h.open_until_ms)),
+        consecutive_failures: h.consecutive_failures,
+        last_success_at: h.last_success_at_ms.map(rfc3339),
+        last_failure_at: h.last_failure_at_ms.map(rfc3339),
+        last_error: h.last_error.as_ref().map(|e| serde_json::json!({ "kind": e.kind.as_str(), "message": e.message })),
+        paused_until: hv.paused_until_ms.map(rfc3339),
+        attempts_last_hour: hv.attempts_last_hour,
+        success_rate_last_hour: (hv.attempts_last_hour > 0)
+            .then(|| f64::from(hv.successes_last_hour) / f64::from(hv.attempts_last_hour)),
+    }
+}
+
+fn render(st: &AppState, e: &Endpoint) -> serde_json::Value {
+    let hv = st.health.view(&e.id, st.clock.now_ms());
+    serde_json::to_value(endpoint_view(e, &hv)).unwrap_or_default()
+}
+
+/// `GET /v1/endpoints`.
+pub async fn list_endpoints(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = st.admin_tokens.check(&headers) {
+        return e.into_response();
+    }
+    let all = st.endpoints.snapshot();
+    let body = serde_json::json!({ "data": all.iter().map(|e| render(&st, e)).collect::<Vec<_>>() });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+/// `GET /v1/endpoints/{id}`: the endpoint and its health.
+pub async fn get_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(e) = st.admin_tokens.check(&headers) {
+        return e.into_response();
+    }
+    match st.endpoints.get(&id) {
+        Some(e) => json_response(StatusCode::OK, render(&st, &e).to_string()),
+        None => ApiError::not_found(format!("no endpoint with id {id:?}")).into_response(),
+    }
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_endpoint", message)
+}
+
+/// `POST /v1/endpoints` `{url, triggers, match?, secret?, rate_limit?, ordering?,
+/// ordering_key?}`: validated like the config file, stored durably, live for the next event.
+pub async fn create_endpoint(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+        let id = format!("ep_{}", Uuid::now_v7().simple());
+        let (endpoint, record) =
+            crate::endpoints::validate_body(&v, None, &st.config.delivery, id, now_ms()).map_err(invalid)?;
+        st.store.put_endpoint(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+        st.endpoints.put(endpoint.clone(), record);
+        tracing::info!(endpoint = %endpoint.id, "endpoint created through the API");
+        Ok::<_, ApiError>(json_response(StatusCode::CREATED, render(&st, &endpoint).to_string()))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `PATCH /v1/endpoints/{id}`: any of the creation fields (`null` clears an optional one) and
+/// `enabled`. Config endpoints accept only `enabled`. Pending deliveries use the new URL and
+/// secret from their next attempt.
+pub async fn patch_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let current =
+            st.endpoints.get(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
+        let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+        let o = v.as_object().ok_or_else(|| invalid(format!("the body must be a JSON object, not {}", v.kind())))?;
+        let enabled = match o.get("enabled") {
+            None => None,
+            Some(json::Value::Bool(b)) => Some(*b),
+            Some(other) => return Err(invalid(format!("`enabled` must be true or false, not {}", other.kind()))),
+        };
+        // Everything is validated before anything is written: a refused body changes nothing.
+        let update = match current.origin {
+            Origin::Config => {
+                if let Some((k, _)) = o.iter().find(|(k, _)| *k != "enabled") {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "endpoint_read_only",
+                        format!(
+                            "endpoint {id:?} is defined in the config file; only `enabled` can be changed here, not `{k}`"
+                        ),
+                    ));
+                }
+                None
+            }
+            Origin::Api { .. } if o.iter().any(|(k, _)| k != "enabled") => {
+                let record = st.endpoints.record(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
+                let (mut endpoint, new_record) =
+                    crate::endpoints::validate_body(&v, Some(&record), &st.config.delivery, id.clone(), now_ms())
+                        .map_err(invalid)?;
+                endpoint.plugins = current.plugins.clone();
+                Some((endpoint, new_record))
+            }
+            Origin::Api { .. } => None,
+        };
+        if let Some((endpoint, record)) = update {
+            let unordered = current.fifo.is_some() && endpoint.fifo.is_none();
+            st.store.put_endpoint(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+            st.endpoints.put(endpoint, record);
+            if unordered {
+                // Deliveries that waited their turn in a FIFO queue are due now.
+                let released = st.store.release_fifo(id.clone()).await.map_err(|e| ApiError::store(&e))?;
+                tracing::info!(endpoint = %id, released, "ordering turned off; queued deliveries released");
+            }
+            tracing::info!(endpoint = %id, "endpoint updated through the API");
+        }
+        if let Some(enabled) = enabled {
+            set_enabled(&st, &id, enabled).await?;
+        }
+        st.wake.notify_one();
+        let now = st.endpoints.get(&id).unwrap_or(current);
+        Ok::<_, ApiError>(json_response(StatusCode::OK, render(&st, &now).to_string()))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Enables or disables an endpoint by hand: the change and its operational event are stored in
+/// one transaction. Disabling fails the endpoint's pending deliveries as the scheduler meets
+/// them (error kind `endpoint_disabled`).
+async fn set_enabled(st: &AppState, id: &str, enabled: bool) -> Result<(), ApiError> {
+    let now = st.clock.now_ms();
+    let Some((health, transition)) = st.health.set_enabled(id, enabled, now) else {
+        return Ok(());
+    };
+    let mut effects = Effects::default();
+    effects.events.extend(st.operations.endpoint_event(&st.endpoints, &st.health, transition.trigger(), &health, now));
+    effects.health = Some(health);
+    if let Err(e) = st.store.put_health(effects).await {
+        // Not stored: undo in memory, so memory and disk agree.
+        st.health.set_enabled(id, !enabled, now);
+        return Err(ApiError::store(&e));
+    }
+    tracing::warn!(endpoint = %id, change = transition.trigger(), "endpoint health changed by hand");
+    Ok(())
+}
+
+/// `DELETE /v1/endpoints/{id}`: API endpoints only; their delivery history stays.
+pub async fn delete_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = async {
+        st.admin_tokens.check(&headers)?;
+        let e = st.endpoints.get(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
+        if e.origin == Origin::Config {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "endpoint_read_only",
+                format!("endpoint {id:?} is defined in the config file; change it there"),
+            ));
+        }
+        st.store.delete_endpoint(id.clone()).await.map_err(|e| ApiError::store(&e))?;
+        st.endpoints.remove(&id);
+        tracing::info!(endpoint = %id, "endpoint deleted through the API");
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
