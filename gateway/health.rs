@@ -364,7 +364,10 @@ impl HealthBook {
         self.with(endpoint, |e, p| {
             e.probe_in_flight = false;
             if let (Some(429), Some(wait)) = (outcome.status_code, outcome.retry_after) {
-                // The receiver asked for a pause: the whole endpoint waits, not just this one.
+                // The receiver asked for a pause: the whole endpoint waits, not just this one,
+                // for as long as asked, up to the longest open period (a receiver cannot park
+                // an endpoint for a year).
+                let wait = wait.min(p.cooldown_max.max(p.breaker_cooldown));
                 e.paused_until_ms = e.paused_until_ms.max(now_ms + wait.as_millis() as u64);
             }
             if v == Verdict::NotTried {

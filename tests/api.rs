@@ -453,3 +453,65 @@ async fn listen_verifies_deliveries_and_refuses_forgeries() {
     assert_eq!(forged.status(), 401);
     gw.stop().await.unwrap();
 }
+
+/// `PATCH /v1/endpoints/{id}` uses creation's rules (a refused body changes nothing), and a
+/// pending delivery's next attempt goes to the new URL, signed with the new secret.
+#[tokio::test]
+async fn patched_endpoints_apply_to_pending_deliveries() {
+    let mut old = Receiver::start(Behavior::Status(503)).await;
+    let mut new = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "delivery", "backoff_initial", "\"300ms\"");
+    let gw = TestGateway::start(&cfg).await;
+    let (s, ep) = post(&gw, "/v1/endpoints", &json!({"url": old.url("/old"), "triggers": ["*"]})).await;
+    assert_eq!(s, 201, "{ep}");
+    let path = format!("/v1/endpoints/{}", ep["id"].as_str().unwrap());
+    let (_, r) = gw.ingest(&state_change("b")).await;
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    let first = old.next(WAIT).await;
+
+    for (body, field) in [
+        (json!({"rate_limit": "5/h"}), "rate_limit"),
+        (json!({"ordering_key": "bot_id"}), "ordering_key"),
+        (json!({"url": new.url("/new"), "triggers": []}), "triggers"),
+        (json!({"url": 5}), "url"),
+        (json!({"secret": "short"}), "secret"),
+        (json!({"colour": "red"}), "colour"),
+        (json!({"enabled": 1}), "enabled"),
+    ] {
+        let (s, b) = gw.patch(&path, &body).await;
+        assert_eq!(s, 400, "{body} => {b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains(field), "{body} => {b}");
+    }
+    let (_, now) = gw.get(&path).await;
+    assert_eq!(now["url"], old.url("/old"), "nothing of a refused body is applied: {now}");
+    assert_eq!(gw.patch("/v1/endpoints/nope", &json!({"enabled": false})).await.0, 404);
+
+    const NEW_SECRET: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let patch = json!({"url": new.url("/new"), "secret": NEW_SECRET, "rate_limit": "100/s", "ordering": "fifo"});
+    let (s, b) = gw.patch(&path, &patch).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!((b["url"].as_str(), b["has_secret"].as_bool()), (Some(new.url("/new").as_str()), Some(true)), "{b}");
+    assert_eq!((b["rate_limit"].as_str(), b["ordering"].as_str()), (Some("100/s"), Some("fifo")), "{b}");
+    assert!(b.get("secret").is_none(), "secrets never appear in GET or PATCH answers: {b}");
+    old.assert_silent(Duration::from_millis(100)).await;
+    let second = new.next(WAIT).await;
+    assert_eq!(second.header("webhook-id"), first.header("webhook-id"), "the same delivery, retried");
+    let wh = standardwebhooks::Webhook::new(&format!("whsec_{NEW_SECRET}")).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, second.header(name).parse().unwrap());
+    }
+    wh.verify(&second.body, &headers).expect("signed with the new secret");
+    assert_eq!(gw.settled(&id, WAIT).await["state"], "succeeded");
+
+    // Clearing with null, and the change survives a restart.
+    let (s, b) = gw.patch(&path, &json!({"ordering": null, "rate_limit": null})).await;
+    assert_eq!((s, b["ordering"].is_null(), b["rate_limit"].is_null()), (200, true, true), "{b}");
+    gw.stop().await.unwrap();
+    let gw = TestGateway::start(&cfg).await;
+    let (_, after) = gw.get(&path).await;
+    assert_eq!((after["url"].as_str(), after["has_secret"].as_bool()), (Some(new.url("/new").as_str()), Some(true)));
+    assert!(after["ordering"].is_null(), "{after}");
+    gw.stop().await.unwrap();
+}

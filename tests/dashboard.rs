@@ -1,6 +1,6 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`, driven through its
 //! `chromedriver`) loads the page, filters by bot, opens a failed delivery, presses Resend and
-//! sees the new attempt.
+//! sees the new attempt, then disables and enables the endpoint from the endpoints view.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -85,6 +85,28 @@ async fn dashboard_in_chromium_filters_opens_and_resends() {
             .await;
         let newest = browser.find("#attempts tbody tr").await.text().await;
         assert!(newest.contains("(manual)") && newest.contains("200"), "{newest}");
+
+        // The endpoints view: state, circuit, last hour's success rate, last error, and a
+        // button that disables and enables the endpoint through the API.
+        browser.find("#tab-endpoints").await.click().await;
+        browser
+            .wait_for("document.querySelector('#endpoint-rows tr[data-id=acme]')?.dataset.enabled === 'true'", WAIT)
+            .await;
+        let row = browser.find("#endpoint-rows tr[data-id=acme]").await.text().await;
+        assert!(row.contains("enabled") && row.contains("closed"), "{row}");
+        assert!(row.contains("20.0 %") && row.contains("of 5"), "1 success in 5 attempts: {row}");
+        assert!(row.contains("status") && row.contains("500"), "the last error is shown: {row}");
+        browser.find("#endpoint-rows tr[data-id=acme] button.toggle").await.click().await;
+        browser
+            .wait_for("document.querySelector('#endpoint-rows tr[data-id=acme]')?.dataset.enabled === 'false'", WAIT)
+            .await;
+        let (_, ep) = gw.get("/v1/endpoints/acme").await;
+        assert_eq!(ep["enabled"], false, "the button disabled it through the API: {ep}");
+        browser.find("#endpoint-rows tr[data-id=acme] button.toggle").await.click().await;
+        browser
+            .wait_for("document.querySelector('#endpoint-rows tr[data-id=acme]')?.dataset.enabled === 'true'", WAIT)
+            .await;
+        assert_eq!(gw.get("/v1/endpoints/acme").await.1["enabled"], true);
     };
     // Keep a screenshot for whoever debugs a failure (or wants to see the page).
     let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;

@@ -152,7 +152,16 @@ fn apply_batch(
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::DeleteEndpoint(id, tx) => {
-                    let r = if skip { Ok(()) } else { t.endpoints.remove(id.as_str()).map(drop).map_err(storage) };
+                    let r = if skip {
+                        Ok(())
+                    } else {
+                        // Its health goes with it; its deliveries (the history) stay.
+                        t.endpoints
+                            .remove(id.as_str())
+                            .and_then(|_| t.health.remove(id.as_str()))
+                            .map(drop)
+                            .map_err(storage)
+                    };
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::Requeue { ids, at_ms, reply } => {
