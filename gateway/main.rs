@@ -157,6 +157,18 @@ fn print_summary(c: &Config) {
         !d.allow_http,
         if d.allow_private_networks { "allowed" } else { "refused" }
     );
+    let disable = d.disable_after.map_or("never".to_owned(), |t| format!("after {} of failures", human(t)));
+    println!(
+        "  health:   circuit opens after {} failures in a row (cooldown {}), disable {}",
+        d.breaker_failures,
+        human(d.breaker_cooldown),
+        disable
+    );
+    let r = &c.retention;
+    println!("  retention: deliveries {}, idempotency keys {}", human(r.deliveries), human(r.idempotency));
+    if let Some(ops) = &c.operations_endpoint {
+        println!("  operational events -> {ops}");
+    }
     println!("  endpoints ({}):", c.endpoints.len());
     for e in &c.endpoints {
         let scope = if e.matches.is_empty() {
@@ -166,7 +178,12 @@ fn print_summary(c: &Config) {
             format!(" [match {}]", m.join(", "))
         };
         let chain = if e.plugins.is_empty() { String::new() } else { format!(" plugins: {}", e.plugins.join(" -> ")) };
-        println!("    {} -> {} triggers: {}{}{}", e.id, e.url, e.triggers, scope, chain);
+        let rate = e.rate_limit.map(|r| format!(" rate {r}")).unwrap_or_default();
+        let order = match &e.fifo {
+            None => String::new(),
+            Some(f) => format!(" fifo{}", f.key.as_deref().map(|k| format!(" by {k}")).unwrap_or_default()),
+        };
+        println!("    {} -> {} triggers: {}{}{}{}{}", e.id, e.url, e.triggers, scope, chain, rate, order);
     }
     if !c.plugins.is_empty() {
         println!("  plugins ({}):", c.plugins.len());
@@ -180,5 +197,17 @@ fn print_summary(c: &Config) {
     }
     for w in &c.warnings {
         println!("warning: {w}");
+    }
+}
+
+/// A duration the way the config file writes it: `5d`, `24h`, `30s`, `250ms`.
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (d.subsec_millis(), s) {
+        (0, s) if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        (0, s) if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        (0, s) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        (0, s) => format!("{s}s"),
+        _ => format!("{}ms", d.as_millis()),
     }
 }

@@ -14,7 +14,9 @@ fn check_accepts_the_example_and_summarises_it() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("listen:   127.0.0.1:8080"), "{stdout}");
     assert!(stdout.contains("local-receiver -> http://127.0.0.1:9000/webhooks triggers: *"), "{stdout}");
-    assert!(stdout.contains("demo-bot") && stdout.contains("[match bot_id=\"bot_demo\"]"), "{stdout}");
+    assert!(stdout.contains("demo-bot") && stdout.contains("[match bot_id=\"bot_demo\"] rate 20/s fifo"), "{stdout}");
+    assert!(stdout.contains("retention: deliveries 7d, idempotency keys 1d"), "{stdout}");
+    assert!(stdout.contains("disable after 5d of failures") && stdout.contains("-> operations"), "{stdout}");
     // The secret never appears in output.
     assert!(!stdout.contains("ZXhhbXBsZS1zZWNyZXQ"), "{stdout}");
 }

@@ -1,0 +1,195 @@
+//! The configuration rules, each checked through `Config::parse` on small files.
+
+use super::*;
+
+const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    let env = |name: &str| (name == "HOOK_TOKEN").then(|| "from-env".to_owned());
+    Config::parse(text, "test.toml", Path::new("/etc/hookgate"), &env)
+}
+
+fn minimal(extra: &str) -> String {
+    format!("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"{SECRET}\"\n{extra}")
+}
+
+#[test]
+fn defaults_fill_every_key() {
+    let c = parse(&minimal("")).unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.server.data_dir, Path::new("/etc/hookgate/data"));
+    assert_eq!(c.server.max_body_bytes, 262_144);
+    assert_eq!(c.server.cache_size, 64 << 20);
+    assert_eq!(c.delivery.timeout, Duration::from_secs(10));
+    assert_eq!(c.delivery.retry.max_retries, 3);
+    assert_eq!(c.delivery.retry.initial, Duration::from_secs(5));
+    assert_eq!(c.delivery.retry.max, Duration::from_secs(3600));
+    assert_eq!(c.delivery.max_in_flight, 512);
+    assert_eq!(c.delivery.max_in_flight_per_endpoint, 32);
+    assert!(!c.delivery.allow_http && !c.delivery.allow_private_networks);
+    assert_eq!(c.delivery.breaker_failures, 10);
+    assert_eq!(c.delivery.breaker_cooldown, Duration::from_secs(30));
+    assert_eq!(c.delivery.disable_after, Some(Duration::from_secs(5 * 86_400)));
+    assert_eq!(c.retention.deliveries, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.retention.idempotency, Duration::from_secs(86_400));
+    assert_eq!(c.operations_endpoint, None);
+    let c = parse(&minimal("[delivery]\ndisable_after = \"0s\"")).unwrap();
+    assert_eq!(c.delivery.disable_after, None);
+}
+
+/// The keys of the operations issue: each bad value names its key and line, and nothing
+/// is half-applied (the whole load fails).
+#[test]
+fn health_retention_and_ordering_keys_are_checked() {
+    let ep = "[[endpoints]]\nid = \"a\"\nurl = \"https://example.com/h\"\ntriggers = [\"*\"]\n";
+    let cases: Vec<(String, &str, usize, &str)> = vec![
+        (minimal("[retention]\ndeliveries = \"-1d\""), "retention.deliveries", 6, "not a duration"),
+        (minimal("[retention]\ndeliveries = \"100000d\""), "retention.deliveries", 6, "must be from"),
+        (minimal("[retention]\nidempotency = \"0s\""), "retention.idempotency", 6, "greater than zero"),
+        (minimal("[retention]\nforever = true"), "retention.forever", 6, "unknown field"),
+        (minimal("[delivery]\nbreaker_failures = 0"), "delivery.breaker_failures", 6, "out of range"),
+        (minimal("[delivery]\ndisable_after = \"1000d\""), "delivery.disable_after", 6, "at most 365d"),
+        (minimal("[delivery]\nbreaker_cooldown = \"2d\""), "delivery.breaker_cooldown", 6, "must be from"),
+        (minimal("[operations]\nendpoint = \"nope\""), "operations.endpoint", 6, "not the id"),
+        (minimal(&format!("{ep}rate_limit = \"50/h\"\n")), "endpoints[0].rate_limit", 9, "N/s or N/m"),
+        (minimal(&format!("{ep}rate_limit = \"fast\"\n")), "endpoints[0].rate_limit", 9, "N/s or N/m"),
+        (minimal(&format!("{ep}ordering_key = \"bot_id\"\n")), "endpoints[0].ordering_key", 9, "fifo"),
+        (minimal(&format!("{ep}ordering = \"random\"\n")), "endpoints[0].ordering", 9, "not an ordering"),
+    ];
+    for (text, key, line, needle) in cases {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{text}\n=> {e}");
+        assert_eq!(e.line, Some(line), "{text}\n=> {e}");
+        assert!(e.message.contains(needle), "{text}\n=> {e}");
+    }
+    let c = parse(&minimal(&format!(
+        "[operations]\nendpoint = \"a\"\n{ep}rate_limit = \"50/s\"\nordering = \"fifo\"\nordering_key = \"bot_id\"\n"
+    )))
+    .unwrap();
+    assert_eq!(c.operations_endpoint.as_deref(), Some("a"));
+    assert_eq!(c.endpoints[0].rate_limit.unwrap().to_string(), "50/s");
+    assert_eq!(c.endpoints[0].fifo.as_ref().unwrap().key.as_deref(), Some("bot_id"));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+    for bad in ["", "10", "s", "10x", "1.5s", "-1s"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn env_references_are_expanded() {
+    let c = parse(&minimal("")).unwrap();
+    assert_eq!(c.auth.ingest_tokens[0].0, "t");
+    let c = parse(&minimal("").replace("[\"t\"]", "[\"${HOOK_TOKEN}\"]")).unwrap();
+    assert_eq!(c.auth.ingest_tokens[0].0, "from-env");
+    let e = parse(&minimal("").replace("[\"t\"]", "[\"${NOPE}\"]")).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("auth.ingest_tokens", Some(2)));
+    assert!(e.message.contains("NOPE"));
+}
+
+/// Each bad value is reported with the key and the line it sits on.
+#[test]
+fn errors_name_key_and_line() {
+    let ep = "[[endpoints]]\nid = \"a\"\nurl = \"https://example.com/h\"\ntriggers = [\"bot.state_change\"]\n";
+    let cases: Vec<(String, &str, usize, &str)> = vec![
+        (minimal("[delivery]\ntimeout = \"10x\""), "delivery.timeout", 6, "not a duration"),
+        (minimal("[delivery]\nbogus = 1"), "delivery.bogus", 6, "unknown field"),
+        (minimal("[delivery]\nmax_retries = \"x\""), "delivery.max_retries", 6, "invalid type"),
+        (minimal("[delivery]\njitter = 1.5"), "delivery.jitter", 6, "out of range"),
+        (minimal(&ep.replace("https://example.com/h", "not a url")), "endpoints[0].url", 7, "not a valid URL"),
+        (minimal(&ep.replace("https:", "http:")), "endpoints[0].url", 7, "http://"),
+        (minimal(&ep.replace("[\"bot.state_change\"]", "[]")), "endpoints[0].triggers", 8, "at least one"),
+        (minimal(&ep.replace("bot.state_change", "Bot State")), "endpoints[0].triggers", 8, "not a trigger"),
+        (minimal(&format!("{ep}{ep}")), "endpoints[1].id", 10, "duplicate"),
+    ];
+    for (text, key, line, needle) in cases {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{text}\n=> {e}");
+        assert_eq!(e.line, Some(line), "{text}\n=> {e}");
+        assert!(e.message.contains(needle), "{text}\n=> {e}");
+    }
+}
+
+#[test]
+fn required_keys() {
+    let e = parse(&format!("[signing]\nsecret = \"{SECRET}\"")).unwrap_err();
+    assert_eq!(e.key, "auth.ingest_tokens");
+    let e = parse("[auth]\ningest_tokens = [\"t\"]").unwrap_err();
+    assert_eq!(e.key, "signing.secret");
+    let e = parse("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"c2hvcnQ=\"").unwrap_err();
+    assert!(e.message.contains("at least 32"), "{e}");
+}
+
+#[test]
+fn endpoints_with_match_and_warnings() {
+    let c = parse(&minimal(
+        "[[endpoints]]\nid = \"bot\"\nurl = \"https://10.0.0.1/h\"\ntriggers = [\"*\"]\nmatch = { bot_id = \"bot_1\", n = 3 }\n",
+    ))
+    .unwrap();
+    let e = &c.endpoints[0];
+    assert_eq!(e.triggers, Triggers::All);
+    assert_eq!(e.matches.len(), 2);
+    assert!(c.warnings.iter().any(|w| w.contains("private")), "{:?}", c.warnings);
+    let e = parse(&minimal(
+        "[[endpoints]]\nid = \"bot\"\nurl = \"https://a.example/h\"\ntriggers = [\"*\"]\nmatch = { trigger = \"x\" }\n",
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "endpoints[0].match.trigger");
+    // The API's rules, exactly: no floats, no empty match, each error on its line.
+    for (m, key, needle) in [
+        ("{ score = 1.5 }", "endpoints[0].match.score", "not a float"),
+        ("{}", "endpoints[0].match", "at least one field"),
+        ("{ when = 1979-05-27 }", "endpoints[0].match.when", "datetime"),
+    ] {
+        let e = parse(&minimal(&format!(
+            "[[endpoints]]\nid = \"bot\"\nurl = \"https://a.example/h\"\ntriggers = [\"*\"]\nmatch = {m}\n"
+        )))
+        .unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(needle), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
+
+#[test]
+fn plugins_and_chains() {
+    let text = minimal(
+        "[[plugins]]\nname = \"only\"\npath = \"p/only.wasm\"\nconfig = { event_types = \"a,b\", n = 3 }\non_error = \"skip\"\ntimeout = \"20ms\"\nmemory_limit = \"8MiB\"\n\
+         [triggers.\"bot.state_change\"]\nplugins = [\"only\"]\n\
+         [[endpoints]]\nid = \"e\"\nurl = \"https://a.example/\"\ntriggers = [\"*\"]\nplugins = [\"only\"]\n",
+    );
+    let c = parse(&text).unwrap();
+    let p = &c.plugins[0];
+    assert_eq!(p.path, Path::new("/etc/hookgate/p/only.wasm"));
+    assert_eq!(p.config, vec![("event_types".into(), "a,b".into()), ("n".into(), "3".into())]);
+    assert_eq!((p.on_error, p.timeout, p.memory_limit), (OnError::Skip, Duration::from_millis(20), 8 << 20));
+    assert_eq!(c.chain("bot.state_change", &c.endpoints[0]), ["only", "only"]);
+    assert_eq!(c.chain("other", &c.endpoints[0]), ["only"]);
+
+    let e = parse(&text.replace("plugins = [\"only\"]\n\n", "plugins = [\"nope\"]\n\n").replace(
+        "[triggers.\"bot.state_change\"]\nplugins = [\"only\"]",
+        "[triggers.\"bot.state_change\"]\nplugins = [\"nope\"]",
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("unknown plugin \"nope\""), "{e}");
+    assert_eq!(e.key, "triggers.\"bot.state_change\".plugins");
+    let e = parse(&text.replace("\"8MiB\"", "\"lots\"")).unwrap_err();
+    assert_eq!(e.key, "plugins[0].memory_limit");
+    let e = parse(&text.replace("\"skip\"", "\"ignore\"")).unwrap_err();
+    assert_eq!(e.key, "plugins[0].on_error");
+    assert_eq!(parse_size("32MiB"), Some(32 << 20));
+    assert_eq!(parse_size("2 GB"), Some(2_000_000_000));
+    assert_eq!(parse_size("12 parsecs"), None);
+}
+
+#[test]
+fn shipped_config_files_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = Config::load(&root.join("config/example.toml"), &|_| None).unwrap();
+    assert!(!c.endpoints.is_empty());
+}

@@ -1,0 +1,353 @@
+//! The store's invariants, exercised through its public operations on a temp database.
+
+use super::*;
+use crate::model::DeliveryState;
+use std::sync::atomic::Ordering;
+
+fn delivery(event: Uuid, ep: &str, at: u64) -> DeliveryRecord {
+    DeliveryRecord::pending_for_test(event, ep, at)
+}
+
+fn event(deliveries: &[DeliveryRecord]) -> EventRecord {
+    EventRecord {
+        id: deliveries.first().map_or_else(Uuid::now_v7, |d| d.event_id),
+        received_at_ms: 1,
+        trigger: "t".into(),
+        payload: "{}".into(),
+        envelope_slot: None,
+        delivery_ids: deliveries.iter().map(|d| d.id).collect(),
+        skipped: vec![],
+    }
+}
+
+fn attempt(n: u32) -> AttemptRecord {
+    AttemptRecord {
+        number: n,
+        started_at_ms: 0,
+        duration_ms: 1,
+        status_code: Some(500),
+        error: None,
+        response_body: String::new(),
+        manual: false,
+    }
+}
+
+#[tokio::test]
+async fn due_scan_is_per_endpoint_and_respects_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let ev = Uuid::now_v7();
+    // Endpoint "a" has a large backlog due first; "b" has one delivery due later.
+    let mut ds: Vec<_> = (0..50).map(|i| delivery(ev, "a", 100 + i)).collect();
+    ds.push(delivery(ev, "b", 500));
+    ds.push(delivery(ev, "c", 5_000));
+    let b_id = ds[50].id;
+    store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), |_| 3, 100).await.unwrap();
+    let got: Vec<&str> = scan.items.iter().map(|i| i.endpoint_id.as_str()).collect();
+    assert_eq!(got, ["a", "a", "a", "b"], "a's backlog must not hide b");
+    assert_eq!(scan.items[3].delivery_id, b_id);
+    assert_eq!(scan.next_due_ms, Some(5_000));
+    // In-flight deliveries are skipped; the global limit caps the total.
+    let in_flight: HashSet<Uuid> = ds[..3].iter().map(|d| d.id).collect();
+    let scan = store.scan_due(1_000, in_flight, |_| 3, 2).await.unwrap();
+    let ids: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
+    assert_eq!(ids, [ds[3].id, ds[4].id]);
+    // Recording a retry moves the due entry; success removes it.
+    store.record_attempt(b_id, attempt(1), Next::RetryAt(9_000), None).await.unwrap();
+    let d = store.delivery(b_id).await.unwrap().unwrap();
+    assert_eq!((d.state, d.next_attempt_at_ms, d.attempts.len()), (DeliveryState::Pending, Some(9_000), 1));
+    store.record_attempt(b_id, attempt(2), Next::Succeeded, None).await.unwrap();
+    let d = store.delivery(b_id).await.unwrap().unwrap();
+    assert_eq!((d.state, d.next_attempt_at_ms), (DeliveryState::Succeeded, None));
+    assert_eq!(store.pending_count().await.unwrap(), 51);
+    drop(store);
+    writer.join();
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_and_conflict_within_one_batch_and_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let claim = |hash: &str| Some(IdempotencyClaim { key: "k1".into(), request_hash: hash.into() });
+    let ev = Uuid::now_v7();
+    let ds = vec![delivery(ev, "a", 1)];
+    // Concurrent repeats land in one batch: exactly one is created.
+    let writes = (0..20).map(|_| {
+        let s = store.clone();
+        let ds = ds.clone();
+        let e = event(&ds);
+        async move { s.ingest(IngestWrite { event: e, deliveries: ds, idempotency: claim("h") }).await.unwrap() }
+    });
+    let outcomes = futures_join_all(writes).await;
+    let created = outcomes.iter().filter(|o| matches!(o, IngestOutcome::Created { .. })).count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, IngestOutcome::Created { event_id, .. } | IngestOutcome::Replayed { event_id, .. } if *event_id == ev)));
+    drop(store);
+    writer.join();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let other = vec![delivery(Uuid::now_v7(), "a", 1)];
+    let again = store
+        .ingest(IngestWrite { event: event(&other), deliveries: other.clone(), idempotency: claim("h") })
+        .await
+        .unwrap();
+    assert_eq!(again, IngestOutcome::Replayed { event_id: ev, deliveries: 1 });
+    let conflict = store
+        .ingest(IngestWrite { event: event(&other), deliveries: other, idempotency: claim("other") })
+        .await
+        .unwrap();
+    assert_eq!(conflict, IngestOutcome::KeyReused);
+    drop(store);
+    writer.join();
+}
+
+/// Interleaving filters without matches exhaust the seek budget: pages come back short with
+/// a cursor, and following the cursors still finds the one match, exactly once.
+#[tokio::test]
+async fn listing_resumes_after_the_seek_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let ev = Uuid::now_v7();
+    // 3 x SEEK_BUDGET deliveries alternating endpoints a/b; only the oldest "a" failed.
+    let mut ds: Vec<DeliveryRecord> = (0..3 * read::SEEK_BUDGET)
+        .map(|i| {
+            let mut d = delivery(ev, if i % 2 == 0 { "a" } else { "b" }, 1);
+            d.state = if i % 2 == 1 || i == 0 { DeliveryState::Failed } else { DeliveryState::Succeeded };
+            d.next_attempt_at_ms = None;
+            d
+        })
+        .collect();
+    ds.sort_by_key(|d| d.id);
+    let target = ds[0].id;
+    store.ingest(IngestWrite { event: event(&ds), deliveries: ds, idempotency: None }).await.unwrap();
+    let mut q = DeliveryQuery {
+        endpoint_id: Some("a".into()),
+        state: Some(DeliveryState::Failed),
+        limit: 10,
+        ..DeliveryQuery::default()
+    };
+    let (mut found, mut pages) = (Vec::new(), 0);
+    loop {
+        let page = store.list_deliveries(q.clone()).await.unwrap();
+        pages += 1;
+        found.extend(page.deliveries.iter().map(|d| d.id));
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, [target]);
+    assert!(pages > 1, "the budget must have cut at least one page short");
+    drop(store);
+    writer.join();
+}
+
+/// Group commit: many concurrent writers share commits instead of paying one fsync each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingests_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let writes = (0..200).map(|_| {
+        let s = store.clone();
+        let ds = vec![delivery(Uuid::now_v7(), "a", 1)];
+        let e = event(&ds);
+        async move { s.ingest(IngestWrite { event: e, deliveries: ds, idempotency: None }).await.unwrap() }
+    });
+    let outcomes = futures_join_all(writes).await;
+    assert!(outcomes.iter().all(|o| matches!(o, IngestOutcome::Created { .. })));
+    let commits = store.stats().commits.load(Ordering::Relaxed);
+    let ops = store.stats().operations.load(Ordering::Relaxed);
+    assert_eq!(ops, 200);
+    assert!(commits < 100, "200 concurrent ingests took {commits} commits");
+    assert_eq!(store.pending_count().await.unwrap(), 200);
+    drop(store);
+    writer.join();
+}
+
+/// The test fault switch behaves like a full disk: commits fail and store nothing, reads
+/// still work, and the store recovers when the switch is off.
+#[tokio::test]
+async fn failed_commits_store_nothing_and_reads_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let ds = vec![delivery(Uuid::now_v7(), "a", 1)];
+    let id = ds[0].id;
+    store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
+    store.faults().fail_commits.store(true, Ordering::Relaxed);
+    let err = store.record_attempt(id, attempt(1), Next::Succeeded, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Storage(_)), "{err}");
+    let more = vec![delivery(Uuid::now_v7(), "a", 1)];
+    assert!(store.ingest(IngestWrite { event: event(&more), deliveries: more, idempotency: None }).await.is_err());
+    let d = store.delivery(id).await.unwrap().unwrap();
+    assert_eq!((d.state, d.attempts.len()), (DeliveryState::Pending, 0), "nothing of a failed batch is stored");
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+    assert_eq!(store.stats().failed_commits.load(Ordering::Relaxed), 2);
+    store.faults().fail_commits.store(false, Ordering::Relaxed);
+    store.record_attempt(id, attempt(1), Next::Succeeded, None).await.unwrap();
+    assert_eq!(store.delivery(id).await.unwrap().unwrap().state, DeliveryState::Succeeded);
+    drop(store);
+    writer.join();
+}
+
+/// Every way an attempt can end is a durable write that takes the delivery out of the due
+/// index (or moves it), so the scheduler cannot find it again at once.
+#[tokio::test]
+async fn settle_and_drop_due_leave_the_due_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let ev = Uuid::now_v7();
+    let ds = vec![delivery(ev, "a", 10), delivery(ev, "a", 20)];
+    store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
+    let note = PluginNote {
+        plugin: String::new(),
+        message: "unreadable".into(),
+        kind: Some(crate::model::ErrorKind::Internal),
+    };
+    store
+        .finish(Finish::Settle { delivery_id: ds[0].id, state: DeliveryState::Failed, note: note.clone() })
+        .await
+        .unwrap();
+    let d = store.delivery(ds[0].id).await.unwrap().unwrap();
+    assert_eq!((d.state, d.next_attempt_at_ms, d.note), (DeliveryState::Failed, None, Some(note)));
+    store.finish(Finish::DropDue { endpoint_id: "a".into(), due_ms: 20, delivery_id: ds[1].id }).await.unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    assert!(scan.items.is_empty());
+    // Settling a delivery that does not exist is that operation's error, not the batch's.
+    let missing =
+        Finish::Settle { delivery_id: Uuid::now_v7(), state: DeliveryState::Failed, note: PluginNote::default() };
+    assert!(matches!(store.finish(missing).await, Err(StoreError::Corrupt(_))));
+    drop(store);
+    writer.join();
+}
+
+/// The scan reads each due delivery's records in its own snapshot.
+#[tokio::test]
+async fn due_scan_loads_records_and_reports_missing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let ds = vec![delivery(Uuid::now_v7(), "a", 10)];
+    store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
+    let orphan = vec![delivery(Uuid::now_v7(), "b", 10)];
+    // A delivery whose event was never written.
+    store
+        .ingest(IngestWrite {
+            event: EventRecord { id: Uuid::now_v7(), ..event(&orphan) },
+            deliveries: orphan.clone(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    assert_eq!(scan.items.len(), 2);
+    assert!(matches!(&scan.items[0].loaded, Loaded::Ready(d, e) if d.id == ds[0].id && e.id == ds[0].event_id));
+    assert!(matches!(&scan.items[1].loaded, Loaded::NoEvent(d) if d.id == orphan[0].id));
+    assert_eq!(scan.items[1].due_ms, 10);
+    drop(store);
+    writer.join();
+}
+
+/// FIFO queues: only the oldest pending delivery of a queue is due; when it is final the
+/// next one becomes due; other queues are independent.
+#[tokio::test]
+async fn fifo_queues_expose_only_their_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let queued = |q: &str| {
+        let mut d = delivery(Uuid::now_v7(), "a", 1);
+        d.fifo = Some(q.into());
+        d
+    };
+    let ds = vec![queued("x"), queued("x"), queued("x"), queued("y")];
+    for d in &ds {
+        let one = vec![d.clone()];
+        store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
+    }
+    let due = |store: Store| async move {
+        let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+        let mut ids = scan.items.iter().map(|i| i.delivery_id).collect::<Vec<_>>();
+        ids.sort();
+        ids
+    };
+    assert_eq!(due(store.clone()).await, [ds[0].id, ds[3].id]);
+    // A retry keeps the head in place; nothing behind it moves.
+    store.record_attempt(ds[0].id, attempt(1), Next::RetryAt(5), None).await.unwrap();
+    assert_eq!(due(store.clone()).await, [ds[0].id, ds[3].id]);
+    store.record_attempt(ds[0].id, attempt(2), Next::Failed, None).await.unwrap();
+    assert_eq!(due(store.clone()).await, [ds[1].id, ds[3].id], "a final head lets the next one go");
+    store.record_attempt(ds[1].id, attempt(1), Next::Succeeded, None).await.unwrap();
+    assert_eq!(due(store.clone()).await, [ds[2].id, ds[3].id]);
+    // A bulk resend puts the failed one back: it waits behind the current head.
+    assert_eq!(store.requeue(vec![ds[0].id], 1).await.unwrap(), 1);
+    assert_eq!(due(store.clone()).await, [ds[2].id, ds[3].id]);
+    store.record_attempt(ds[2].id, attempt(1), Next::Succeeded, None).await.unwrap();
+    assert_eq!(due(store.clone()).await, [ds[0].id, ds[3].id]);
+    // Turning ordering off releases every queued delivery at once.
+    let more = vec![queued("y"), queued("y")];
+    for d in &more {
+        let one = vec![d.clone()];
+        store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
+    }
+    assert_eq!(due(store.clone()).await.len(), 2);
+    assert_eq!(store.release_fifo("a".into()).await.unwrap(), 4);
+    assert_eq!(due(store.clone()).await.len(), 4);
+    drop(store);
+    writer.join();
+}
+
+/// Retention keeps the file from growing: each cycle writes a window of final deliveries and
+/// prunes the one before; once the window is full the file stops growing, because redb
+/// reuses the pages pruning frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_makes_the_file_plateau() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let payload = format!("{{\"data\":{{\"text\":\"{}\"}},\"trigger\":\"t\"}}", "x".repeat(400));
+    let mut sizes = Vec::new();
+    let mut pruned = 0;
+    for cycle in 1..=8u64 {
+        let writes = (0..2_000).map(|i| {
+            let s = store.clone();
+            let mut d = delivery(Uuid::now_v7(), "a", cycle * 1_000);
+            d.state = DeliveryState::Succeeded;
+            d.next_attempt_at_ms = None;
+            d.resource = vec![("bot_id".into(), format!("\"bot_{i}\""))];
+            let mut e = event(std::slice::from_ref(&d));
+            e.received_at_ms = cycle * 1_000;
+            e.payload = payload.clone();
+            async move { s.ingest(IngestWrite { event: e, deliveries: vec![d], idempotency: None }).await.unwrap() }
+        });
+        futures_join_all(writes).await;
+        let mut after = None;
+        loop {
+            let req = PruneRequest { cutoff_ms: cycle * 1_000, idempotency_cutoff_ms: 0, after, max_events: 256 };
+            let report = store.prune(req).await.unwrap();
+            pruned += report.deliveries;
+            match report.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        sizes.push(store.file_size());
+    }
+    assert_eq!(pruned, 7 * 2_000, "every window but the last is gone");
+    let page = store.list_deliveries(DeliveryQuery { limit: 10, ..DeliveryQuery::default() }).await.unwrap();
+    assert!(page.deliveries.iter().all(|d| d.created_at_ms == 8_000));
+    let plateau = sizes[2];
+    assert!(sizes[7] <= plateau + plateau / 5, "the file kept growing: {sizes:?}");
+    eprintln!("file sizes per cycle: {sizes:?}");
+    drop(store);
+    writer.join();
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
