@@ -151,7 +151,10 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
-                "this Idempotency-Key was used in the last 24 hours with a different body",
+                format!(
+                    "this Idempotency-Key was used with a different body within retention.idempotency ({:?})",
+                    st.config.retention.idempotency
+                ),
             ));
         }
     };

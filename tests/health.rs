@@ -38,7 +38,7 @@ async fn the_circuit_opens_holds_deliveries_and_a_probe_closes_it() {
         + &endpoint("ok", &ok.url("/"), r#"["other.event"]"#)
         + &ops_endpoint(&ops);
     let cfg = set(&cfg, "delivery", "breaker_failures", "3");
-    let cfg = set(&cfg, "delivery", "breaker_cooldown", "\"1s\"");
+    let cfg = set(&cfg, "delivery", "breaker_cooldown", "\"2s\"");
     // Without the breaker, each delivery would use up its 3 attempts within 150 ms and fail.
     let cfg = set(&cfg, "delivery", "max_retries", "2");
     let cfg = set(&cfg, "delivery", "backoff_initial", "\"50ms\"");
