@@ -6,11 +6,11 @@
 //! out to one endpoint, a local receiver answering 200, so ingest is measured while deliveries
 //! are made and recorded through the same writer.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 3;
-const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -41,24 +41,8 @@ fn main() {
 
 /// Returns (requests/s, p50 ms, p99 ms, events per commit).
 async fn run_once(concurrency: usize, requests: usize) -> (f64, f64, f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver_url = format!("http://{}/hook", receiver.local_addr().unwrap());
-    let rx_task =
-        tokio::spawn(async move { axum::serve(receiver, axum::Router::new().fallback(|| async { "ok" })).await });
-    let text = format!(
-        "[server]\ndata_dir = \"{}\"\n[auth]\ningest_tokens = [\"t\"]\nadmin_tokens = [\"a\"]\n[signing]\nsecret = \"{SECRET}\"\n\
-         [delivery]\nallow_http = true\nallow_private_networks = true\n\
-         [[endpoints]]\nid = \"r\"\nurl = \"{receiver_url}\"\ntriggers = [\"*\"]\n",
-        dir.path().display()
-    );
-    let config = hookgate::Config::parse(&text, "bench.toml", dir.path(), &|_| None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let gw = tokio::spawn(hookgate::run(Arc::new(config), listener, async move {
-        let _ = stopped.await;
-    }));
+    let gw = common::start("").await;
+    let base = gw.base.clone();
     let http = reqwest::Client::new();
     let body = r#"{"trigger":"transcript.update","bot_id":"bot_1","bot_metadata":{"team":"a"},"data":{"speaker_name":"Ana","timestamp_ms":1700000000123,"duration_ms":2500,"transcription":{"transcript":"hello world, this is a typical utterance of moderate length"}}}"#;
     let per_worker = requests / concurrency;
@@ -95,9 +79,7 @@ async fn run_once(concurrency: usize, requests: usize) -> (f64, f64, f64, f64) {
         serde_json::from_str(&http.get(format!("{base}/healthz")).send().await.unwrap().text().await.unwrap()).unwrap();
     let commits = health["store"]["commits"].as_f64().unwrap().max(1.0);
     let ops = health["store"]["operations"].as_f64().unwrap();
-    let _ = stop.send(());
-    gw.await.unwrap().unwrap();
-    rx_task.abort();
+    gw.stop().await;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     (lat.len() as f64 / elapsed, ms(lat[lat.len() / 2]), ms(lat[lat.len() * 99 / 100]), ops / commits)
 }

@@ -7,11 +7,11 @@
 //! latency (p50/p99) and gateway CPU per event of that interval. Pruning starts once the first
 //! events are 20 s old; compare the rows before and after. Override with `RATE=` and `SECONDS=`.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -32,23 +32,8 @@ fn main() {
 }
 
 async fn run(rate: u64, seconds: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver_url = format!("http://{}/hook", receiver.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(receiver, axum::Router::new().fallback(|| async { "ok" })).await });
-    let text = format!(
-        "[server]\ndata_dir = \"{}\"\n[auth]\ningest_tokens = [\"t\"]\nadmin_tokens = [\"a\"]\n[signing]\nsecret = \"{SECRET}\"\n\
-         [delivery]\nallow_http = true\nallow_private_networks = true\n[retention]\ndeliveries = \"20s\"\n\
-         [[endpoints]]\nid = \"r\"\nurl = \"{receiver_url}\"\ntriggers = [\"*\"]\n",
-        dir.path().display()
-    );
-    let config = hookgate::Config::parse(&text, "bench.toml", dir.path(), &|_| None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let gw = tokio::spawn(hookgate::run(Arc::new(config), listener, async move {
-        let _ = stopped.await;
-    }));
+    let gw = common::start("[retention]\ndeliveries = \"20s\"").await;
+    let base = gw.base.clone();
     let http = reqwest::Client::new();
     for _ in 0..100 {
         if http.get(format!("{base}/healthz")).send().await.is_ok() {
@@ -56,7 +41,7 @@ async fn run(rate: u64, seconds: u64) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let db = dir.path().join("hookgate.redb");
+    let db = gw.dir.path().join("hookgate.redb");
     let body =
         format!("{{\"trigger\":\"bench.event\",\"bot_id\":\"bot_1\",\"data\":{{\"pad\":\"{}\"}}}}", "x".repeat(400));
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
@@ -122,6 +107,5 @@ async fn run(rate: u64, seconds: u64) {
             );
         }
     }
-    let _ = stop.send(());
-    let _ = gw.await;
+    gw.stop().await;
 }

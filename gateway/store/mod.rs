@@ -391,18 +391,7 @@ impl Store {
 
     /// Every stored endpoint health record.
     pub async fn health_records(&self) -> Result<Vec<EndpointHealth>, StoreError> {
-        self.read(|db| {
-            use redb::ReadableTable;
-            let txn = db.begin_read().map_err(storage)?;
-            let t = txn.open_table(ENDPOINT_HEALTH).map_err(storage)?;
-            let mut out = Vec::new();
-            for entry in t.iter().map_err(storage)? {
-                let (_, v) = entry.map_err(storage)?;
-                out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(|db| read::all_json(db, ENDPOINT_HEALTH)).await
     }
 
     /// When the oldest pending delivery was created, if any is pending: the first id under the
@@ -456,18 +445,7 @@ impl Store {
 
     /// Endpoints created through the API, in id order.
     pub async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
-        self.read(|db| {
-            use redb::ReadableTable;
-            let txn = db.begin_read().map_err(storage)?;
-            let t = txn.open_table(ENDPOINTS).map_err(storage)?;
-            let mut out = Vec::new();
-            for entry in t.iter().map_err(storage)? {
-                let (_, v) = entry.map_err(storage)?;
-                out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(|db| read::all_json(db, ENDPOINTS)).await
     }
 
     /// A page of deliveries matching `q`, newest first, answered from the indexes.

@@ -27,6 +27,21 @@ pub(super) fn get_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))
 }
 
+/// Every record of a table keyed by text (endpoints, endpoint health), in key order.
+pub(super) fn all_json<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+) -> Result<Vec<T>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let t = txn.open_table(table).map_err(storage)?;
+    let mut out = Vec::new();
+    for entry in t.iter().map_err(storage)? {
+        let (_, v) = entry.map_err(storage)?;
+        out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+    }
+    Ok(out)
+}
+
 /// The most index seeks one listing request may make. Filters whose index sets are large and
 /// interleave without intersecting cost a seek per step; past this budget the page returns what
 /// it found with a cursor to continue from, so no request runs long (about 5 ms here).

@@ -351,3 +351,103 @@ where
     }
     out
 }
+
+#[derive(Debug, Clone)]
+enum FifoOp {
+    /// A new delivery joins queue 0 or 1.
+    Ingest(u8),
+    /// The due delivery of a queue is attempted: retried, succeeded or failed.
+    Attempt(u8, u8),
+    /// A bulk resend of the n-th failed delivery (if any).
+    Requeue(usize),
+    /// A manual resend succeeds for the n-th pending delivery (if any), head or not.
+    ManualSuccess(usize),
+}
+
+fn fifo_op() -> impl proptest::strategy::Strategy<Value = FifoOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0u8..2).prop_map(FifoOp::Ingest),
+        3 => ((0u8..2), (0u8..3)).prop_map(|(q, o)| FifoOp::Attempt(q, o)),
+        1 => (0usize..8).prop_map(FifoOp::Requeue),
+        1 => (0usize..8).prop_map(FifoOp::ManualSuccess),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Whatever happens to a FIFO endpoint's deliveries, each queue with pending deliveries has
+    /// exactly one of them in the due index, and when it becomes final the oldest remaining one
+    /// is next (a model of the queues is checked after every operation).
+    #[test]
+    fn fifo_queues_keep_one_due_head(ops in proptest::collection::vec(fifo_op(), 1..30)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, writer) = Store::open(dir.path()).unwrap();
+            // The model: per queue, the pending ids and the one that holds the due entry.
+            let mut pending: [std::collections::BTreeSet<Uuid>; 2] = Default::default();
+            let mut due: [Option<Uuid>; 2] = [None, None];
+            let mut failed: Vec<(u8, Uuid)> = Vec::new();
+            let mut n = 0;
+            for op in ops {
+                match op {
+                    FifoOp::Ingest(q) => {
+                        let mut d = delivery(Uuid::now_v7(), "a", 1);
+                        d.fifo = Some(q.to_string());
+                        let one = vec![d.clone()];
+                        store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
+                        pending[q as usize].insert(d.id);
+                        due[q as usize].get_or_insert(d.id);
+                    }
+                    FifoOp::Attempt(q, outcome) => {
+                        let Some(head) = due[q as usize] else { continue };
+                        n += 1;
+                        let next = [Next::RetryAt(2), Next::Succeeded, Next::Failed][outcome as usize];
+                        store.record_attempt(head, attempt(n), next, None).await.unwrap();
+                        if next != Next::RetryAt(2) {
+                            let set = &mut pending[q as usize];
+                            set.remove(&head);
+                            due[q as usize] = set.first().copied();
+                            if next == Next::Failed {
+                                failed.push((q, head));
+                            }
+                        }
+                    }
+                    FifoOp::Requeue(i) => {
+                        if failed.is_empty() {
+                            continue;
+                        }
+                        let (q, id) = failed.remove(i % failed.len());
+                        assert_eq!(store.requeue(vec![id], 1).await.unwrap(), 1);
+                        pending[q as usize].insert(id);
+                        due[q as usize].get_or_insert(id);
+                    }
+                    FifoOp::ManualSuccess(i) => {
+                        let all: Vec<(usize, Uuid)> =
+                            (0..2).flat_map(|q| pending[q].iter().map(move |id| (q, *id))).collect();
+                        if all.is_empty() {
+                            continue;
+                        }
+                        let (q, id) = all[i % all.len()];
+                        n += 1;
+                        let manual = AttemptRecord { manual: true, ..attempt(n) };
+                        store.record_attempt(id, manual, Next::Succeeded, None).await.unwrap();
+                        pending[q].remove(&id);
+                        if due[q] == Some(id) {
+                            due[q] = pending[q].first().copied();
+                        }
+                    }
+                }
+                let scan = store.scan_due(u64::MAX, HashSet::new(), |_| 100, 100).await.unwrap();
+                let mut got: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
+                got.sort();
+                let mut want: Vec<Uuid> = due.iter().flatten().copied().collect();
+                want.sort();
+                assert_eq!(got, want, "due entries after {n} attempts");
+            }
+            drop(store);
+            writer.join();
+        });
+    }
+}
