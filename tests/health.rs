@@ -61,6 +61,7 @@ async fn the_circuit_opens_holds_deliveries_and_a_probe_closes_it() {
     let (_, ep) = gw.get("/v1/endpoints/down").await;
     assert_eq!((ep["circuit"].as_str(), ep["consecutive_failures"].as_u64()), (Some("open"), Some(3)), "{ep}");
     assert!(ep["circuit_open_until"].is_string(), "{ep}");
+    assert_eq!(metric(&gw, "hookgate_endpoints_circuit_open").await, 1.0);
 
     // Open: the other endpoint is unaffected, and nothing goes to this one.
     let (s, _) = gw.ingest(&json!({"trigger": "other.event", "data": {}})).await;
@@ -82,6 +83,7 @@ async fn the_circuit_opens_holds_deliveries_and_a_probe_closes_it() {
     }
     let (_, ep) = gw.get("/v1/endpoints/down").await;
     assert_eq!((ep["circuit"].as_str(), ep["consecutive_failures"].as_u64()), (Some("closed"), Some(0)), "{ep}");
+    assert_eq!(metric(&gw, "hookgate_endpoints_circuit_open").await, 0.0);
     assert!(ep["last_success_at"].is_string() && ep["attempts_last_hour"].as_u64() >= Some(4), "{ep}");
     gw.stop().await.unwrap();
 }
@@ -134,6 +136,7 @@ async fn failing_endpoints_are_disabled_and_can_be_enabled_again() {
     assert_eq!(ep["enabled"], false, "{ep}");
     assert!(ep["disabled_at"].is_string() && ep["last_failure_at"].is_string(), "{ep}");
     assert_eq!(ep["last_error"]["kind"], "status", "{ep}");
+    assert_eq!(metric(&gw, "hookgate_endpoints_disabled").await, 1.0);
 
     // Enabled again by hand (a config endpoint accepts `enabled`, nothing else).
     let (s, b) = gw.patch("/v1/endpoints/flaky", &json!({"url": "http://127.0.0.1:9/"})).await;
