@@ -526,6 +526,15 @@ impl Store {
         txn.commit().unwrap();
     }
 
+    /// Writes a FIFO queue entry and a due entry with no delivery behind them.
+    #[cfg(test)]
+    pub(crate) fn insert_orphan_head(&self, endpoint_id: &str, queue: &str, id: Uuid) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(schema::FIFO).unwrap().insert((endpoint_id, queue, id.as_u128()), ()).unwrap();
+        txn.open_table(DUE).unwrap().insert((endpoint_id, 1, id.as_u128()), ()).unwrap();
+        txn.commit().unwrap();
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,

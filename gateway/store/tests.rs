@@ -295,6 +295,29 @@ async fn fifo_queues_expose_only_their_head() {
     writer.join();
 }
 
+/// A FIFO head whose delivery record is gone (a damaged file) does not block its queue: dropping
+/// its due entry lets the next delivery go.
+#[tokio::test]
+async fn a_dropped_orphan_head_lets_its_queue_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = Store::open(dir.path()).unwrap();
+    let orphan = Uuid::now_v7();
+    store.insert_orphan_head("a", "x", orphan);
+    let mut d = delivery(Uuid::now_v7(), "a", 1);
+    d.fifo = Some("x".into());
+    let one = vec![d.clone()];
+    store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    assert_eq!(scan.items.len(), 1);
+    assert!(matches!(scan.items[0].loaded, Loaded::NoDelivery));
+    store.finish(Finish::DropDue { endpoint_id: "a".into(), due_ms: 1, delivery_id: orphan }).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    let ids: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
+    assert_eq!(ids, [d.id]);
+    drop(store);
+    writer.join();
+}
+
 /// Retention keeps the file from growing: each cycle writes a window of final deliveries and
 /// prunes the one before; once the window is full the file stops growing, because redb
 /// reuses the pages pruning frees.
@@ -375,7 +398,7 @@ fn fifo_op() -> impl proptest::strategy::Strategy<Value = FifoOp> {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
     /// Whatever happens to a FIFO endpoint's deliveries, each queue with pending deliveries has
     /// exactly one of them in the due index, and when it becomes final the oldest remaining one
     /// is next (a model of the queues is checked after every operation).

@@ -338,6 +338,7 @@ impl<'t> Tables<'t> {
             }),
             Finish::DropDue { endpoint_id, due_ms, delivery_id } => {
                 self.due.remove((endpoint_id.as_str(), due_ms, delivery_id.as_u128())).map_err(storage)?;
+                self.drop_fifo_orphan(&endpoint_id, delivery_id)?;
                 Ok(Ok(()))
             }
         }
@@ -376,8 +377,9 @@ impl<'t> Tables<'t> {
                 _ => {}
             }
         }
+        let mut had_due = false;
         if before.1 != d.next_attempt_at_ms || before.0 != d.state {
-            let had_due = match before.1 {
+            had_due = match before.1 {
                 Some(at) => self.due.remove((d.endpoint_id.as_str(), at, key)).map_err(storage)?.is_some(),
                 None => false,
             };
@@ -390,8 +392,9 @@ impl<'t> Tables<'t> {
                 }
             }
         }
-        if let (Some(queue), (true, false)) = (d.fifo.as_deref(), pending) {
-            // The queue's next delivery may go now.
+        if let (Some(queue), (true, false), true) = (d.fifo.as_deref(), pending, had_due) {
+            // The queue's head is final: the next delivery may go now. (One that left from
+            // further back, by a manual resend, changes nothing for the head.)
             self.promote(&d.endpoint_id, queue)?;
         }
         if before.0 != d.state {
@@ -467,6 +470,29 @@ impl<'t> Tables<'t> {
                 self.fifo.remove((endpoint, queue, id)).map_err(storage)?;
                 return self.promote(endpoint, queue);
             }
+        }
+        Ok(())
+    }
+
+    /// A dropped due entry may have been a FIFO queue's head with no readable delivery behind
+    /// it: remove its queue entry too and let the next delivery go, or the queue would wait
+    /// forever. Rare (a damaged file), so a walk over the endpoint's queues is fine.
+    fn drop_fifo_orphan(&mut self, endpoint: &str, id: Uuid) -> Result<(), StoreError> {
+        let mut queue = None;
+        for entry in self.fifo.range((endpoint, "", 0)..).map_err(storage)? {
+            let (k, _) = entry.map_err(storage)?;
+            let (ep, q, entry_id) = k.value();
+            if ep != endpoint {
+                break;
+            }
+            if entry_id == id.as_u128() {
+                queue = Some(q.to_owned());
+                break;
+            }
+        }
+        if let Some(q) = queue {
+            self.fifo.remove((endpoint, q.as_str(), id.as_u128())).map_err(storage)?;
+            self.promote(endpoint, &q)?;
         }
         Ok(())
     }
