@@ -81,6 +81,38 @@ async fn retention_removes_only_final_deliveries() {
     gw.stop().await.unwrap();
 }
 
+/// A manual resend may push a FIFO queue's head, but not overtake it with a delivery behind it.
+#[tokio::test]
+async fn resends_do_not_overtake_a_fifo_queue() {
+    let mut rx = Receiver::start(Behavior::Status(503)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("ordered", &rx.url("/"), r#"["*"]"#) + "ordering = \"fifo\"\n";
+    let cfg = set(&cfg, "delivery", "backoff_initial", "\"1h\"");
+    let gw = TestGateway::start(&cfg).await;
+    let mut ids = Vec::new();
+    for bot in ["first", "second"] {
+        let (_, r) = gw.ingest(&state_change(bot)).await;
+        ids.extend(gw.delivery_ids(r["event_id"].as_str().unwrap()).await);
+    }
+    assert_eq!(rx.next(WAIT).await.json()["bot_id"], "first");
+    eventually(WAIT, || async {
+        (gw.delivery(&ids[0]).await["attempts"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    let resend = |id: String| {
+        let gw = &gw;
+        async move { gw.send_json(reqwest::Method::POST, &format!("/v1/deliveries/{id}/resend"), &json!({})).await }
+    };
+    let (s, b) = resend(ids[1].clone()).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("waiting_in_order")), "{b}");
+    rx.set_default(Behavior::Status(200));
+    let (s, b) = resend(ids[0].clone()).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+    assert_eq!(rx.next(WAIT).await.json()["bot_id"], "first");
+    assert_eq!(rx.next(WAIT).await.json()["bot_id"], "second", "the head is final: the next one goes");
+    gw.stop().await.unwrap();
+}
+
 /// `ordering = "fifo"` with `ordering_key = "bot_id"`: each bot's events arrive in ingest order
 /// (the next starts only when the previous is final), a failing head holds only its own bot's
 /// queue, and order holds across a kill -9 of the real binary.

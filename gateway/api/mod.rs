@@ -387,6 +387,7 @@ pub async fn resend(State(st): State<AppState>, headers: HeaderMap, Path(id): Pa
             ResendError::Store(e) => ApiError::store(&e),
             ResendError::AttemptCap => ApiError::new(StatusCode::CONFLICT, "attempt_limit_reached", e.to_string()),
             ResendError::InProgress => ApiError::new(StatusCode::CONFLICT, "attempt_in_progress", e.to_string()),
+            ResendError::WaitingInOrder => ApiError::new(StatusCode::CONFLICT, "waiting_in_order", e.to_string()),
             ResendError::Filtered => ApiError::new(StatusCode::CONFLICT, "delivery_filtered", e.to_string()),
         })?;
         detail_response(&st, id).await

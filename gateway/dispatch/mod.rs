@@ -251,6 +251,10 @@ pub enum ResendError {
     NotFound,
     #[error("an attempt of this delivery is in progress; try again when it has finished")]
     InProgress,
+    #[error(
+        "this delivery waits behind older ones in its endpoint's FIFO queue; it is sent when they are final (resend the oldest pending one instead)"
+    )]
+    WaitingInOrder,
     #[error("a plugin filtered this delivery; there is no body to send")]
     Filtered,
     #[error("this delivery has reached the cap of {MAX_ATTEMPTS} attempts")]
@@ -359,6 +363,10 @@ impl Dispatcher {
         }
         if delivery.attempts.len() >= MAX_ATTEMPTS {
             return Err(ResendError::AttemptCap);
+        }
+        // A manual attempt must not overtake older deliveries of the same FIFO queue.
+        if delivery.state == DeliveryState::Pending && delivery.fifo.is_some() && !ctx.store.is_due(&delivery).await? {
+            return Err(ResendError::WaitingInOrder);
         }
         let mut claim = try_claim(ctx, id, &delivery.endpoint_id).ok_or(ResendError::InProgress)?;
         claim.acquire_slot().await;

@@ -394,6 +394,19 @@ impl Store {
         self.read(|db| read::all_json(db, ENDPOINT_HEALTH)).await
     }
 
+    /// Whether a pending delivery has its due entry (for a FIFO queue: whether it is the
+    /// queue's head rather than waiting behind an older delivery).
+    pub async fn is_due(&self, d: &DeliveryRecord) -> Result<bool, StoreError> {
+        let Some(at) = d.next_attempt_at_ms else { return Ok(false) };
+        let key = (d.endpoint_id.clone(), at, d.id.as_u128());
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let due = txn.open_table(DUE).map_err(storage)?;
+            Ok(due.get((key.0.as_str(), key.1, key.2)).map_err(storage)?.is_some())
+        })
+        .await
+    }
+
     /// When the oldest pending delivery was created, if any is pending: the first id under the
     /// `pending` state key (ids are UUIDv7, so the oldest), then its record.
     pub async fn oldest_pending_ms(&self) -> Result<Option<u64>, StoreError> {
