@@ -112,7 +112,14 @@ fn main() {
     let mut scans = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let scan = rt.block_on(store.scan_due(hookgate::model::now_ms(), Default::default(), |_| 32, 512)).unwrap();
+        let scan = rt
+            .block_on(store.scan_due(
+                hookgate::model::now_ms(),
+                Default::default(),
+                hookgate::store::per_endpoint(32),
+                512,
+            ))
+            .unwrap();
         scans.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(scan.items.len(), 32 * ENDPOINTS.len());
     }
@@ -166,6 +173,7 @@ fn write(i: usize) -> IngestWrite {
             resource: vec![("bot_id".into(), format!("\"{bot}\""))],
             requeued: false,
             fifo: None,
+            tenant: None,
         })
         .collect();
     IngestWrite {
@@ -177,6 +185,7 @@ fn write(i: usize) -> IngestWrite {
             envelope_slot: None,
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
             skipped: vec![],
+            tenant: None,
         },
         deliveries,
         idempotency: None,

@@ -12,10 +12,25 @@ use crate::sign::Secret;
 /// supply them as resource fields, and an endpoint may not match on them.
 pub const RESERVED_FIELDS: &[&str] = &["idempotency_key", "trigger", "data"];
 
+/// The name the gateway knows a tenant's endpoint by: its id for the `default` tenant (as
+/// before tenants existed), `tenant/id` for any other. Ids cannot contain `/`, so this is
+/// unique; deliveries, the due index, health and FIFO queues are keyed by it.
+pub fn internal_id(tenant: &str, id: &str) -> String {
+    if tenant == crate::config::DEFAULT_TENANT { id.to_owned() } else { format!("{tenant}/{id}") }
+}
+
+/// The tenant and the tenant's own id of an internal endpoint id.
+pub fn split_id(internal: &str) -> (&str, &str) {
+    internal.split_once('/').unwrap_or((crate::config::DEFAULT_TENANT, internal))
+}
+
 /// A subscriber of events.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// The internal id ([`internal_id`]).
     pub id: String,
+    /// The tenant it belongs to; its events are the only ones it receives.
+    pub tenant: String,
     pub url: url::Url,
     pub triggers: Triggers,
     /// Resource fields that must equal the event's for it to be delivered here. A non-empty
@@ -124,6 +139,13 @@ impl Triggers {
             Triggers::All => true,
             Triggers::Only(list) => list.iter().any(|t| t == trigger),
         }
+    }
+}
+
+impl Endpoint {
+    /// The id within its tenant, as the tenant's routes show it.
+    pub fn local_id(&self) -> &str {
+        split_id(&self.id).1
     }
 }
 

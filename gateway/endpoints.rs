@@ -92,6 +92,7 @@ pub fn validate_body(
     body: &Value,
     base: Option<&EndpointRecord>,
     delivery: &DeliveryConfig,
+    tenant: &str,
     id: String,
     now_ms: u64,
 ) -> Result<(Endpoint, EndpointRecord), String> {
@@ -159,8 +160,10 @@ pub fn validate_body(
     };
     let valid = crate::endpoint::validate(spec, delivery.allow_http).map_err(|e| e.to_string())?;
     let created_at_ms = base.map_or(now_ms, |b| b.created_at_ms);
+    let internal = crate::endpoint::internal_id(tenant, &valid.id);
     let record = EndpointRecord {
-        id: valid.id.clone(),
+        id: internal.clone(),
+        tenant: (tenant != crate::config::DEFAULT_TENANT).then(|| tenant.to_owned()),
         url: valid.url.to_string(),
         triggers: match &valid.triggers {
             Triggers::All => vec!["*".into()],
@@ -174,7 +177,8 @@ pub fn validate_body(
         ordering_key: valid.fifo.as_ref().and_then(|f| f.key.clone()),
     };
     let endpoint = Endpoint {
-        id: valid.id,
+        id: internal,
+        tenant: tenant.to_owned(),
         url: valid.url,
         triggers: valid.triggers,
         matches: valid.matches,
@@ -200,6 +204,7 @@ fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
     let fifo = r.ordering.as_ref().map(|_| Fifo { key: r.ordering_key.clone() });
     Ok(Endpoint {
         id: r.id.clone(),
+        tenant: r.tenant.clone().unwrap_or_else(|| crate::config::DEFAULT_TENANT.to_owned()),
         url,
         triggers,
         matches,

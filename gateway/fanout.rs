@@ -29,6 +29,7 @@ mod tests {
     fn ep(id: &str, triggers: &[&str], bot: Option<&str>) -> Endpoint {
         Endpoint {
             id: id.into(),
+            tenant: "default".into(),
             url: "https://example.com/".parse().unwrap(),
             triggers: if triggers == ["*"] {
                 Triggers::All

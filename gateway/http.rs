@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::operations::Operations;
 use crate::plugin::PluginHost;
 use crate::store::Store;
+use crate::tenants::{Tenant, Tenants, TokenError};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -44,6 +45,7 @@ pub struct AppState {
     /// Endpoint health: ingest skips disabled endpoints; the API shows and changes it.
     pub health: Arc<HealthBook>,
     pub operations: Arc<Operations>,
+    pub tenants: Arc<Tenants>,
 }
 
 /// What [`AppState::new`] is built from.
@@ -58,12 +60,15 @@ pub struct Shared {
     pub clock: SharedClock,
     pub health: Arc<HealthBook>,
     pub operations: Arc<Operations>,
+    pub tenants: Arc<Tenants>,
 }
 
 impl AppState {
     pub fn new(shared: Shared) -> AppState {
-        let Shared { config, store, wake, endpoints, dispatcher, metrics, plugins, clock, health, operations } = shared;
+        let Shared { config, store, wake, endpoints, dispatcher, metrics, plugins, clock, health, operations, tenants } =
+            shared;
         AppState {
+            tenants,
             health,
             operations,
             ingest_tokens: Arc::new(TokenSet::new(&config.auth.ingest_tokens)),
@@ -92,28 +97,60 @@ impl TokenSet {
 
     /// Checks the `Authorization: Bearer` header against every token, without early exit.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing `Authorization: Bearer <token>` header",
-                )
-            })?;
+        let presented = bearer(headers)?;
+        if self.matches(presented) {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid for this route"))
+        }
+    }
+
+    fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         let mut ok = false;
         for t in &self.0 {
             let diff = t.iter().zip(digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
             ok |= diff == 0;
         }
-        if ok {
-            Ok(())
-        } else {
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid for this route"))
+        ok
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing `Authorization: Bearer <token>` header")
+        })
+}
+
+impl AppState {
+    /// Who may use a tenant's routes: an admin token, or a token of that tenant. Another
+    /// tenant's token gets the same 404 as a tenant that does not exist, so ids do not leak.
+    pub fn tenant_access(&self, headers: &HeaderMap, tenant: &str) -> Result<Arc<Tenant>, ApiError> {
+        let presented = bearer(headers)?;
+        let missing = || ApiError::not_found(format!("no tenant with id {tenant:?}"));
+        if !self.admin_tokens.matches(presented) {
+            match self.tenants.check_token(presented, crate::model::now_ms()) {
+                Ok(t) if t.tenant == tenant => {}
+                Ok(_) => return Err(missing()),
+                Err(TokenError::Expired) => {
+                    return Err(ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", "this token has expired"));
+                }
+                Err(TokenError::Unknown) => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "the bearer token is not valid for this route (revoked, or never issued)",
+                    ));
+                }
+            }
         }
+        self.tenants.get(tenant).ok_or_else(missing)
     }
 }
 
@@ -185,6 +222,35 @@ pub fn router(state: AppState) -> Router {
             "/v1/endpoints/{id}",
             get(api::get_endpoint).patch(api::patch_endpoint).delete(api::delete_endpoint).fallback(mna),
         )
+        .route("/v1/tenants", get(api::tenants::list_tenants).post(api::tenants::create_tenant).fallback(mna))
+        .route(
+            "/v1/tenants/{id}",
+            get(api::tenants::get_tenant)
+                .patch(api::tenants::patch_tenant)
+                .delete(api::tenants::delete_tenant)
+                .fallback(mna),
+        )
+        .route("/v1/tenants/{id}/secret/rotate", post(api::tenants::rotate_secret).fallback(mna))
+        .route("/v1/tenants/{id}/events", post(crate::ingest::create_tenant_event).fallback(mna))
+        .route(
+            "/v1/tenants/{id}/endpoints",
+            get(api::tenant_list_endpoints).post(api::tenant_create_endpoint).fallback(mna),
+        )
+        .route(
+            "/v1/tenants/{id}/endpoints/{endpoint}",
+            get(api::tenant_get_endpoint)
+                .patch(api::tenant_patch_endpoint)
+                .delete(api::tenant_delete_endpoint)
+                .fallback(mna),
+        )
+        .route("/v1/tenants/{id}/endpoints/{endpoint}/test", post(api::tenants::test_send).fallback(mna))
+        .route("/v1/tenants/{id}/deliveries", get(api::tenants::tenant_deliveries).fallback(mna))
+        .route("/v1/tenants/{id}/deliveries/{delivery}", get(api::tenants::tenant_delivery).fallback(mna))
+        .route("/v1/tenants/{id}/deliveries/{delivery}/resend", post(api::tenants::tenant_resend).fallback(mna))
+        .route("/v1/tenants/{id}/tokens", get(api::tenants::list_tokens).post(api::tenants::create_token).fallback(mna))
+        .route("/v1/tenants/{id}/tokens/{token}", axum::routing::delete(api::tenants::revoke_token).fallback(mna))
+        .route("/v1/tenants/{id}/portal", post(api::tenants::create_portal_link).fallback(mna))
+        .route("/v1/portal/session", post(api::tenants::portal_session).fallback(mna))
         .route("/metrics", get(api::metrics).fallback(mna))
         .route("/healthz", get(api::health).fallback(mna))
         .route("/", get(api::dashboard).fallback(mna))

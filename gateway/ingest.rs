@@ -7,13 +7,13 @@
 //! dispatcher.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::config::{Endpoint, RESERVED_FIELDS, valid_trigger};
+use crate::config::{DEFAULT_TENANT, Endpoint, RESERVED_FIELDS, valid_trigger};
 use crate::http::{ApiError, AppState, json_response};
 use crate::json::{self, Object, Value};
 use crate::model::{DeliveryRecord, DeliveryState, ErrorKind, EventRecord, Skipped};
@@ -67,16 +67,47 @@ pub fn validate(body: &[u8]) -> Result<ValidEvent, ApiError> {
     Ok(ValidEvent { trigger, fields })
 }
 
-/// `POST /v1/events`.
+/// `POST /v1/events`: an event of the default tenant.
 pub async fn create_event(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match create(&st, &headers, body).await {
+    match create(&st, &headers, body, DEFAULT_TENANT).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// `POST /v1/tenants/{id}/events`: an event of that tenant, with the same rules; it reaches
+/// only that tenant's endpoints. Unknown tenants are a 404 and nothing is stored.
+pub async fn create_tenant_event(
+    State(st): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match create(&st, &headers, body, &tenant).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) -> Result<Response, ApiError> {
     st.ingest_tokens.check(headers)?;
+    let Some(t) = st.tenants.get(tenant) else {
+        return Err(ApiError::not_found(format!("no tenant with id {tenant:?}")));
+    };
+    if let Err(wait) = st.tenants.admit_event(&t, st.clock.now_ms()) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "tenant {tenant:?} may ingest {} events per second; retry after {secs} s",
+                t.limits.max_events_per_second.unwrap_or(0)
+            ),
+        )
+        .into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return Ok(resp);
+    }
     check_content_type(headers)?;
     let limit = st.config.server.max_body_bytes;
     let too_large = || {
@@ -123,7 +154,8 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
     let (payload, envelope_slot) = json::canonical_with_slot(&event.fields, "idempotency_key");
 
     let now = st.clock.now_ms();
-    let endpoints = st.endpoints.snapshot();
+    // Fan-out (and Attendee's override rule) within the tenant's own endpoints.
+    let endpoints: Vec<Endpoint> = st.endpoints.snapshot().iter().filter(|e| e.tenant == tenant).cloned().collect();
     let receivers = crate::fanout::select(&endpoints, &event.trigger, &event.fields);
     // A disabled endpoint gets no delivery; the event's record says why.
     let (receivers, disabled): (Vec<&Endpoint>, Vec<&Endpoint>) =
@@ -132,9 +164,14 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respon
         .iter()
         .map(|e| Skipped { endpoint_id: e.id.clone(), reason: ErrorKind::EndpointDisabled.as_str().into() })
         .collect();
-    let claim =
-        idempotency_key.map(|key| IdempotencyClaim { key, request_hash: hex(&Sha256::digest(payload.as_bytes())) });
-    let write = build_write(&event.trigger, &event.fields, (payload, envelope_slot), &receivers, skipped, now, claim);
+    // Keys are per tenant: the same key from two tenants is two keys.
+    let claim = idempotency_key.map(|key| IdempotencyClaim {
+        key: if tenant == DEFAULT_TENANT { key } else { format!("{tenant}\u{0}{key}") },
+        request_hash: hex(&Sha256::digest(payload.as_bytes())),
+    });
+    let mut write =
+        build_write(&event.trigger, &event.fields, (payload, envelope_slot), &receivers, skipped, now, claim);
+    set_tenant(&mut write, tenant);
     let commit_started = std::time::Instant::now();
     let outcome = st.store.ingest(write).await.map_err(|e| ApiError::store(&e))?;
     st.metrics.ingest_commit.observe(commit_started.elapsed());
@@ -198,6 +235,7 @@ pub fn build_write(
             resource: resource.clone(),
             requeued: false,
             fifo: ep.fifo.as_ref().map(|f| f.queue_of(&resource)),
+            tenant: None,
         })
         .collect();
     let (payload, envelope_slot) = canonical;
@@ -210,9 +248,19 @@ pub fn build_write(
             envelope_slot: Some(envelope_slot),
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
             skipped,
+            tenant: None,
         },
         deliveries,
         idempotency,
+    }
+}
+
+/// Marks an event and its deliveries as the tenant's (the default tenant is left implicit).
+pub fn set_tenant(write: &mut IngestWrite, tenant: &str) {
+    let t = (tenant != DEFAULT_TENANT).then(|| tenant.to_owned());
+    write.event.tenant = t.clone();
+    for d in &mut write.deliveries {
+        d.tenant = t.clone();
     }
 }
 

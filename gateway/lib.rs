@@ -41,6 +41,7 @@ pub mod retry;
 pub mod serve;
 pub mod sign;
 pub mod store;
+pub mod tenants;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -104,6 +105,7 @@ pub async fn run_with(
     let health =
         Arc::new(health::HealthBook::new(health::Policy::from_config(&config.delivery), store.health_records().await?));
     let operations = Arc::new(operations::Operations::new(config.operations_endpoint.clone()));
+    let tenants = Arc::new(tenants::Tenants::new(&config, store.tenants().await?, store.tokens().await?));
     let dispatcher = dispatch::Dispatcher::new(dispatch::Parts {
         config: config.clone(),
         store: store.clone(),
@@ -114,6 +116,7 @@ pub async fn run_with(
         clock: hooks.clock.clone(),
         health: health.clone(),
         operations: operations.clone(),
+        tenants: tenants.clone(),
     })?;
 
     let scheduler = {
@@ -139,6 +142,7 @@ pub async fn run_with(
         clock: hooks.clock,
         health,
         operations,
+        tenants,
     });
     let connections = state.connections.clone();
     let app = http::router(state);

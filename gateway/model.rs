@@ -26,6 +26,9 @@ pub struct EventRecord {
     /// Endpoints the event was routed to but did not reach, and why (`endpoint_disabled`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skipped>,
+    /// The tenant it was ingested for; `None`: the default tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// An endpoint fan-out chose for an event but that got no delivery.
@@ -97,6 +100,15 @@ pub struct DeliveryRecord {
     /// queue is in the due index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fifo: Option<String>,
+    /// The tenant of its event; `None`: the default tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl DeliveryRecord {
+    pub fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(crate::config::DEFAULT_TENANT)
+    }
 }
 
 impl DeliveryRecord {
@@ -126,6 +138,7 @@ impl DeliveryRecord {
             resource: vec![],
             requeued: false,
             fifo: None,
+            tenant: None,
         }
     }
 }
@@ -136,7 +149,11 @@ pub const MAX_ATTEMPTS: usize = 50;
 /// An endpoint created through the API, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EndpointRecord {
+    /// The internal id (`tenant/id` outside the default tenant).
     pub id: String,
+    /// `None`: the default tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub url: String,
     /// Trigger names, or `["*"]` for all.
     pub triggers: Vec<String>,
@@ -204,6 +221,50 @@ impl Circuit {
             Circuit::HalfOpen => "half_open",
         }
     }
+}
+
+/// A tenant created through the API, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TenantRecord {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// JSON text of an object.
+    #[serde(default)]
+    pub metadata: Option<String>,
+    /// Newest first; the first without `retired_at_ms` signs, retired ones sign during the
+    /// rotation overlap.
+    pub secrets: Vec<StoredSecret>,
+    #[serde(default)]
+    pub max_endpoints: Option<usize>,
+    #[serde(default)]
+    pub max_events_per_second: Option<u32>,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredSecret {
+    /// `whsec_...`
+    pub secret: String,
+    pub created_at_ms: u64,
+    #[serde(default)]
+    pub retired_at_ms: Option<u64>,
+}
+
+/// A bearer token scoped to one tenant, as stored: only its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenRecord {
+    /// `tok_...`, for listing and revoking.
+    pub id: String,
+    pub tenant: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    pub created_at_ms: u64,
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    /// Made by a portal link (short-lived) rather than by an admin.
+    #[serde(default)]
+    pub portal: bool,
 }
 
 /// Why a delivery ended before any attempt: a plugin's verdict, or (with `kind`) a record the

@@ -52,7 +52,9 @@ impl Operations {
             let reason = ErrorKind::EndpointDisabled.as_str().into();
             (vec![], vec![Skipped { endpoint_id: target.id.clone(), reason }])
         };
-        Some(crate::ingest::build_write(trigger, &fields, canonical, &receivers, skipped, now_ms, None))
+        let mut write = crate::ingest::build_write(trigger, &fields, canonical, &receivers, skipped, now_ms, None);
+        crate::ingest::set_tenant(&mut write, &target.tenant);
+        Some(write)
     }
 
     /// Announces an endpoint's health change (`trigger` is one of `endpoint.*`).

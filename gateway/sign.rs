@@ -57,6 +57,11 @@ impl Secret {
         digest.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>()
     }
 
+    /// A new secret of 32 bytes from the operating system's CSPRNG.
+    pub fn generate() -> Secret {
+        Secret(random_bytes::<32>().to_vec())
+    }
+
     /// The secret as Standard Webhooks receivers are given it.
     pub fn to_whsec(&self) -> String {
         format!("whsec_{}", B64.encode(&self.0))
@@ -156,6 +161,15 @@ pub fn verify_attendee(secret: &Secret, body: &[u8], header: &str) -> bool {
     let mut mac = secret.mac();
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
+}
+
+/// `N` bytes from the operating system's CSPRNG (secrets, tokens, portal codes).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // The OS generator failing is not something to carry on from: no secret is better than a
+    // guessable one.
+    getrandom::fill(&mut buf).expect("the operating system's random generator works");
+    buf
 }
 
 #[cfg(test)]

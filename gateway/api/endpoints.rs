@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::config::{Endpoint, Origin, Triggers};
+use crate::config::{DEFAULT_TENANT, Endpoint, Origin, Triggers};
+use crate::endpoint::internal_id;
 use crate::health::HealthView;
 use crate::http::{ApiError, AppState, json_response};
 use crate::json;
@@ -20,7 +21,9 @@ use crate::store::Effects;
 
 #[derive(Serialize)]
 struct EndpointView<'a> {
+    /// The id within its tenant.
     id: &'a str,
+    tenant: &'a str,
     url: &'a str,
     triggers: Vec<&'a str>,
     #[serde(rename = "match")]
@@ -52,7 +55,8 @@ struct EndpointView<'a> {
 fn endpoint_view<'a>(e: &'a Endpoint, hv: &HealthView) -> EndpointView<'a> {
     let h = &hv.health;
     EndpointView {
-        id: &e.id,
+        id: e.local_id(),
+        tenant: &e.tenant,
         url: e.url.as_str(),
         triggers: match &e.triggers {
             Triggers::All => vec!["*"],
@@ -97,25 +101,84 @@ fn render(st: &AppState, e: &Endpoint) -> serde_json::Value {
     serde_json::to_value(endpoint_view(e, &hv)).unwrap_or_default()
 }
 
-/// `GET /v1/endpoints`.
-pub async fn list_endpoints(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = st.admin_tokens.check(&headers) {
-        return e.into_response();
+/// The default tenant's routes (`/v1/endpoints...`) take an admin token; a tenant's
+/// (`/v1/tenants/{id}/endpoints...`) an admin token or one of that tenant.
+fn scope(st: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<String, ApiError> {
+    match tenant {
+        None => {
+            st.admin_tokens.check(headers)?;
+            Ok(DEFAULT_TENANT.to_owned())
+        }
+        Some(t) => st.tenant_access(headers, t).map(|t| t.id.clone()),
     }
+}
+
+fn find(st: &AppState, tenant: &str, id: &str) -> Result<Endpoint, ApiError> {
+    st.endpoints
+        .get(&internal_id(tenant, id))
+        .filter(|_| !id.contains('/'))
+        .ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))
+}
+
+/// `GET /v1/endpoints`, `GET /v1/tenants/{id}/endpoints`: the tenant's endpoints.
+async fn list(st: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<Response, ApiError> {
+    let tenant = scope(st, headers, tenant)?;
     let all = st.endpoints.snapshot();
-    let body = serde_json::json!({ "data": all.iter().map(|e| render(&st, e)).collect::<Vec<_>>() });
-    json_response(StatusCode::OK, body.to_string())
+    let data: Vec<_> = all.iter().filter(|e| e.tenant == tenant).map(|e| render(st, e)).collect();
+    Ok(json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string()))
 }
 
 /// `GET /v1/endpoints/{id}`: the endpoint and its health.
+async fn get(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, id: &str) -> Result<Response, ApiError> {
+    let tenant = scope(st, headers, tenant)?;
+    let e = find(st, &tenant, id)?;
+    Ok(json_response(StatusCode::OK, render(st, &e).to_string()))
+}
+
+pub async fn list_endpoints(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    list(&st, &headers, None).await.unwrap_or_else(IntoResponse::into_response)
+}
+
 pub async fn get_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(e) = st.admin_tokens.check(&headers) {
-        return e.into_response();
-    }
-    match st.endpoints.get(&id) {
-        Some(e) => json_response(StatusCode::OK, render(&st, &e).to_string()),
-        None => ApiError::not_found(format!("no endpoint with id {id:?}")).into_response(),
-    }
+    get(&st, &headers, None, &id).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn tenant_list_endpoints(State(st): State<AppState>, headers: HeaderMap, Path(t): Path<String>) -> Response {
+    list(&st, &headers, Some(&t)).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn tenant_get_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((t, id)): Path<(String, String)>,
+) -> Response {
+    get(&st, &headers, Some(&t), &id).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn tenant_create_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(t): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    create(&st, &headers, Some(&t), &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn tenant_patch_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((t, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    patch(&st, &headers, Some(&t), &id, &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn tenant_delete_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((t, id)): Path<(String, String)>,
+) -> Response {
+    delete(&st, &headers, Some(&t), &id).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn invalid(message: String) -> ApiError {
@@ -125,19 +188,29 @@ fn invalid(message: String) -> ApiError {
 /// `POST /v1/endpoints` `{url, triggers, match?, secret?, rate_limit?, ordering?,
 /// ordering_key?}`: validated like the config file, stored durably, live for the next event.
 pub async fn create_endpoint(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let result = async {
-        st.admin_tokens.check(&headers)?;
-        let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
-        let id = format!("ep_{}", Uuid::now_v7().simple());
-        let (endpoint, record) =
-            crate::endpoints::validate_body(&v, None, &st.config.delivery, id, now_ms()).map_err(invalid)?;
-        st.store.put_endpoint(record.clone()).await.map_err(|e| ApiError::store(&e))?;
-        st.endpoints.put(endpoint.clone(), record);
-        tracing::info!(endpoint = %endpoint.id, "endpoint created through the API");
-        Ok::<_, ApiError>(json_response(StatusCode::CREATED, render(&st, &endpoint).to_string()))
+    create(&st, &headers, None, &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn create(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
+    let tenant = scope(st, headers, tenant)?;
+    let v = json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+    let id = format!("ep_{}", Uuid::now_v7().simple());
+    let (endpoint, record) =
+        crate::endpoints::validate_body(&v, None, &st.config.delivery, &tenant, id, now_ms()).map_err(invalid)?;
+    if let Some(t) = st.tenants.get(&tenant) {
+        let count = st.endpoints.snapshot().iter().filter(|e| e.tenant == tenant).count();
+        if count >= t.limits.max_endpoints {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "quota_exceeded",
+                format!("tenant {tenant:?} has {count} endpoints, its max_endpoints"),
+            ));
+        }
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    st.store.put_endpoint(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+    st.endpoints.put(endpoint.clone(), record);
+    tracing::info!(endpoint = %endpoint.id, "endpoint created through the API");
+    Ok(json_response(StatusCode::CREATED, render(st, &endpoint).to_string()))
 }
 
 /// `PATCH /v1/endpoints/{id}`: any of the creation fields (`null` clears an optional one) and
@@ -149,11 +222,22 @@ pub async fn patch_endpoint(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let result = async {
-        st.admin_tokens.check(&headers)?;
-        let current =
-            st.endpoints.get(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
-        let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+    patch(&st, &headers, None, &id, &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn patch(
+    st: &AppState,
+    headers: &HeaderMap,
+    tenant: Option<&str>,
+    local: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let st = st.clone();
+    async {
+        let tenant = scope(&st, headers, tenant)?;
+        let current = find(&st, &tenant, local)?;
+        let id = current.id.clone();
+        let v = json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
         let o = v.as_object().ok_or_else(|| invalid(format!("the body must be a JSON object, not {}", v.kind())))?;
         let enabled = match o.get("enabled") {
             None => None,
@@ -176,9 +260,15 @@ pub async fn patch_endpoint(
             }
             Origin::Api { .. } if o.iter().any(|(k, _)| k != "enabled") => {
                 let record = st.endpoints.record(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
-                let (mut endpoint, new_record) =
-                    crate::endpoints::validate_body(&v, Some(&record), &st.config.delivery, id.clone(), now_ms())
-                        .map_err(invalid)?;
+                let (mut endpoint, new_record) = crate::endpoints::validate_body(
+                    &v,
+                    Some(&record),
+                    &st.config.delivery,
+                    &tenant,
+                    local.to_owned(),
+                    now_ms(),
+                )
+                .map_err(invalid)?;
                 endpoint.plugins = current.plugins.clone();
                 Some((endpoint, new_record))
             }
@@ -202,8 +292,7 @@ pub async fn patch_endpoint(
         let now = st.endpoints.get(&id).unwrap_or(current);
         Ok::<_, ApiError>(json_response(StatusCode::OK, render(&st, &now).to_string()))
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    .await
 }
 
 /// Enables or disables an endpoint by hand: the change and its operational event are stored in
@@ -228,9 +317,14 @@ async fn set_enabled(st: &AppState, id: &str, enabled: bool) -> Result<(), ApiEr
 
 /// `DELETE /v1/endpoints/{id}`: API endpoints only; their delivery history stays.
 pub async fn delete_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let result = async {
-        st.admin_tokens.check(&headers)?;
-        let e = st.endpoints.get(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
+    delete(&st, &headers, None, &id).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn delete(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, local: &str) -> Result<Response, ApiError> {
+    async {
+        let tenant = scope(st, headers, tenant)?;
+        let e = find(st, &tenant, local)?;
+        let id = e.id.clone();
         if e.origin == Origin::Config {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -243,6 +337,5 @@ pub async fn delete_endpoint(State(st): State<AppState>, headers: HeaderMap, Pat
         tracing::info!(endpoint = %id, "endpoint deleted through the API");
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    .await
 }

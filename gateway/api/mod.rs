@@ -7,7 +7,11 @@
 //! (resends) go through `dispatch` and `store`.
 
 pub mod endpoints;
-pub use endpoints::{create_endpoint, delete_endpoint, get_endpoint, list_endpoints, patch_endpoint};
+pub mod tenants;
+pub use endpoints::{
+    create_endpoint, delete_endpoint, get_endpoint, list_endpoints, patch_endpoint, tenant_create_endpoint,
+    tenant_delete_endpoint, tenant_get_endpoint, tenant_list_endpoints, tenant_patch_endpoint,
+};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -184,12 +188,22 @@ pub async fn get_delivery(State(st): State<AppState>, headers: HeaderMap, Path(i
 /// A delivery with everything the log shows about it: the exact body sent (the stored
 /// transform, or the canonical envelope), the endpoint's URL and the event's resource fields.
 async fn detail_response(st: &AppState, id: Uuid) -> Result<Response, ApiError> {
-    let (d, event) = st
-        .store
-        .delivery_with_event(id)
-        .await
-        .map_err(|e| ApiError::store(&e))?
-        .ok_or_else(|| ApiError::not_found(format!("no delivery with id {id}")))?;
+    let (_, detail) = detail_value(st, id, None).await?;
+    Ok(json_response(StatusCode::OK, detail.to_string()))
+}
+
+/// The detail of a delivery, and its tenant. With `tenant`, a delivery of another tenant is not
+/// found, and endpoint ids are the tenant's own.
+pub(crate) async fn detail_value(
+    st: &AppState,
+    id: Uuid,
+    tenant: Option<&str>,
+) -> Result<(String, serde_json::Value), ApiError> {
+    let not_found = || ApiError::not_found(format!("no delivery with id {id}"));
+    let (d, event) = st.store.delivery_with_event(id).await.map_err(|e| ApiError::store(&e))?.ok_or_else(not_found)?;
+    if tenant.is_some_and(|t| t != d.tenant()) {
+        return Err(not_found());
+    }
     let body = match (&d.body, d.state) {
         (Some(b), _) => Some(b.clone()),
         (None, DeliveryState::Filtered) => None,
@@ -211,7 +225,21 @@ async fn detail_response(st: &AppState, id: Uuid) -> Result<Response, ApiError> 
         resource: resource_map(&d),
         body,
     };
-    Ok(json_response(StatusCode::OK, to_json(&detail)))
+    let mut v = serde_json::to_value(&detail).unwrap_or_default();
+    localize(&mut v, &d, tenant.is_some());
+    Ok((d.tenant().to_owned(), v))
+}
+
+/// Adds the delivery's tenant to its JSON; in a tenant's routes, endpoint ids are the tenant's
+/// own (`hooks`, not `acme/hooks`).
+fn localize(v: &mut serde_json::Value, d: &DeliveryRecord, scoped: bool) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("tenant".into(), serde_json::Value::String(d.tenant().to_owned()));
+        if scoped {
+            let local = crate::endpoint::split_id(&d.endpoint_id).1.to_owned();
+            o.insert("endpoint_id".into(), serde_json::Value::String(local));
+        }
+    }
 }
 
 /// `GET /healthz`: 200 while the store answers reads, 503 otherwise.
@@ -256,7 +284,7 @@ const MAX_BULK_RESEND: usize = 10_000;
 
 /// Query parameters with a meaning of their own; any other parameter filters on a resource
 /// field of the event (`bot_id=bot_123`).
-const LIST_PARAMS: &[&str] = &["state", "endpoint_id", "trigger", "since", "until", "limit", "cursor"];
+const LIST_PARAMS: &[&str] = &["state", "endpoint_id", "trigger", "tenant", "since", "until", "limit", "cursor"];
 
 #[derive(Serialize)]
 pub struct DeliverySummary<'a> {
@@ -332,6 +360,7 @@ fn parse_query(params: &[(String, String)]) -> Result<DeliveryQuery, ApiError> {
                 })
             }
             "endpoint_id" => q.endpoint_id = Some(v.clone()),
+            "tenant" => q.tenant = Some(v.clone()),
             "trigger" => q.trigger = Some(v.clone()),
             "since" => q.since_ms = Some(time("since", v)?),
             "until" => q.until_ms = Some(time("until", v)?),
@@ -363,18 +392,38 @@ pub async fn list_deliveries(
 ) -> Response {
     let result = async {
         st.admin_tokens.check(&headers)?;
-        let q = parse_query(&params)?;
-        let page = st.store.list_deliveries(q).await.map_err(|e| ApiError::store(&e))?;
-        #[derive(Serialize)]
-        struct Body<'a> {
-            data: Vec<DeliverySummary<'a>>,
-            next_cursor: Option<Uuid>,
-        }
-        let body = Body { data: page.deliveries.iter().map(summary).collect(), next_cursor: page.next };
-        Ok::<_, ApiError>(json_response(StatusCode::OK, to_json(&body)))
+        list_page(&st, &params, None).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A page of the delivery log; with `tenant`, only that tenant's deliveries (from the index),
+/// with the tenant's own endpoint ids.
+pub(crate) async fn list_page(
+    st: &AppState,
+    params: &[(String, String)],
+    tenant: Option<&str>,
+) -> Result<Response, ApiError> {
+    let mut q = parse_query(params)?;
+    if let Some(t) = tenant {
+        q.tenant = Some(t.to_owned());
+        if let Some(e) = &q.endpoint_id {
+            q.endpoint_id = Some(crate::endpoint::internal_id(t, e));
+        }
+    }
+    let page = st.store.list_deliveries(q).await.map_err(|e| ApiError::store(&e))?;
+    let data: Vec<serde_json::Value> = page
+        .deliveries
+        .iter()
+        .map(|d| {
+            let mut v = serde_json::to_value(summary(d)).unwrap_or_default();
+            localize(&mut v, d, tenant.is_some());
+            v
+        })
+        .collect();
+    let body = serde_json::json!({ "data": data, "next_cursor": page.next });
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 /// `POST /v1/deliveries/{id}/resend`: one manual attempt now; answers with the delivery.
@@ -382,18 +431,23 @@ pub async fn resend(State(st): State<AppState>, headers: HeaderMap, Path(id): Pa
     let result = async {
         st.admin_tokens.check(&headers)?;
         let id = parse_id("delivery", &id)?;
-        st.dispatcher.resend(id).await.map_err(|e| match e {
-            ResendError::NotFound => ApiError::not_found(format!("no delivery with id {id}")),
-            ResendError::Store(e) => ApiError::store(&e),
-            ResendError::AttemptCap => ApiError::new(StatusCode::CONFLICT, "attempt_limit_reached", e.to_string()),
-            ResendError::InProgress => ApiError::new(StatusCode::CONFLICT, "attempt_in_progress", e.to_string()),
-            ResendError::WaitingInOrder => ApiError::new(StatusCode::CONFLICT, "waiting_in_order", e.to_string()),
-            ResendError::Filtered => ApiError::new(StatusCode::CONFLICT, "delivery_filtered", e.to_string()),
-        })?;
+        resend_one(&st, id).await?;
         detail_response(&st, id).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One manual attempt, with the API's answer to each refusal.
+pub(crate) async fn resend_one(st: &AppState, id: Uuid) -> Result<(), ApiError> {
+    st.dispatcher.resend(id).await.map_err(|e| match e {
+        ResendError::NotFound => ApiError::not_found(format!("no delivery with id {id}")),
+        ResendError::Store(e) => ApiError::store(&e),
+        ResendError::AttemptCap => ApiError::new(StatusCode::CONFLICT, "attempt_limit_reached", e.to_string()),
+        ResendError::InProgress => ApiError::new(StatusCode::CONFLICT, "attempt_in_progress", e.to_string()),
+        ResendError::WaitingInOrder => ApiError::new(StatusCode::CONFLICT, "waiting_in_order", e.to_string()),
+        ResendError::Filtered => ApiError::new(StatusCode::CONFLICT, "delivery_filtered", e.to_string()),
+    })
 }
 
 /// `POST /v1/deliveries/resend` `{"endpoint_id", "since"}`: queues one new attempt for every

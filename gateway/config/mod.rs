@@ -40,6 +40,10 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// `[operations] endpoint`: the endpoint that receives Hookgate's own events.
     pub operations_endpoint: Option<String>,
+    /// `[[tenants]]`; the `default` tenant is implicit.
+    pub tenants: Vec<TenantConfig>,
+    /// `[tenants_defaults]`: quotas of tenants that do not set their own.
+    pub tenant_defaults: TenantLimits,
     pub endpoints: Vec<Endpoint>,
     pub plugins: Vec<PluginConfig>,
     /// Plugin chains per trigger, run for every endpoint of that trigger, before the
@@ -115,6 +119,8 @@ pub fn valid_plugin_name(name: &str) -> bool {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The base of portal links (`https://hooks.example.com`); `None`: the request's `Host`.
+    pub public_url: Option<url::Url>,
     pub listen: SocketAddr,
     /// Absolute, or relative to the config file's folder, resolved at load time.
     pub data_dir: PathBuf,
@@ -155,6 +161,34 @@ impl std::fmt::Debug for Token {
 pub struct SigningConfig {
     pub secret: Secret,
     pub previous_secrets: Vec<Secret>,
+    /// After a tenant's secret is rotated through the API, the old one keeps signing this long.
+    pub rotation_overlap: Duration,
+}
+
+/// The tenant everything belongs to unless it says otherwise: `[signing]` and the config file's
+/// endpoints without `tenant`, and every route without `/tenants/{id}`.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// A `[[tenants]]` entry.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: String,
+    pub name: Option<String>,
+    /// JSON text of the `metadata` table.
+    pub metadata: Option<String>,
+    pub secret: Secret,
+    /// As written, for the fingerprint.
+    pub secret_text: String,
+    pub previous_secrets: Vec<Secret>,
+    pub limits: TenantLimits,
+}
+
+/// Per-tenant quotas.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TenantLimits {
+    pub max_endpoints: usize,
+    /// Ingest rate; `None`: unlimited.
+    pub max_events_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +198,9 @@ pub struct DeliveryConfig {
     pub retry: RetryPolicy,
     pub max_in_flight: usize,
     pub max_in_flight_per_endpoint: usize,
+    /// Attempts in flight at once for any one tenant (at most `max_in_flight`), so one
+    /// tenant's slow endpoints cannot take every slot.
+    pub max_in_flight_per_tenant: usize,
     pub allow_http: bool,
     pub allow_private_networks: bool,
     /// Failed attempts in a row (timeouts, connect errors, 5xx, 429) that open an endpoint's
@@ -295,6 +332,22 @@ impl Config {
             Duration::from_millis(100),
             Duration::from_secs(3600),
         )?;
+        let (url_line, url_text) = ctx.string(s.public_url, "server.public_url")?;
+        let public_url = if url_text.is_empty() {
+            None
+        } else {
+            let u = url::Url::parse(&url_text)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| {
+                    ctx.error(
+                        "server.public_url",
+                        url_line,
+                        format!("{url_text:?} must be an http(s) URL like \"https://hooks.example.com\""),
+                    )
+                })?;
+            Some(u)
+        };
         let (cache_line, cache_text) = ctx.string(s.cache_size, "server.cache_size")?;
         let cache_size = parse_size(&cache_text).filter(|n| (1 << 20..=64 << 30).contains(n)).ok_or_else(|| {
             ctx.error(
@@ -328,6 +381,12 @@ impl Config {
         for (line, text) in ctx.strings(g.previous_secrets, "signing.previous_secrets")? {
             previous_secrets.push(ctx.secret(line, &text, "signing.previous_secrets")?);
         }
+        let rotation_overlap = ctx.bounded_duration(
+            g.rotation_overlap,
+            "signing.rotation_overlap",
+            Duration::from_secs(1),
+            Duration::from_secs(30 * 86_400),
+        )?;
 
         let d = raw.delivery.unwrap_or_default();
         let timeout = ctx.duration(d.timeout, "delivery.timeout", false)?;
@@ -339,6 +398,8 @@ impl Config {
         let max_in_flight = ctx.number(d.max_in_flight, "delivery.max_in_flight", 1, 100_000)?;
         let max_in_flight_per_endpoint =
             ctx.number(d.max_in_flight_per_endpoint, "delivery.max_in_flight_per_endpoint", 1, 100_000)?;
+        let max_in_flight_per_tenant =
+            ctx.number(d.max_in_flight_per_tenant, "delivery.max_in_flight_per_tenant", 1, 100_000)?.min(max_in_flight);
         let allow_http = ctx.boolean(d.allow_http, "delivery.allow_http")?;
         let allow_private_networks = ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
         let breaker_failures = ctx.number(d.breaker_failures, "delivery.breaker_failures", 1, 10_000)? as u32;
@@ -398,6 +459,21 @@ impl Config {
             trigger_plugins.insert(trigger, check_chain(t.into_inner().plugins, &key)?);
         }
 
+        let td = raw.tenants_defaults.unwrap_or_default();
+        let tenant_defaults = TenantLimits {
+            max_endpoints: ctx.number(td.max_endpoints, "tenants_defaults.max_endpoints", 1, 100_000)?,
+            max_events_per_second: match ctx.number(
+                td.max_events_per_second,
+                "tenants_defaults.max_events_per_second",
+                0,
+                1_000_000,
+            )? {
+                0 => None,
+                n => Some(n as u32),
+            },
+        };
+        let tenants = Self::tenants_from_raw(raw.tenants.unwrap_or_default(), ctx, tenant_defaults)?;
+
         let mut endpoints = Vec::new();
         let mut seen = HashSet::new();
         for (i, e) in raw.endpoints.unwrap_or_default().into_iter().enumerate() {
@@ -406,6 +482,21 @@ impl Config {
             let match_line = e.matches.as_ref().and_then(|m| ctx.line(m));
             let secret_line = e.secret.as_ref().and_then(|s| ctx.line(s));
             let id = e.id.into_inner();
+            let tenant = match e.tenant {
+                None => DEFAULT_TENANT.to_owned(),
+                Some(t) => {
+                    let line = ctx.line(&t);
+                    let t = t.into_inner();
+                    if t != DEFAULT_TENANT && !tenants.iter().any(|x| x.id == t) {
+                        return Err(ctx.error(
+                            &key("tenant"),
+                            line,
+                            format!("{t:?} is not a tenant: declare it in [[tenants]]"),
+                        ));
+                    }
+                    t
+                }
+            };
             let url = ctx.string(Some(e.url), &key("url"))?.1;
             let secret = match e.secret {
                 Some(s) => Some(ctx.string(Some(s), &key("secret"))?.1),
@@ -466,8 +557,15 @@ impl Config {
                 };
                 ctx.error(&key(&err.field), line, err.message)
             })?;
-            if !seen.insert(valid.id.clone()) {
-                return Err(ctx.error(&key("id"), id_line, format!("duplicate endpoint id {:?}", valid.id)));
+            // Ids are unique within a tenant; inside the gateway a tenant's endpoint is known as
+            // `tenant/id` (see `endpoint::internal_id`).
+            let internal = crate::endpoint::internal_id(&tenant, &valid.id);
+            if !seen.insert(internal.clone()) {
+                return Err(ctx.error(
+                    &key("id"),
+                    id_line,
+                    format!("duplicate endpoint id {:?} in tenant {tenant:?}", valid.id),
+                ));
             }
             if !allow_private_networks && let Some(reason) = literal_private_host(&valid.url) {
                 warnings.push(format!(
@@ -480,7 +578,8 @@ impl Config {
                 None => Vec::new(),
             };
             endpoints.push(Endpoint {
-                id: valid.id,
+                id: internal,
+                tenant,
                 url: valid.url,
                 triggers: valid.triggers,
                 matches: valid.matches,
@@ -515,6 +614,7 @@ impl Config {
 
         Ok(Config {
             server: ServerConfig {
+                public_url,
                 listen,
                 data_dir,
                 max_body_bytes,
@@ -526,12 +626,13 @@ impl Config {
                 keep_alive_timeout,
             },
             auth: AuthConfig { ingest_tokens, admin_tokens },
-            signing: SigningConfig { secret, previous_secrets },
+            signing: SigningConfig { secret, previous_secrets, rotation_overlap },
             delivery: DeliveryConfig {
                 timeout,
                 retry: RetryPolicy { max_retries, initial, multiplier, max, jitter },
                 max_in_flight,
                 max_in_flight_per_endpoint,
+                max_in_flight_per_tenant,
                 allow_http,
                 allow_private_networks,
                 breaker_failures,
@@ -540,11 +641,77 @@ impl Config {
             },
             retention,
             operations_endpoint,
+            tenants,
+            tenant_defaults,
             endpoints,
             plugins,
             trigger_plugins,
             warnings,
         })
+    }
+
+    fn tenants_from_raw(
+        raw: Vec<RawTenant>,
+        ctx: &Ctx<'_>,
+        defaults: TenantLimits,
+    ) -> Result<Vec<TenantConfig>, ConfigError> {
+        let mut out: Vec<TenantConfig> = Vec::new();
+        for (i, t) in raw.into_iter().enumerate() {
+            let key = |field: &str| format!("tenants[{i}].{field}");
+            let line = ctx.line(&t.id);
+            let id = t.id.into_inner();
+            if !valid_endpoint_id(&id) || id == DEFAULT_TENANT {
+                return Err(ctx.error(
+                    &key("id"),
+                    line,
+                    format!("{id:?} must be 1-64 characters of letters, digits, '_', '.', '-', and not \"default\""),
+                ));
+            }
+            if out.iter().any(|o| o.id == id) {
+                return Err(ctx.error(&key("id"), line, format!("duplicate tenant id {id:?}")));
+            }
+            let Some(secret) = t.secret else {
+                return Err(ctx.error(
+                    &key("secret"),
+                    line,
+                    "is required for a tenant declared in the file (e.g. `openssl rand -base64 32`)".into(),
+                ));
+            };
+            let (secret_line, secret_text) = ctx.string(Some(secret), &key("secret"))?;
+            let secret = ctx.secret(secret_line, &secret_text, &key("secret"))?;
+            let mut previous_secrets = Vec::new();
+            if let Some(p) = t.previous_secrets {
+                for (line, text) in ctx.strings(Some(p), &key("previous_secrets"))? {
+                    previous_secrets.push(ctx.secret(line, &text, &key("previous_secrets"))?);
+                }
+            }
+            let name = t.name.map(Spanned::into_inner);
+            let metadata = t.metadata.map(|m| {
+                let v: serde_json::Value = serde_json::to_value(m.into_inner()).unwrap_or_default();
+                v.to_string()
+            });
+            let max_endpoints = match t.max_endpoints {
+                None => defaults.max_endpoints,
+                Some(v) => ctx.number(Some(v), &key("max_endpoints"), 1, 100_000)?,
+            };
+            let max_events_per_second = match t.max_events_per_second {
+                None => defaults.max_events_per_second,
+                Some(v) => match ctx.number(Some(v), &key("max_events_per_second"), 0, 1_000_000)? {
+                    0 => None,
+                    n => Some(n as u32),
+                },
+            };
+            out.push(TenantConfig {
+                id,
+                name,
+                metadata,
+                secret,
+                secret_text,
+                previous_secrets,
+                limits: TenantLimits { max_endpoints, max_events_per_second },
+            });
+        }
+        Ok(out)
     }
 
     fn plugins_from_raw(raw: Vec<RawPlugin>, ctx: &Ctx<'_>, base: &Path) -> Result<Vec<PluginConfig>, ConfigError> {
@@ -645,4 +812,4 @@ mod raw;
 #[cfg(test)]
 mod tests;
 
-use raw::{Ctx, RawConfig, RawPlugin, toml_error};
+use raw::{Ctx, RawConfig, RawPlugin, RawTenant, toml_error};

@@ -46,9 +46,10 @@ section!(RawServer {
     header_read_timeout: String,
     request_body_timeout: String,
     keep_alive_timeout: String,
+    public_url: String,
 });
 section!(RawAuth { ingest_tokens: Vec<String>, admin_tokens: Vec<String> });
-section!(RawSigning { secret: String, previous_secrets: Vec<String> });
+section!(RawSigning { secret: String, previous_secrets: Vec<String>, rotation_overlap: String });
 section!(RawDelivery {
     timeout: String,
     max_retries: i64,
@@ -58,6 +59,7 @@ section!(RawDelivery {
     jitter: f64,
     max_in_flight: i64,
     max_in_flight_per_endpoint: i64,
+    max_in_flight_per_tenant: i64,
     allow_http: bool,
     allow_private_networks: bool,
     breaker_failures: i64,
@@ -66,10 +68,13 @@ section!(RawDelivery {
 });
 section!(RawRetention { deliveries: String, idempotency: String });
 section!(RawOperations { endpoint: String });
+section!(RawTenantLimits { max_endpoints: i64, max_events_per_second: i64 });
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
+    pub(super) tenants: Option<Vec<RawTenant>>,
+    pub(super) tenants_defaults: Option<RawTenantLimits>,
     pub(super) server: Option<RawServer>,
     pub(super) auth: Option<RawAuth>,
     pub(super) signing: Option<RawSigning>,
@@ -114,6 +119,8 @@ impl RawConfig {
             delivery: both(self.delivery, base.delivery, RawDelivery::over),
             retention: both(self.retention, base.retention, RawRetention::over),
             operations: both(self.operations, base.operations, RawOperations::over),
+            tenants_defaults: both(self.tenants_defaults, base.tenants_defaults, RawTenantLimits::over),
+            tenants: self.tenants,
             endpoints: self.endpoints,
             plugins: self.plugins,
             triggers: self.triggers,
@@ -139,6 +146,25 @@ pub(super) struct RawEndpoint {
     pub(super) ordering: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) ordering_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tenant: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub(super) id: Spanned<String>,
+    #[serde(default)]
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) previous_secrets: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub(super) metadata: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub(super) max_endpoints: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) max_events_per_second: Option<Spanned<i64>>,
 }
 
 /// What validation needs to phrase an error: the user's text (for line numbers), the file name

@@ -204,13 +204,14 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
             retry_after: None,
         },
         Some(endpoint) => {
-            let signing = &ctx.config.signing;
+            // The endpoint's own secret, else its tenant's (with a rotated-out one during the
+            // overlap); the default tenant's are `[signing]`'s.
             let (secret, previous) = match &endpoint.secret {
-                Some(s) => (s, &[][..]),
-                None => (&signing.secret, signing.previous_secrets.as_slice()),
+                Some(s) => (s.clone(), Vec::new()),
+                None => ctx.tenants.signing_keys(&endpoint.tenant, started_at_ms),
             };
             let key = delivery.idempotency_key.to_string();
-            let signed = sign::sign(secret, previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
+            let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
             ctx.deliverer.send(&endpoint.url, &signed.pairs(), body.into_bytes()).await
         }
     };
@@ -352,6 +353,7 @@ mod tests {
             envelope_slot: Some(slot),
             delivery_ids: vec![],
             skipped: vec![],
+            tenant: None,
         };
         (event, key)
     }

@@ -59,6 +59,7 @@ use crate::model::{DeliveryState, MAX_ATTEMPTS};
 use crate::operations::Operations;
 use crate::plugin::PluginHost;
 use crate::store::{DueItem, Store, StoreError};
+use crate::tenants::Tenants;
 
 /// The longest the scheduler sleeps without looking at the due index. Wake-ups come from
 /// ingest and from finished attempts; this bound is only a safety net.
@@ -94,6 +95,7 @@ pub(crate) struct Ctx {
     clock: SharedClock,
     health: Arc<HealthBook>,
     operations: Arc<Operations>,
+    tenants: Arc<Tenants>,
     claims: Mutex<Claims>,
     /// `max_in_flight` permits: attempts running at once over all endpoints.
     global_slots: Arc<Semaphore>,
@@ -114,6 +116,10 @@ struct Claims {
     /// The slots themselves: one semaphore per endpoint (`max_in_flight_per_endpoint` permits),
     /// created when first needed.
     endpoint_slots: HashMap<String, Arc<Semaphore>>,
+    /// The same per tenant (`max_in_flight_per_tenant`), so one tenant's hanging endpoints
+    /// leave slots, and scan capacity, to the others.
+    tenant_active: HashMap<String, usize>,
+    tenant_slots: HashMap<String, Arc<Semaphore>>,
     /// Deliveries whose record failed, by id.
     cooling: HashMap<Uuid, Cooldown>,
     /// Record failures in a row, gateway-wide; 0 once a write succeeds.
@@ -159,26 +165,34 @@ struct Claim {
     endpoint: String,
     /// Counted in `Claims::active` until the response is in.
     slot: bool,
-    /// The endpoint's and the global permit, held while the attempt runs.
-    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    /// The endpoint's, the tenant's and the global permit, held while the attempt runs.
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     claimed: bool,
 }
 
 impl Claim {
-    /// Waits for a slot: a permit of the endpoint's semaphore, then one of the global
-    /// semaphore (always in this order, so waiters cannot deadlock).
+    /// Waits for a slot: a permit of the endpoint's semaphore, then of its tenant's, then of
+    /// the global one (always in this order, so waiters cannot deadlock).
     async fn acquire_slot(&mut self) {
-        let endpoint = {
+        let (endpoint, tenant) = {
             let mut c = self.ctx.claims.lock().expect("claims lock");
-            let per_endpoint = self.ctx.config.delivery.max_in_flight_per_endpoint;
-            c.endpoint_slots
+            let d = &self.ctx.config.delivery;
+            let e = c
+                .endpoint_slots
                 .entry(self.endpoint.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(per_endpoint)))
-                .clone()
+                .or_insert_with(|| Arc::new(Semaphore::new(d.max_in_flight_per_endpoint)))
+                .clone();
+            let t = c
+                .tenant_slots
+                .entry(tenant_of(&self.endpoint).to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(d.max_in_flight_per_tenant)))
+                .clone();
+            (e, t)
         };
         let e = endpoint.acquire_owned().await.expect("slots are never closed");
+        let t = tenant.acquire_owned().await.expect("slots are never closed");
         let g = self.ctx.global_slots.clone().acquire_owned().await.expect("slots are never closed");
-        self.permits = Some((e, g));
+        self.permits = Some((e, t, g));
     }
 
     /// The response is in: another attempt to this endpoint may start.
@@ -191,6 +205,13 @@ impl Claim {
                 *n -= 1;
                 if *n == 0 {
                     c.active.remove(&self.endpoint);
+                }
+            }
+            let tenant = tenant_of(&self.endpoint);
+            if let Some(n) = c.tenant_active.get_mut(tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    c.tenant_active.remove(tenant);
                 }
             }
             c.active_total -= 1;
@@ -274,11 +295,12 @@ pub struct Parts {
     pub clock: SharedClock,
     pub health: Arc<HealthBook>,
     pub operations: Arc<Operations>,
+    pub tenants: Arc<Tenants>,
 }
 
 impl Dispatcher {
     pub fn new(parts: Parts) -> anyhow::Result<Dispatcher> {
-        let Parts { config, store, endpoints, plugins, metrics, wake, clock, health, operations } = parts;
+        let Parts { config, store, endpoints, plugins, metrics, wake, clock, health, operations, tenants } = parts;
         let deliverer = Deliverer::new(Policy {
             timeout: config.delivery.timeout,
             allow_http: config.delivery.allow_http,
@@ -296,6 +318,7 @@ impl Dispatcher {
                 clock,
                 health,
                 operations,
+                tenants,
                 claims: Mutex::new(Claims::default()),
                 global_slots,
                 wake,
@@ -388,7 +411,7 @@ impl Dispatcher {
 /// time something may become due: a due entry in the future, or a cooldown's end.
 async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Option<u64>, StoreError> {
     let now = ctx.clock.now_ms();
-    let (claimed, active, global_free, next_cooldown) = {
+    let (claimed, active, tenant_active, global_free, next_cooldown) = {
         let mut c = ctx.claims.lock().expect("claims lock");
         let next_cooldown = c.expire_cooldowns(now);
         if now < c.paused_until_ms || c.cooling.len() >= MAX_COOLING {
@@ -396,31 +419,50 @@ async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Optio
             return Ok(Some(c.paused_until_ms.max(now + 1)));
         }
         let free = (LOOKAHEAD * ctx.config.delivery.max_in_flight).saturating_sub(c.active_total);
-        (c.ids.clone(), c.active.clone(), free, next_cooldown)
+        (c.ids.clone(), c.active.clone(), c.tenant_active.clone(), free, next_cooldown)
     };
     if global_free == 0 {
         // Every slot is busy and the look-ahead is full; a released slot wakes us.
         return Ok(next_cooldown);
     }
     let per_endpoint = LOOKAHEAD * ctx.config.delivery.max_in_flight_per_endpoint;
+    let per_tenant = LOOKAHEAD * ctx.config.delivery.max_in_flight_per_tenant;
     let book = ctx.health.clone();
-    // An open circuit or a `Retry-After` pause takes nothing; a half-open circuit one probe,
+    // Each endpoint may take up to its share of the look-ahead, and each tenant up to its own:
+    // an open circuit or a `Retry-After` pause takes nothing, a half-open circuit one probe,
     // once nothing else of the endpoint's is in flight.
-    let free = move |ep: &str| {
-        let active = active.get(ep).copied().unwrap_or(0);
-        match book.allowance(ep, now) {
-            Allowance::Any | Allowance::Disabled => per_endpoint.saturating_sub(active),
-            Allowance::Probe => usize::from(active == 0),
-            Allowance::WaitUntil(_) => 0,
+    let mut caps: HashMap<String, usize> = HashMap::new();
+    let mut tenant_taken: HashMap<String, usize> = HashMap::new();
+    let admit = move |ep: &str| {
+        let cap = caps.entry(ep.to_owned()).or_insert_with(|| {
+            let active = active.get(ep).copied().unwrap_or(0);
+            match book.allowance(ep, now) {
+                Allowance::Any | Allowance::Disabled => per_endpoint.saturating_sub(active),
+                Allowance::Probe => usize::from(active == 0),
+                Allowance::WaitUntil(_) => 0,
+            }
+        });
+        let tenant = tenant_of(ep);
+        let taken = tenant_taken.entry(tenant.to_owned()).or_default();
+        if *cap == 0 || tenant_active.get(tenant).copied().unwrap_or(0) + *taken >= per_tenant {
+            return false;
         }
+        *cap -= 1;
+        *taken += 1;
+        true
     };
-    let scan = ctx.store.scan_due(now, claimed, free, global_free).await?;
+    let scan = ctx.store.scan_due(now, claimed, admit, global_free).await?;
     for item in scan.items {
         if let Some(claim) = try_claim(ctx, item.delivery_id, &item.endpoint_id) {
             tasks.spawn(scheduled_pass(ctx.clone(), item, claim));
         }
     }
     Ok([scan.next_due_ms, next_cooldown, ctx.health.next_change(now)].into_iter().flatten().min())
+}
+
+/// The tenant an (internal) endpoint id belongs to.
+fn tenant_of(endpoint: &str) -> &str {
+    crate::endpoint::split_id(endpoint).0
 }
 
 /// Claims a delivery and a slot for it, unless it is already claimed.
@@ -430,6 +472,7 @@ fn try_claim(ctx: &Arc<Ctx>, id: Uuid, endpoint: &str) -> Option<Claim> {
         return None;
     }
     *c.active.entry(endpoint.to_owned()).or_default() += 1;
+    *c.tenant_active.entry(tenant_of(endpoint).to_owned()).or_default() += 1;
     c.active_total += 1;
     Some(Claim { ctx: ctx.clone(), id, endpoint: endpoint.to_owned(), slot: true, permits: None, claimed: true })
 }
@@ -569,6 +612,7 @@ mod tests {
             envelope_slot: None,
             delivery_ids: vec![d.id],
             skipped: vec![],
+            tenant: None,
         };
         // Its event record is written under another id, so the delivery's event is missing.
         let no_event = delivery(Uuid::now_v7());
@@ -584,6 +628,7 @@ mod tests {
         let registry = Arc::new(Registry::new(&config.endpoints, vec![]));
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(HealthBook::new(crate::health::Policy::from_config(&config.delivery), vec![]));
+        let config2 = config.clone();
         let d = Dispatcher::new(Parts {
             config,
             store: store.clone(),
@@ -594,6 +639,7 @@ mod tests {
             clock: crate::clock::system(),
             health,
             operations: Arc::new(Operations::new(None)),
+            tenants: Arc::new(Tenants::new(&config2, vec![], vec![])),
         })
         .unwrap();
         let stop = CancellationToken::new();

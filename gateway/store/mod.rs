@@ -9,7 +9,7 @@
 //! `(endpoint_id, next_attempt_at_ms, delivery_id)`. Both change in the same transaction.
 //!
 //! **Invariant:** `delivery_index` holds `(key, delivery_id)` for every delivery and each of
-//! its keys: `s:<state>`, `e:<endpoint_id>`, `t:<trigger>`, and `f:<field>=<canonical value>`
+//! its keys: `s:<state>`, `e:<endpoint_id>`, `t:<trigger>`, `n:<tenant>`, and `f:<field>=<canonical value>`
 //! per scalar resource field. The state key moves with the state, in the same transaction.
 //! Listing intersects these in descending id order (ids are UUIDv7, so that is newest first
 //! and a time range is an id range): no query scans the deliveries table.
@@ -41,8 +41,9 @@ use uuid::Uuid;
 
 use crate::model::{
     AttemptRecord, DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord, PluginNote,
+    TenantRecord, TokenRecord,
 };
-use schema::{DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINT_HEALTH, ENDPOINTS, EVENTS};
+use schema::{DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINT_HEALTH, ENDPOINTS, EVENTS, TENANTS, TOKENS};
 use write::Op;
 
 /// How long an ingest `Idempotency-Key` is remembered unless `retention.idempotency` says
@@ -191,6 +192,7 @@ pub struct DeliveryQuery {
     pub state: Option<DeliveryState>,
     pub endpoint_id: Option<String>,
     pub trigger: Option<String>,
+    pub tenant: Option<String>,
     /// Resource fields: (name, canonical JSON value).
     pub fields: Vec<(String, String)>,
     /// Created at or after (epoch ms).
@@ -213,6 +215,9 @@ impl DeliveryQuery {
         }
         if let Some(s) = self.state {
             keys.push(schema::state_key(s));
+        }
+        if let Some(t) = &self.tenant {
+            keys.push(schema::tenant_key(t));
         }
         keys
     }
@@ -266,6 +271,16 @@ pub struct DueScan {
     pub items: Vec<DueItem>,
     /// The earliest due time after `now` among the endpoints scanned, for the scheduler's sleep.
     pub next_due_ms: Option<u64>,
+}
+
+/// An `admit` for [`Store::scan_due`] that takes at most `n` of each endpoint's deliveries.
+pub fn per_endpoint(n: usize) -> impl FnMut(&str) -> bool + Send + 'static {
+    let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    move |ep| {
+        let t = taken.entry(ep.to_owned()).or_default();
+        *t += 1;
+        *t <= n
+    }
 }
 
 /// A cheap, cloneable handle to the database and its writer thread.
@@ -382,6 +397,31 @@ impl Store {
     /// One bounded retention pass; see [`PruneRequest`].
     pub async fn prune(&self, req: PruneRequest) -> Result<PruneReport, StoreError> {
         self.write(|reply| Op::Prune(req, reply)).await
+    }
+
+    pub async fn put_tenant(&self, r: TenantRecord) -> Result<(), StoreError> {
+        self.write(|reply| Op::PutTenant(r, reply)).await
+    }
+
+    /// Removes a tenant, its API endpoints, their health and its tokens; its deliveries stay.
+    pub async fn delete_tenant(&self, id: String) -> Result<(), StoreError> {
+        self.write(|reply| Op::DeleteTenant(id, reply)).await
+    }
+
+    pub async fn put_token(&self, r: TokenRecord) -> Result<(), StoreError> {
+        self.write(|reply| Op::PutToken(r, reply)).await
+    }
+
+    pub async fn delete_token(&self, id: String) -> Result<(), StoreError> {
+        self.write(|reply| Op::DeleteToken(id, reply)).await
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.read(|db| read::all_json(db, TENANTS)).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.read(|db| read::all_json(db, TOKENS)).await
     }
 
     /// Makes every delivery queued in the endpoint's FIFO queues due (ordering was turned off).
@@ -505,9 +545,9 @@ impl Store {
         .await
     }
 
-    /// Finds deliveries due at or before `now_ms`, endpoint by endpoint, skipping `claimed` ones
-    /// and taking at most `free(endpoint)` per endpoint and `global_free` in all, and reads
-    /// their records in the same snapshot.
+    /// Finds deliveries due at or before `now_ms`, endpoint by endpoint, skipping `claimed` ones,
+    /// taking one more of an endpoint's while `admit(endpoint)` says yes and at most
+    /// `global_free` in all, and reads their records in the same snapshot.
     ///
     /// `claimed` must be taken *before* this call: an id released after its record was
     /// committed must not be seen as unclaimed by a snapshot older than that commit.
@@ -515,10 +555,10 @@ impl Store {
         &self,
         now_ms: u64,
         claimed: HashSet<Uuid>,
-        free: impl Fn(&str) -> usize + Send + 'static,
+        mut admit: impl FnMut(&str) -> bool + Send + 'static,
         global_free: usize,
     ) -> Result<DueScan, StoreError> {
-        self.read(move |db| read::scan_due(db, now_ms, &claimed, &free, global_free)).await
+        self.read(move |db| read::scan_due(db, now_ms, &claimed, &mut admit, global_free)).await
     }
 
     /// How many deliveries are pending.

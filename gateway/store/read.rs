@@ -114,7 +114,7 @@ pub(super) fn scan_due(
     db: &Database,
     now_ms: u64,
     in_flight: &HashSet<Uuid>,
-    free: &dyn Fn(&str) -> usize,
+    admit: &mut dyn FnMut(&str) -> bool,
     global_free: usize,
 ) -> Result<DueScan, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
@@ -137,7 +137,6 @@ pub(super) fn scan_due(
             }
         };
         let Some(ep) = next else { break };
-        let mut cap = free(&ep).min(global_free.saturating_sub(scan.items.len()));
         let lo = (ep.as_str(), 0u64, 0u128);
         let hi = (ep.as_str(), u64::MAX, u128::MAX);
         for entry in due.range(lo..=hi).map_err(storage)? {
@@ -153,14 +152,13 @@ pub(super) fn scan_due(
             if in_flight.contains(&id) {
                 continue;
             }
-            if cap == 0 {
+            if scan.items.len() >= global_free || !admit(&ep) {
                 break;
             }
             // The records are read in the scan's own snapshot: one pass over the disk feeds
             // every attempt it finds, with no further read (and no thread hop) per delivery.
             let loaded = load(&deliveries, &events, id)?;
             scan.items.push(DueItem { delivery_id: id, endpoint_id: ep.clone(), due_ms, loaded });
-            cap -= 1;
         }
         endpoint = Some(ep);
     }

@@ -33,6 +33,11 @@ pub(super) const ENDPOINT_HEALTH: TableDefinition<&str, &[u8]> = TableDefinition
 /// entry; the next one gets it when that delivery is final.
 pub(super) const FIFO: TableDefinition<(&str, &str, u128), ()> = TableDefinition::new("fifo");
 
+/// Tenants created through the API, by id → JSON `TenantRecord`.
+pub(super) const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+/// Tenant-scoped tokens, by token id → JSON `TokenRecord` (the token's SHA-256, never the token).
+pub(super) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+
 pub(super) const SCHEMA_VERSION: u64 = 1;
 
 pub(super) fn state_key(s: DeliveryState) -> String {
@@ -45,6 +50,10 @@ pub(super) fn field_key(field: &str, canonical_value: &str) -> String {
 
 pub(super) fn endpoint_key(endpoint_id: &str) -> String {
     format!("e:{endpoint_id}")
+}
+
+pub(super) fn tenant_key(tenant: &str) -> String {
+    format!("n:{tenant}")
 }
 
 pub(super) fn trigger_key(trigger: &str) -> String {
@@ -79,6 +88,8 @@ pub(super) fn init(db: &Database) -> Result<(), StoreError> {
         txn.open_table(ENDPOINTS).map_err(storage)?;
         txn.open_table(ENDPOINT_HEALTH).map_err(storage)?;
         txn.open_table(FIFO).map_err(storage)?;
+        txn.open_table(TENANTS).map_err(storage)?;
+        txn.open_table(TOKENS).map_err(storage)?;
     }
     txn.commit().map_err(storage)
 }

@@ -17,6 +17,7 @@ fn event(deliveries: &[DeliveryRecord]) -> EventRecord {
         envelope_slot: None,
         delivery_ids: deliveries.iter().map(|d| d.id).collect(),
         skipped: vec![],
+        tenant: None,
     }
 }
 
@@ -43,14 +44,14 @@ async fn due_scan_is_per_endpoint_and_respects_limits() {
     ds.push(delivery(ev, "c", 5_000));
     let b_id = ds[50].id;
     store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), |_| 3, 100).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(3), 100).await.unwrap();
     let got: Vec<&str> = scan.items.iter().map(|i| i.endpoint_id.as_str()).collect();
     assert_eq!(got, ["a", "a", "a", "b"], "a's backlog must not hide b");
     assert_eq!(scan.items[3].delivery_id, b_id);
     assert_eq!(scan.next_due_ms, Some(5_000));
     // In-flight deliveries are skipped; the global limit caps the total.
     let in_flight: HashSet<Uuid> = ds[..3].iter().map(|d| d.id).collect();
-    let scan = store.scan_due(1_000, in_flight, |_| 3, 2).await.unwrap();
+    let scan = store.scan_due(1_000, in_flight, per_endpoint(3), 2).await.unwrap();
     let ids: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
     assert_eq!(ids, [ds[3].id, ds[4].id]);
     // Recording a retry moves the due entry; success removes it.
@@ -211,7 +212,7 @@ async fn settle_and_drop_due_leave_the_due_index() {
     assert_eq!((d.state, d.next_attempt_at_ms, d.note), (DeliveryState::Failed, None, Some(note)));
     store.finish(Finish::DropDue { endpoint_id: "a".into(), due_ms: 20, delivery_id: ds[1].id }).await.unwrap();
     assert_eq!(store.pending_count().await.unwrap(), 0);
-    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
     assert!(scan.items.is_empty());
     // Settling a delivery that does not exist is that operation's error, not the batch's.
     let missing =
@@ -238,7 +239,7 @@ async fn due_scan_loads_records_and_reports_missing_ones() {
         })
         .await
         .unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
     assert_eq!(scan.items.len(), 2);
     assert!(matches!(&scan.items[0].loaded, Loaded::Ready(d, e) if d.id == ds[0].id && e.id == ds[0].event_id));
     assert!(matches!(&scan.items[1].loaded, Loaded::NoEvent(d) if d.id == orphan[0].id));
@@ -264,7 +265,7 @@ async fn fifo_queues_expose_only_their_head() {
         store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
     }
     let due = |store: Store| async move {
-        let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+        let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
         let mut ids = scan.items.iter().map(|i| i.delivery_id).collect::<Vec<_>>();
         ids.sort();
         ids
@@ -307,11 +308,11 @@ async fn a_dropped_orphan_head_lets_its_queue_move() {
     d.fifo = Some("x".into());
     let one = vec![d.clone()];
     store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
     assert_eq!(scan.items.len(), 1);
     assert!(matches!(scan.items[0].loaded, Loaded::NoDelivery));
     store.finish(Finish::DropDue { endpoint_id: "a".into(), due_ms: 1, delivery_id: orphan }).await.unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), |_| 10, 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
     let ids: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
     assert_eq!(ids, [d.id]);
     drop(store);
@@ -462,7 +463,7 @@ proptest::proptest! {
                         }
                     }
                 }
-                let scan = store.scan_due(u64::MAX, HashSet::new(), |_| 100, 100).await.unwrap();
+                let scan = store.scan_due(u64::MAX, HashSet::new(), per_endpoint(100), 100).await.unwrap();
                 let mut got: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
                 got.sort();
                 let mut want: Vec<Uuid> = due.iter().flatten().copied().collect();

@@ -16,13 +16,15 @@ use uuid::Uuid;
 
 use super::schema::{
     DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINT_HEALTH, ENDPOINTS, EVENTS, FIFO, IDEMPOTENCY, IDEMPOTENCY_EXPIRY,
-    endpoint_key, field_key, state_key, trigger_key,
+    TENANTS, TOKENS, endpoint_key, field_key, state_key, tenant_key, trigger_key,
 };
 use super::{
     Effects, Faults, Finish, IdempotencyRecord, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, PruneRequest,
     Settings, StoreError, WriterStats, storage,
 };
-use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord};
+use crate::model::{
+    DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord, TenantRecord, TokenRecord,
+};
 
 /// One write, and where its answer goes once the batch holding it has committed.
 pub(super) enum Op {
@@ -35,6 +37,11 @@ pub(super) enum Op {
     Prune(PruneRequest, oneshot::Sender<Result<PruneReport, StoreError>>),
     /// The endpoint no longer orders its deliveries: every queued one becomes due.
     ReleaseFifo(String, oneshot::Sender<Result<usize, StoreError>>),
+    PutTenant(TenantRecord, oneshot::Sender<Result<(), StoreError>>),
+    /// Removes a tenant with its endpoints, their health and its tokens (its deliveries stay).
+    DeleteTenant(String, oneshot::Sender<Result<(), StoreError>>),
+    PutToken(TokenRecord, oneshot::Sender<Result<(), StoreError>>),
+    DeleteToken(String, oneshot::Sender<Result<(), StoreError>>),
     DeleteEndpoint(String, oneshot::Sender<Result<(), StoreError>>),
     Requeue {
         ids: Vec<Uuid>,
@@ -143,6 +150,30 @@ fn apply_batch(
                     let r = if skip { Ok(PruneReport::default()) } else { t.prune(&req) };
                     split(r.map(Ok), &mut failure, |r| Reply::Prune(tx, r))
                 }
+                Op::PutTenant(r, tx) => {
+                    let r = if skip {
+                        Ok(())
+                    } else {
+                        t.tenants.insert(r.id.as_str(), to_json(&r).as_slice()).map(drop).map_err(storage)
+                    };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::DeleteTenant(id, tx) => {
+                    let r = if skip { Ok(()) } else { t.delete_tenant(&id) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::PutToken(r, tx) => {
+                    let r = if skip {
+                        Ok(())
+                    } else {
+                        t.tokens.insert(r.id.as_str(), to_json(&r).as_slice()).map(drop).map_err(storage)
+                    };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
+                Op::DeleteToken(id, tx) => {
+                    let r = if skip { Ok(()) } else { t.tokens.remove(id.as_str()).map(drop).map_err(storage) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
                 Op::ReleaseFifo(endpoint, tx) => {
                     let r = if skip { Ok(0) } else { t.release_fifo(&endpoint) };
                     split(r.map(Ok), &mut failure, |r| Reply::Count(tx, r))
@@ -209,6 +240,8 @@ struct Tables<'t> {
     endpoints: redb::Table<'t, &'static str, &'static [u8]>,
     health: redb::Table<'t, &'static str, &'static [u8]>,
     fifo: redb::Table<'t, (&'static str, &'static str, u128), ()>,
+    tenants: redb::Table<'t, &'static str, &'static [u8]>,
+    tokens: redb::Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -223,6 +256,8 @@ impl<'t> Tables<'t> {
             endpoints: txn.open_table(ENDPOINTS).map_err(storage)?,
             health: txn.open_table(ENDPOINT_HEALTH).map_err(storage)?,
             fifo: txn.open_table(FIFO).map_err(storage)?,
+            tenants: txn.open_table(TENANTS).map_err(storage)?,
+            tokens: txn.open_table(TOKENS).map_err(storage)?,
         })
     }
 
@@ -269,9 +304,7 @@ impl<'t> Tables<'t> {
                     self.due.insert((d.endpoint_id.as_str(), at, id), ()).map_err(storage)?;
                 }
             }
-            let mut keys = vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger)];
-            keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
-            for key in &keys {
+            for key in &index_keys(d) {
                 self.index.insert((key.as_str(), id), ()).map_err(storage)?;
             }
         }
@@ -474,6 +507,34 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    fn delete_tenant(&mut self, id: &str) -> Result<(), StoreError> {
+        self.tenants.remove(id).map_err(storage)?;
+        let prefix = format!("{id}/");
+        let mut endpoints = Vec::new();
+        for entry in self.endpoints.range(prefix.as_str()..).map_err(storage)? {
+            let (k, _) = entry.map_err(storage)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            endpoints.push(k.value().to_owned());
+        }
+        for e in &endpoints {
+            self.endpoints.remove(e.as_str()).map_err(storage)?;
+            self.health.remove(e.as_str()).map_err(storage)?;
+        }
+        let mut tokens = Vec::new();
+        for entry in self.tokens.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            if serde_json::from_slice::<TokenRecord>(v.value()).is_ok_and(|t| t.tenant == id) {
+                tokens.push(k.value().to_owned());
+            }
+        }
+        for t in &tokens {
+            self.tokens.remove(t.as_str()).map_err(storage)?;
+        }
+        Ok(())
+    }
+
     /// A dropped due entry may have been a FIFO queue's head with no readable delivery behind
     /// it: remove its queue entry too and let the next delivery go, or the queue would wait
     /// forever. Rare (a damaged file), so a walk over the endpoint's queues is fine.
@@ -579,9 +640,7 @@ impl<'t> Tables<'t> {
                 }
                 let key = id.as_u128();
                 self.deliveries.remove(key).map_err(storage)?;
-                let mut keys = vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger)];
-                keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
-                for k in &keys {
+                for k in &index_keys(&d) {
                     self.index.remove((k.as_str(), key)).map_err(storage)?;
                 }
                 report.deliveries += 1;
@@ -609,6 +668,14 @@ impl<'t> Tables<'t> {
         }
         Ok(())
     }
+}
+
+/// Every `delivery_index` key of a delivery (see the `store` header).
+fn index_keys(d: &DeliveryRecord) -> Vec<String> {
+    let mut keys =
+        vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger), tenant_key(d.tenant())];
+    keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
+    keys
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
