@@ -24,5 +24,7 @@ mod lifecycle;
 mod plugins;
 /// Retention and FIFO ordering.
 mod retention;
+/// Tenants: secrets, scoping, tokens, quotas, isolation.
+mod tenants;
 /// Module headers and stage boundaries.
 mod tidy;

@@ -1,0 +1,383 @@
+//! Tenants through the real HTTP API: each tenant's secret signs its deliveries (checked with
+//! the official `standardwebhooks` crate and Attendee's recipe), fan-out and the override rule
+//! stay within a tenant, rotation overlap, scoped tokens, quotas, refusals, and isolation of a
+//! tenant with hanging endpoints.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::receiver::Received;
+use crate::util::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn admin(gw: &TestGateway, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
+    gw.send_json(method, path, body).await
+}
+
+/// A request with a tenant token instead of the admin token.
+async fn as_tenant(
+    gw: &TestGateway,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req =
+        gw.http.request(method, format!("{}{path}", gw.base)).header("authorization", format!("Bearer {token}"));
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    response(req).await
+}
+
+async fn ingest_for(gw: &TestGateway, tenant: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = gw
+        .http
+        .post(format!("{}/v1/tenants/{tenant}/events", gw.base))
+        .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    response(req).await
+}
+
+/// Both signatures verify with `secret` (base64 or whsec_), each with the official recipe.
+fn verify_with(r: &Received, secret: &str) -> bool {
+    let s = hookgate::sign::Secret::parse(secret).unwrap();
+    let attendee = hookgate::sign::verify_attendee(&s, &r.body, r.header("x-webhook-signature"));
+    let wh = standardwebhooks::Webhook::new(&s.to_whsec()).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, r.header(name).parse().unwrap());
+    }
+    attendee && wh.verify(&r.body, &headers).is_ok()
+}
+
+fn standard_only(r: &Received, secret: &str) -> bool {
+    let s = hookgate::sign::Secret::parse(secret).unwrap();
+    let wh = standardwebhooks::Webhook::new(&s.to_whsec()).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, r.header(name).parse().unwrap());
+    }
+    wh.verify(&r.body, &headers).is_ok()
+}
+
+async fn create_tenant(gw: &TestGateway, body: Value) -> Value {
+    let (s, t) = admin(gw, reqwest::Method::POST, "/v1/tenants", &body).await;
+    assert_eq!(s, 201, "{t}");
+    t
+}
+
+async fn create_endpoint(gw: &TestGateway, tenant: &str, body: Value) -> String {
+    let (s, e) = admin(gw, reqwest::Method::POST, &format!("/v1/tenants/{tenant}/endpoints"), &body).await;
+    assert_eq!(s, 201, "{e}");
+    e["id"].as_str().unwrap().to_owned()
+}
+
+/// Two tenants and the default one: each event reaches only its tenant's endpoints, signed with
+/// that tenant's secret; Attendee's override rule applies within a tenant; idempotency keys and
+/// the delivery log are per tenant; secrets never come back after creation.
+#[tokio::test]
+async fn tenants_have_their_own_secrets_endpoints_and_log() {
+    let mut rx_a = Receiver::start(Behavior::Status(200)).await;
+    let mut rx_a_bot = Receiver::start(Behavior::Status(200)).await;
+    let mut rx_g = Receiver::start(Behavior::Status(200)).await;
+    let mut rx_d = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("project", &rx_d.url("/"), r#"["*"]"#);
+    let gw = TestGateway::start(&cfg).await;
+
+    let acme = create_tenant(&gw, json!({"id": "acme", "name": "Acme", "metadata": {"plan": "pro"}})).await;
+    let secret_a = acme["secret"].as_str().unwrap().to_owned();
+    assert!(secret_a.starts_with("whsec_"), "{acme}");
+    const GLOBEX_SECRET: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    create_tenant(&gw, json!({"id": "globex", "secret": GLOBEX_SECRET})).await;
+    let (_, got) = gw.get("/v1/tenants/acme").await;
+    assert!(got.get("secret").is_none() && got["secret_fingerprint"].is_string(), "{got}");
+    assert_eq!(got["metadata"]["plan"], "pro");
+
+    create_endpoint(&gw, "acme", json!({"url": rx_a.url("/"), "triggers": ["*"]})).await;
+    create_endpoint(&gw, "acme", json!({"url": rx_a_bot.url("/"), "triggers": ["*"], "match": {"bot_id": "b1"}})).await;
+    let globex_ep = create_endpoint(&gw, "globex", json!({"url": rx_g.url("/"), "triggers": ["*"]})).await;
+
+    // Acme's project-level endpoint gets acme's events of other bots, signed with acme's secret.
+    let (s, r) = ingest_for(&gw, "acme", &state_change("b2"), &[("idempotency-key", "k1")]).await;
+    assert_eq!((s, r["deliveries"].as_u64()), (202, Some(1)), "{r}");
+    let got = rx_a.next(WAIT).await;
+    assert!(verify_with(&got, &secret_a), "acme's secret signs acme's deliveries");
+    assert!(!verify_with(&got, GLOBEX_SECRET) && !verify_with(&got, SECRET));
+    // Bot b1's own endpoint hides acme's project-level one for b1 (within acme only).
+    ingest_for(&gw, "acme", &state_change("b1"), &[]).await;
+    assert_eq!(rx_a_bot.next(WAIT).await.json()["bot_id"], "b1");
+    // Globex: its own endpoint and secret; the same idempotency key is a different key there.
+    let (s, r) = ingest_for(&gw, "globex", &state_change("b1"), &[("idempotency-key", "k1")]).await;
+    assert_eq!((s, r["deliveries"].as_u64()), (202, Some(1)), "{r}");
+    let got = rx_g.next(WAIT).await;
+    assert!(verify_with(&got, GLOBEX_SECRET));
+    // The default tenant is what it always was.
+    gw.ingest(&state_change("b1")).await;
+    assert!(verify_with(&rx_d.next(WAIT).await, SECRET));
+    rx_a.assert_silent(Duration::from_millis(200)).await;
+    rx_a_bot.assert_silent(Duration::from_millis(1)).await;
+    rx_g.assert_silent(Duration::from_millis(1)).await;
+    rx_d.assert_silent(Duration::from_millis(1)).await;
+
+    // The log, filtered by tenant from the index, and the tenant's own view of it.
+    eventually(WAIT, || async {
+        let (_, p) = gw.get("/v1/deliveries?tenant=acme&state=succeeded").await;
+        (p["data"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    let (_, page) = gw.get("/v1/tenants/globex/deliveries").await;
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{page}");
+    assert_eq!(
+        (data[0]["endpoint_id"].as_str(), data[0]["tenant"].as_str()),
+        (Some(globex_ep.as_str()), Some("globex"))
+    );
+    let (_, page) = gw.get("/v1/deliveries?tenant=default").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+
+    // Unknown tenants: 404, nothing stored.
+    let (s, b) = ingest_for(&gw, "nobody", &state_change("b1"), &[]).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")), "{b}");
+    let (_, all) = gw.get("/v1/deliveries").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 4);
+    gw.stop().await.unwrap();
+}
+
+/// Rotating a tenant's secret: the new one signs at once, the old one still signs next to it
+/// during `signing.rotation_overlap`, then is dropped.
+#[tokio::test]
+async fn rotated_secrets_overlap_then_drop() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "signing", "rotation_overlap", "\"2s\"");
+    let gw = TestGateway::start(&cfg).await;
+    let old = create_tenant(&gw, json!({"id": "acme"})).await["secret"].as_str().unwrap().to_owned();
+    create_endpoint(&gw, "acme", json!({"url": rx.url("/"), "triggers": ["*"]})).await;
+    let (s, rotated) = admin(&gw, reqwest::Method::POST, "/v1/tenants/acme/secret/rotate", &json!({})).await;
+    assert_eq!(s, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    let rotated_at = Instant::now();
+    ingest_for(&gw, "acme", &state_change("b"), &[]).await;
+    let during = rx.next(WAIT).await;
+    assert!(verify_with(&during, &new), "the new secret signs");
+    assert!(standard_only(&during, &old), "the old one still verifies during the overlap");
+    assert_eq!(during.header("webhook-signature").split(' ').count(), 2);
+    // After the overlap only the new one signs (polled: one event per round).
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        ingest_for(&gw, "acme", &state_change("b"), &[]).await;
+        let r = rx.next(WAIT).await;
+        if r.header("webhook-signature").split(' ').count() == 1 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the old secret still signs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(rotated_at.elapsed() >= Duration::from_millis(1900), "dropped only after the overlap");
+    assert!(verify_with(&after, &new) && !standard_only(&after, &old));
+    gw.stop().await.unwrap();
+}
+
+/// A tenant token opens that tenant's routes only: other tenants are a 404, admin routes and
+/// ingest are refused, revoked and expired tokens stop working. Tokens are shown once.
+#[tokio::test]
+async fn tenant_tokens_are_scoped() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    create_tenant(&gw, json!({"id": "acme"})).await;
+    create_tenant(&gw, json!({"id": "globex"})).await;
+    create_endpoint(&gw, "globex", json!({"url": rx.url("/"), "triggers": ["*"]})).await;
+    let (_, r) = ingest_for(&gw, "globex", &state_change("b"), &[]).await;
+    rx.next(WAIT).await;
+    let globex_delivery = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+
+    let (s, tok) = admin(&gw, reqwest::Method::POST, "/v1/tenants/acme/tokens", &json!({})).await;
+    assert_eq!(s, 201, "{tok}");
+    let token = tok["token"].as_str().unwrap().to_owned();
+    let get = |path: String| {
+        let (gw, token) = (&gw, token.clone());
+        async move { as_tenant(gw, &token, reqwest::Method::GET, &path, None).await }
+    };
+    assert_eq!(get("/v1/tenants/acme/deliveries".into()).await.0, 200);
+    assert_eq!(get("/v1/tenants/acme".into()).await.0, 200);
+    let (s, b) = as_tenant(
+        &gw,
+        &token,
+        reqwest::Method::POST,
+        "/v1/tenants/acme/endpoints",
+        Some(&json!({"url": rx.url("/a"), "triggers": ["*"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "a tenant manages its own endpoints: {b}");
+    for path in ["/v1/tenants/globex/deliveries", "/v1/tenants/globex", "/v1/tenants/globex/endpoints"] {
+        let (s, b) = get(path.into()).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (404, Some("not_found")), "{path}: {b}");
+    }
+    assert_eq!(get(format!("/v1/tenants/acme/deliveries/{globex_delivery}")).await.0, 404);
+    for path in ["/v1/deliveries", "/v1/tenants", "/v1/endpoints", "/v1/tenants/acme/tokens"] {
+        assert_eq!(get(path.into()).await.0, 401, "{path} is an admin route");
+    }
+    let (s, _) =
+        as_tenant(&gw, &token, reqwest::Method::POST, "/v1/tenants/acme/events", Some(&state_change("b"))).await;
+    assert_eq!(s, 401, "a tenant token cannot ingest");
+
+    let (_, list) = gw.get("/v1/tenants/acme/tokens").await;
+    let listed = &list["data"][0];
+    assert!(listed.get("token").is_none() && listed["fingerprint"].is_string(), "{list}");
+    let (s, _) = admin(
+        &gw,
+        reqwest::Method::DELETE,
+        &format!("/v1/tenants/acme/tokens/{}", listed["id"].as_str().unwrap()),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, 204);
+    assert_eq!(get("/v1/tenants/acme/deliveries".into()).await.0, 401, "revoked");
+
+    let (_, short) = admin(&gw, reqwest::Method::POST, "/v1/tenants/acme/tokens", &json!({"expires_in": "1s"})).await;
+    let short = short["token"].as_str().unwrap().to_owned();
+    assert_eq!(as_tenant(&gw, &short, reqwest::Method::GET, "/v1/tenants/acme", None).await.0, 200);
+    let (s, b) = eventually(WAIT, || async {
+        let r = as_tenant(&gw, &short, reqwest::Method::GET, "/v1/tenants/acme", None).await;
+        (r.0 != 200).then_some(r)
+    })
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("token_expired")), "{b}");
+    gw.stop().await.unwrap();
+}
+
+/// Quotas and refusals: `max_endpoints`, `max_events_per_second` (429 with Retry-After, nothing
+/// stored), bad ids, duplicates, deleting with pending deliveries, replayed portal codes.
+#[tokio::test]
+async fn quotas_and_bad_input_change_nothing() {
+    let rx = Receiver::start(Behavior::Hang).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    create_tenant(&gw, json!({"id": "small", "max_endpoints": 2, "max_events_per_second": 2})).await;
+    for _ in 0..2 {
+        create_endpoint(&gw, "small", json!({"url": rx.url("/"), "triggers": ["*"]})).await;
+    }
+    let (s, b) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/tenants/small/endpoints",
+        &json!({"url": rx.url("/"), "triggers": ["*"]}),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("quota_exceeded")), "{b}");
+
+    let mut accepted = 0;
+    let mut limited = 0;
+    for _ in 0..6 {
+        let r = gw
+            .http
+            .post(format!("{}/v1/tenants/small/events", gw.base))
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(state_change("b").to_string())
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            202 => accepted += 1,
+            429 => {
+                assert!(r.headers().get("retry-after").is_some());
+                limited += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(accepted >= 2 && limited >= 1, "accepted {accepted}, limited {limited}");
+    let (_, page) = gw.get("/v1/tenants/small/deliveries?limit=200").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), accepted * 2, "refused events stored nothing");
+
+    for (body, code) in [
+        (json!({"id": "bad id"}), 400),
+        (json!({"id": "default"}), 400),
+        (json!({"id": "small"}), 409),
+        (json!({"id": "x", "secret": "short"}), 400),
+        (json!({"id": "x", "colour": "red"}), 400),
+        (json!({"id": "x", "max_endpoints": 0}), 400),
+    ] {
+        let (s, b) = admin(&gw, reqwest::Method::POST, "/v1/tenants", &body).await;
+        assert_eq!(s, code, "{body} => {b}");
+    }
+    assert_eq!(gw.get("/v1/tenants/x").await.0, 404, "nothing of a refused body is stored");
+    // Pending deliveries (the receiver hangs) block a delete unless forced.
+    let (s, b) = admin(&gw, reqwest::Method::DELETE, "/v1/tenants/small", &json!({})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("tenant_has_pending_deliveries")), "{b}");
+    let (s, _) = admin(&gw, reqwest::Method::DELETE, "/v1/tenants/default", &json!({})).await;
+    assert_eq!(s, 409, "the default tenant stays");
+    let (s, _) = admin(&gw, reqwest::Method::DELETE, "/v1/tenants/small?force=true", &json!({})).await;
+    assert_eq!(s, 204);
+    assert_eq!(gw.get("/v1/tenants/small").await.0, 404);
+    assert_eq!(gw.get("/v1/tenants/small/endpoints").await.0, 404);
+
+    create_tenant(&gw, json!({"id": "portal"})).await;
+    let (s, link) = admin(&gw, reqwest::Method::POST, "/v1/tenants/portal/portal", &json!({"expires_in": "1m"})).await;
+    assert_eq!(s, 201, "{link}");
+    let code = link["url"].as_str().unwrap().split("#portal=").nth(1).unwrap().to_owned();
+    let exchange = || {
+        let (gw, code) = (&gw, code.clone());
+        async move {
+            response(
+                gw.http
+                    .post(format!("{}/v1/portal/session", gw.base))
+                    .header("content-type", "application/json")
+                    .body(json!({"code": code}).to_string()),
+            )
+            .await
+        }
+    };
+    let (s, session) = exchange().await;
+    assert_eq!((s, session["tenant"].as_str()), (201, Some("portal")), "{session}");
+    let (s, b) = exchange().await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("portal_code_invalid")), "no replay: {b}");
+    gw.stop().await.unwrap();
+}
+
+/// One tenant's hanging endpoints do not delay another tenant's deliveries: it can hold at most
+/// `max_in_flight_per_tenant` slots, and as much of the scan.
+#[tokio::test]
+async fn a_tenant_with_hanging_endpoints_does_not_delay_another() {
+    let hang = Receiver::start(Behavior::Hang).await;
+    let mut fast = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path());
+    let cfg = set(&cfg, "delivery", "timeout", "\"5s\"");
+    let cfg = set(&cfg, "delivery", "max_in_flight", "40");
+    let cfg = set(&cfg, "delivery", "max_in_flight_per_endpoint", "4");
+    let cfg = set(&cfg, "delivery", "max_in_flight_per_tenant", "20");
+    let gw = TestGateway::start(&cfg).await;
+    create_tenant(&gw, json!({"id": "slow", "max_endpoints": 20})).await;
+    create_tenant(&gw, json!({"id": "healthy"})).await;
+    for i in 0..20 {
+        create_endpoint(&gw, "slow", json!({"url": hang.url(&format!("/{i}")), "triggers": ["*"]})).await;
+    }
+    create_endpoint(&gw, "healthy", json!({"url": fast.url("/"), "triggers": ["*"]})).await;
+    // 20 events x 20 endpoints: far more hanging attempts than there are slots.
+    for _ in 0..20 {
+        let (s, _) = ingest_for(&gw, "slow", &state_change("b"), &[]).await;
+        assert_eq!(s, 202);
+    }
+    eventually(WAIT, || async { (metric(&gw, "hookgate_pending_deliveries").await >= 400.0).then_some(()) }).await;
+    for i in 0..5 {
+        let sent = Instant::now();
+        ingest_for(&gw, "healthy", &state_change(&format!("h{i}")), &[]).await;
+        fast.next(WAIT).await;
+        let took = sent.elapsed();
+        assert!(took < Duration::from_millis(1500), "a healthy tenant's delivery took {took:?}");
+    }
+    drop(hang);
+    gw.stop().await.unwrap();
+}
