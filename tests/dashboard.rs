@@ -12,22 +12,30 @@ use crate::util::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Whether Chromium and chromedriver are here. Under `CI` they must be; elsewhere the test says
+/// it skipped, past the harness's capture.
+fn browser_available() -> bool {
+    if webdriver::available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the browser test, but {} or {} is missing (.ci/run installs them)",
+        webdriver::CHROMIUM,
+        webdriver::CHROMEDRIVER
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "\nSKIPPED dashboard browser test: {} / {} not found.\n  To run it: apt-get install chromium chromium-driver, then cargo test --locked\n",
+        webdriver::CHROMIUM,
+        webdriver::CHROMEDRIVER
+    );
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_chromium_filters_opens_and_resends() {
-    if !webdriver::available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the browser test, but {} or {} is missing (.ci/run installs them)",
-            webdriver::CHROMIUM,
-            webdriver::CHROMEDRIVER
-        );
-        // Written straight to stderr, past the test harness's capture, so it is seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\nSKIPPED dashboard browser test: {} / {} not found.\n  To run it: apt-get install chromium chromium-driver, then cargo test --locked\n",
-            webdriver::CHROMIUM,
-            webdriver::CHROMEDRIVER
-        );
+    if !browser_available() {
         return;
     }
     let rx = Receiver::start(Behavior::Status(500)).await;
@@ -113,5 +121,89 @@ async fn dashboard_in_chromium_filters_opens_and_resends() {
     browser.screenshot(&shot).await;
     browser.quit().await;
     outcome.expect("the browser scenario finished in time");
+    gw.stop().await.unwrap();
+}
+
+/// A portal link opened in Chromium: the dashboard shows only that tenant's deliveries, creates
+/// an endpoint, sends a test event that arrives signed with the tenant's secret, and the link
+/// does not work twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_link_shows_one_tenant_and_sends_a_test_event() {
+    if !browser_available() {
+        return;
+    }
+    let rx = Receiver::start(Behavior::Status(200)).await;
+    let mut tester = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    let mut secret = String::new();
+    for (tenant, name) in [("acme", "Acme Corp"), ("globex", "Globex")] {
+        let (s, t) = gw.send_json(reqwest::Method::POST, "/v1/tenants", &json!({"id": tenant, "name": name})).await;
+        assert_eq!(s, 201, "{t}");
+        if tenant == "acme" {
+            secret = t["secret"].as_str().unwrap().to_owned();
+        }
+        let body = json!({"url": rx.url(&format!("/{tenant}")), "triggers": ["*"]});
+        let (s, e) = gw.send_json(reqwest::Method::POST, &format!("/v1/tenants/{tenant}/endpoints"), &body).await;
+        assert_eq!(s, 201, "{e}");
+    }
+    for (tenant, bot) in [("acme", "a1"), ("acme", "a2"), ("globex", "g1")] {
+        let r = gw
+            .http
+            .post(format!("{}/v1/tenants/{tenant}/events", gw.base))
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(state_change(bot).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let (s, link) = gw.send_json(reqwest::Method::POST, "/v1/tenants/acme/portal", &json!({})).await;
+    assert_eq!(s, 201, "{link}");
+    let url = link["url"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start().await;
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal.png");
+    let run = async {
+        browser.goto(&url).await;
+        browser.wait_for("document.querySelectorAll('#rows tr').length === 2", WAIT).await;
+        let rows =
+            browser.eval("return [...document.querySelectorAll('#rows tr')].map(tr => tr.textContent).join('|')").await;
+        let rows = rows.as_str().unwrap().to_owned();
+        assert!(rows.contains("bot_id=a1") && rows.contains("bot_id=a2") && !rows.contains("g1"), "{rows}");
+        assert!(browser.find("#portal-name").await.text().await.contains("Acme Corp"));
+        assert_eq!(browser.eval("return location.hash").await, json!(""), "the one-time code leaves the address bar");
+
+        browser.find("#tab-endpoints").await.click().await;
+        browser.wait_for("document.querySelectorAll('#endpoint-rows tr').length === 1", WAIT).await;
+        browser.find("#new-url").await.type_text(&tester.url("/hooks")).await;
+        browser.find("#create-endpoint").await.click().await;
+        browser.wait_for("document.querySelectorAll('#endpoint-rows tr').length === 2", WAIT).await;
+        let test_button = "[...document.querySelectorAll('#endpoint-rows tr')].find(tr => tr.textContent.includes('/hooks')).querySelector('button.test').click(); return true";
+        browser.eval(test_button).await;
+        let got = tester.next(WAIT).await;
+        assert_eq!(got.json()["trigger"], "hookgate.test");
+        let s = hookgate::sign::Secret::parse(&secret).unwrap();
+        assert!(hookgate::sign::verify_attendee(&s, &got.body, got.header("x-webhook-signature")));
+        let wh = standardwebhooks::Webhook::new(&s.to_whsec()).unwrap();
+        let mut headers = http::HeaderMap::new();
+        for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+            headers.insert(name, got.header(name).parse().unwrap());
+        }
+        wh.verify(&got.body, &headers).expect("the test event verifies with the tenant's secret");
+        browser.wait_for("document.querySelector('#status').textContent.includes('test event sent')", WAIT).await;
+        browser.screenshot(&shot.with_file_name("portal-endpoints.png")).await;
+
+        // The link worked once.
+        browser.eval("sessionStorage.clear(); return true").await;
+        browser.goto("about:blank").await;
+        browser.goto(&url).await;
+        browser.wait_for("document.querySelector('#empty').textContent.includes('Cannot open the portal')", WAIT).await;
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;
+    browser.screenshot(&shot).await;
+    browser.quit().await;
+    outcome.expect("the portal scenario finished in time");
     gw.stop().await.unwrap();
 }
