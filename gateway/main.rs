@@ -166,6 +166,10 @@ fn print_summary(c: &Config) {
     );
     let r = &c.retention;
     println!("  retention: deliveries {}, idempotency keys {}", human(r.deliveries), human(r.idempotency));
+    if !c.tenants.is_empty() {
+        let ids: Vec<String> = c.tenants.iter().map(|t| format!("{} ({})", t.id, t.secret.fingerprint())).collect();
+        println!("  tenants:  default, {}", ids.join(", "));
+    }
     if let Some(ops) = &c.operations_endpoint {
         println!("  operational events -> {ops}");
     }

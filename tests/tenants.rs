@@ -381,3 +381,33 @@ async fn a_tenant_with_hanging_endpoints_does_not_delay_another() {
     drop(hang);
     gw.stop().await.unwrap();
 }
+
+/// A tenant declared in the file: its endpoints (`tenant = "..."`) get its events signed with
+/// its secret, and the API cannot change it.
+#[tokio::test]
+async fn tenants_from_the_file_sign_and_are_read_only() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    const FILE_SECRET: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let cfg = base_config(dir.path())
+        + &format!("\n[[tenants]]\nid = \"filed\"\nname = \"From the file\"\nsecret = \"{FILE_SECRET}\"\n")
+        + &endpoint("hooks", &rx.url("/"), r#"["*"]"#)
+        + "tenant = \"filed\"\n";
+    let gw = TestGateway::start(&cfg).await;
+    let (s, r) = ingest_for(&gw, "filed", &state_change("b"), &[]).await;
+    assert_eq!((s, r["deliveries"].as_u64()), (202, Some(1)), "{r}");
+    assert!(verify_with(&rx.next(WAIT).await, FILE_SECRET));
+    let (s, r) = gw.ingest(&state_change("b")).await;
+    assert_eq!((s, r["deliveries"].as_u64()), (202, Some(0)), "the default tenant has no endpoint: {r}");
+    let (_, t) = gw.get("/v1/tenants/filed").await;
+    assert_eq!((t["source"].as_str(), t["endpoints"].as_u64()), (Some("config"), Some(1)), "{t}");
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/v1/tenants/filed"),
+        (reqwest::Method::POST, "/v1/tenants/filed/secret/rotate"),
+        (reqwest::Method::DELETE, "/v1/tenants/filed"),
+    ] {
+        let (s, b) = admin(&gw, method, path, &json!({"name": "x"})).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (409, Some("tenant_read_only")), "{path}: {b}");
+    }
+    gw.stop().await.unwrap();
+}

@@ -193,3 +193,38 @@ fn shipped_config_files_are_valid() {
     let c = Config::load(&root.join("config/example.toml"), &|_| None).unwrap();
     assert!(!c.endpoints.is_empty());
 }
+
+#[test]
+fn tenants_and_their_endpoints() {
+    let t =
+        "[[tenants]]\nid = \"acme\"\nsecret = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"\nmax_endpoints = 3\n";
+    let ep = |tenant: &str| {
+        format!(
+            "[[endpoints]]\nid = \"hooks\"\nurl = \"https://a.example/\"\ntriggers = [\"*\"]\ntenant = \"{tenant}\"\n"
+        )
+    };
+    // The same endpoint id in two tenants is two endpoints.
+    let c = parse(&minimal(&format!("{t}{}{}", ep("acme"), ep("default")))).unwrap();
+    let ids: Vec<&str> = c.endpoints.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["acme/hooks", "hooks"]);
+    assert_eq!(c.endpoints[0].local_id(), "hooks");
+    assert_eq!(c.tenants[0].limits.max_endpoints, 3);
+    assert_eq!(c.tenants[0].limits.max_events_per_second, None, "from [tenants_defaults]");
+    assert_eq!(c.signing.rotation_overlap, Duration::from_secs(86_400));
+    let cases: Vec<(String, &str, usize, &str)> = vec![
+        (minimal(&format!("{t}{}{}", ep("acme"), ep("acme"))), "endpoints[1].id", 15, "duplicate"),
+        (minimal(&ep("nobody")), "endpoints[0].tenant", 9, "not a tenant"),
+        (minimal("[[tenants]]\nid = \"acme\"\n"), "tenants[0].secret", 6, "required"),
+        (minimal("[[tenants]]\nid = \"default\"\nsecret = \"x\"\n"), "tenants[0].id", 6, "not \"default\""),
+        (minimal(&format!("{t}{t}")), "tenants[1].id", 10, "duplicate"),
+        (minimal("[tenants_defaults]\nmax_endpoints = 0\n"), "tenants_defaults.max_endpoints", 6, "out of range"),
+        (minimal("rotation_overlap = \"0s\"\n"), "signing.rotation_overlap", 5, "greater than zero"),
+        (minimal("[server]\npublic_url = \"ftp://x\"\n"), "server.public_url", 6, "http(s) URL"),
+    ];
+    for (text, key, line, needle) in cases {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{text}\n=> {e}");
+        assert_eq!(e.line, Some(line), "{text}\n=> {e}");
+        assert!(e.message.contains(needle), "{text}\n=> {e}");
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -23,11 +24,19 @@ pub struct Browser {
     session: String,
     http: reqwest::Client,
     _profile: tempfile::TempDir,
+    /// One browser at a time: two Chromiums on two cores starve each other's timeouts.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+fn turn() -> Arc<tokio::sync::Mutex<()>> {
+    static TURN: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    TURN.get_or_init(Arc::default).clone()
 }
 
 impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session.
     pub async fn start() -> Browser {
+        let turn = turn().lock_owned().await;
         let port = super::free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -60,7 +69,7 @@ impl Browser {
                          format!("--user-data-dir={}", profile.path().display())]
             }
         }}});
-        let mut b = Browser { driver, base, session: String::new(), http, _profile: profile };
+        let mut b = Browser { driver, base, session: String::new(), http, _profile: profile, _turn: turn };
         let v = b.call(reqwest::Method::POST, "/session", caps).await;
         b.session = v["sessionId"].as_str().expect("a WebDriver session").to_owned();
         b
