@@ -125,8 +125,8 @@ async fn dashboard_in_chromium_filters_opens_and_resends() {
 }
 
 /// A portal link opened in Chromium: the dashboard shows only that tenant's deliveries, creates
-/// an endpoint, sends a test event that arrives signed with the tenant's secret, and the link
-/// does not work twice.
+/// an endpoint, sends a test event that arrives signed with the tenant's secret, edits the
+/// endpoint's URL, and the link does not work twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn portal_link_shows_one_tenant_and_sends_a_test_event() {
     if !browser_available() {
@@ -194,6 +194,28 @@ async fn portal_link_shows_one_tenant_and_sends_a_test_event() {
         wh.verify(&got.body, &headers).expect("the test event verifies with the tenant's secret");
         browser.wait_for("document.querySelector('#status').textContent.includes('test event sent')", WAIT).await;
         browser.screenshot(&shot.with_file_name("portal-endpoints.png")).await;
+
+        // Edit the endpoint's URL in place; the next test event goes to the new one.
+        let row = "[...document.querySelectorAll('#endpoint-rows tr')].find(tr => tr.textContent.includes('/hooks'))";
+        browser.eval(&format!("{row}.querySelector('button.edit').click(); return true")).await;
+        let new_url = tester.url("/v2");
+        browser
+            .eval(&format!(
+                "const i = document.querySelector('#endpoint-rows input.edit-url'); i.value = {}; \
+                 document.querySelector('#endpoint-rows button.save').click(); return true",
+                json!(new_url)
+            ))
+            .await;
+        browser.wait_for("document.querySelector('#status').textContent.startsWith('saved')", WAIT).await;
+        browser
+            .wait_for(
+                "[...document.querySelectorAll('#endpoint-rows tr')].some(tr => tr.textContent.includes('/v2'))",
+                WAIT,
+            )
+            .await;
+        let row = "[...document.querySelectorAll('#endpoint-rows tr')].find(tr => tr.textContent.includes('/v2'))";
+        browser.eval(&format!("{row}.querySelector('button.test').click(); return true")).await;
+        assert_eq!(tester.next(WAIT).await.path, "/v2");
 
         // The link worked once.
         browser.eval("sessionStorage.clear(); return true").await;
