@@ -6,6 +6,7 @@
 //! Must not touch: storage or HTTP. The API persists records through `store` and then updates
 //! the registry; ingest reads snapshots for fan-out; dispatch looks endpoints up by id.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::config::{DeliveryConfig, Endpoint, Origin, Triggers};
@@ -17,7 +18,7 @@ use crate::sign::Secret;
 /// The live set of endpoints. Readers take a cheap `Arc` snapshot and never block writers for
 /// longer than a pointer swap.
 pub struct Registry {
-    current: RwLock<Arc<Vec<Endpoint>>>,
+    current: RwLock<Arc<Index>>,
     /// The stored records of API endpoints, as given (secrets included), for PATCH.
     records: RwLock<Vec<EndpointRecord>>,
 }
@@ -38,23 +39,35 @@ impl Registry {
                 Err(msg) => tracing::warn!(endpoint = %r.id, error = %msg, "stored endpoint is invalid; ignored"),
             }
         }
-        Registry { current: RwLock::new(Arc::new(all)), records: RwLock::new(kept) }
+        Registry { current: RwLock::new(Arc::new(Index::new(all))), records: RwLock::new(kept) }
     }
 
-    pub fn snapshot(&self) -> Arc<Vec<Endpoint>> {
+    fn index(&self) -> Arc<Index> {
         self.current.read().expect("registry lock").clone()
     }
 
+    /// Every endpoint of every tenant.
+    pub fn snapshot(&self) -> Arc<Vec<Endpoint>> {
+        self.index().all.clone()
+    }
+
+    /// One tenant's endpoints (what its events fan out over).
+    pub fn of_tenant(&self, tenant: &str) -> Arc<Vec<Endpoint>> {
+        self.index().by_tenant.get(tenant).cloned().unwrap_or_default()
+    }
+
+    /// An endpoint by its internal id; dispatch asks once per attempt, so this is a map lookup.
     pub fn get(&self, id: &str) -> Option<Endpoint> {
-        self.snapshot().iter().find(|e| e.id == id).cloned()
+        let index = self.index();
+        index.by_id.get(id).map(|&i| index.all[i].clone())
     }
 
     pub fn insert(&self, e: Endpoint) {
         let mut cur = self.current.write().expect("registry lock");
-        let mut next = cur.as_ref().clone();
+        let mut next = cur.all.as_ref().clone();
         next.retain(|x| x.id != e.id);
         next.push(e);
-        *cur = Arc::new(next);
+        *cur = Arc::new(Index::new(next));
     }
 
     /// The stored record of an API endpoint (the base a PATCH is laid over).
@@ -75,9 +88,30 @@ impl Registry {
     pub fn remove(&self, id: &str) {
         self.records.write().expect("registry lock").retain(|r| r.id != id);
         let mut cur = self.current.write().expect("registry lock");
-        let mut next = cur.as_ref().clone();
+        let mut next = cur.all.as_ref().clone();
         next.retain(|x| x.id != id);
-        *cur = Arc::new(next);
+        *cur = Arc::new(Index::new(next));
+    }
+}
+
+/// The endpoints with their lookups, rebuilt whole on every change (changes are rare; reads are
+/// per event and per attempt).
+#[derive(Default)]
+struct Index {
+    all: Arc<Vec<Endpoint>>,
+    by_id: HashMap<String, usize>,
+    by_tenant: HashMap<String, Arc<Vec<Endpoint>>>,
+}
+
+impl Index {
+    fn new(all: Vec<Endpoint>) -> Index {
+        let by_id = all.iter().enumerate().map(|(i, e)| (e.id.clone(), i)).collect();
+        let mut by_tenant: HashMap<String, Vec<Endpoint>> = HashMap::new();
+        for e in &all {
+            by_tenant.entry(e.tenant.clone()).or_default().push(e.clone());
+        }
+        let by_tenant = by_tenant.into_iter().map(|(t, v)| (t, Arc::new(v))).collect();
+        Index { all: Arc::new(all), by_id, by_tenant }
     }
 }
 

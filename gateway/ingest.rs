@@ -155,7 +155,7 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
 
     let now = st.clock.now_ms();
     // Fan-out (and Attendee's override rule) within the tenant's own endpoints.
-    let endpoints: Vec<Endpoint> = st.endpoints.snapshot().iter().filter(|e| e.tenant == tenant).cloned().collect();
+    let endpoints = st.endpoints.of_tenant(tenant);
     let receivers = crate::fanout::select(&endpoints, &event.trigger, &event.fields);
     // A disabled endpoint gets no delivery; the event's record says why.
     let (receivers, disabled): (Vec<&Endpoint>, Vec<&Endpoint>) =

@@ -123,8 +123,7 @@ fn find(st: &AppState, tenant: &str, id: &str) -> Result<Endpoint, ApiError> {
 /// `GET /v1/endpoints`, `GET /v1/tenants/{id}/endpoints`: the tenant's endpoints.
 async fn list(st: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<Response, ApiError> {
     let tenant = scope(st, headers, tenant)?;
-    let all = st.endpoints.snapshot();
-    let data: Vec<_> = all.iter().filter(|e| e.tenant == tenant).map(|e| render(st, e)).collect();
+    let data: Vec<_> = st.endpoints.of_tenant(&tenant).iter().map(|e| render(st, e)).collect();
     Ok(json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string()))
 }
 
@@ -198,7 +197,7 @@ async fn create(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, body: 
     let (endpoint, record) =
         crate::endpoints::validate_body(&v, None, &st.config.delivery, &tenant, id, now_ms()).map_err(invalid)?;
     if let Some(t) = st.tenants.get(&tenant) {
-        let count = st.endpoints.snapshot().iter().filter(|e| e.tenant == tenant).count();
+        let count = st.endpoints.of_tenant(&tenant).len();
         if count >= t.limits.max_endpoints {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -46,7 +46,7 @@ fn body_object(body: &[u8]) -> Result<json::Object, ApiError> {
 }
 
 fn view(st: &AppState, t: &Tenant) -> serde_json::Value {
-    let endpoints = st.endpoints.snapshot().iter().filter(|e| e.tenant == t.id).count();
+    let endpoints = st.endpoints.of_tenant(&t.id).len();
     serde_json::json!({
         "id": t.id,
         "name": t.name,
