@@ -23,6 +23,9 @@
 //! finished attempt hands its slot straight to the next one, so slots do not idle between
 //! scheduler rounds.
 //!
+//! The claims and slots themselves live in `dispatch::claims`; the typed attempt pipeline in
+//! `dispatch::attempt`.
+//!
 //! **Invariant:** nothing about pending work lives only in memory. The due index is re-read
 //! every round; the in-memory state is which deliveries are claimed right now (and the cooldowns
 //! below). A crash therefore loses no work: the due entries of claimed deliveries are still on
@@ -35,19 +38,21 @@
 //! the pause.
 
 mod attempt;
+mod claims;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use attempt::{Decided, Mode, Prepared};
 pub use attempt::{decide, envelope};
+pub use claims::cooldown_after;
+use claims::{Claim, Claims, tenant_of, try_claim};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -101,168 +106,6 @@ pub(crate) struct Ctx {
     global_slots: Arc<Semaphore>,
     /// Signalled by ingest after a commit, by every released slot and by every released claim.
     wake: Arc<Notify>,
-}
-
-/// What the scheduler holds in memory. Guarded by a std mutex: it is held for a few map
-/// operations only and never across an `.await`.
-#[derive(Default)]
-struct Claims {
-    /// Deliveries being attempted, being recorded or cooling down; the scan skips them.
-    ids: HashSet<Uuid>,
-    /// Claimed passes per endpoint, and in all, that have not yet given their slot back
-    /// (running, or queued for a slot): the scan tops these up to [`LOOKAHEAD`] times the limits.
-    active: HashMap<String, usize>,
-    active_total: usize,
-    /// The slots themselves: one semaphore per endpoint (`max_in_flight_per_endpoint` permits),
-    /// created when first needed.
-    endpoint_slots: HashMap<String, Arc<Semaphore>>,
-    /// The same per tenant (`max_in_flight_per_tenant`), so one tenant's hanging endpoints
-    /// leave slots, and scan capacity, to the others.
-    tenant_active: HashMap<String, usize>,
-    tenant_slots: HashMap<String, Arc<Semaphore>>,
-    /// Deliveries whose record failed, by id.
-    cooling: HashMap<Uuid, Cooldown>,
-    /// Record failures in a row, gateway-wide; 0 once a write succeeds.
-    failures_in_a_row: u32,
-    /// No new attempts start before this (clock ms), after a failed write.
-    paused_until_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Cooldown {
-    until_ms: u64,
-}
-
-/// The cooldown after `failures` record failures in a row (1 for the first): doubling, bounded.
-pub fn cooldown_after(failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    COOLDOWN_INITIAL.saturating_mul(factor).min(COOLDOWN_MAX)
-}
-
-impl Claims {
-    /// Releases the claims of cooldowns that have ended; returns the next end still ahead.
-    fn expire_cooldowns(&mut self, now_ms: u64) -> Option<u64> {
-        let mut next = None;
-        let ids = &mut self.ids;
-        self.cooling.retain(|id, c| {
-            if c.until_ms <= now_ms {
-                ids.remove(id);
-                false
-            } else {
-                next = Some(next.map_or(c.until_ms, |n: u64| n.min(c.until_ms)));
-                true
-            }
-        });
-        next
-    }
-}
-
-/// A claimed delivery and its place in the endpoint's queue for a slot. Dropping it (an attempt
-/// aborted at shutdown) releases both, so the delivery is simply due again at the next start.
-struct Claim {
-    ctx: Arc<Ctx>,
-    id: Uuid,
-    endpoint: String,
-    /// Counted in `Claims::active` until the response is in.
-    slot: bool,
-    /// The endpoint's, the tenant's and the global permit, held while the attempt runs.
-    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit, OwnedSemaphorePermit)>,
-    claimed: bool,
-}
-
-impl Claim {
-    /// Waits for a slot: a permit of the endpoint's semaphore, then of its tenant's, then of
-    /// the global one (always in this order, so waiters cannot deadlock).
-    async fn acquire_slot(&mut self) {
-        let (endpoint, tenant) = {
-            let mut c = self.ctx.claims.lock().expect("claims lock");
-            let d = &self.ctx.config.delivery;
-            let e = c
-                .endpoint_slots
-                .entry(self.endpoint.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(d.max_in_flight_per_endpoint)))
-                .clone();
-            let t = c
-                .tenant_slots
-                .entry(tenant_of(&self.endpoint).to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(d.max_in_flight_per_tenant)))
-                .clone();
-            (e, t)
-        };
-        let e = endpoint.acquire_owned().await.expect("slots are never closed");
-        let t = tenant.acquire_owned().await.expect("slots are never closed");
-        let g = self.ctx.global_slots.clone().acquire_owned().await.expect("slots are never closed");
-        self.permits = Some((e, t, g));
-    }
-
-    /// The response is in: another attempt to this endpoint may start.
-    fn release_slot(&mut self) {
-        // The next queued pass to this endpoint takes the permit at once, without a scan.
-        self.permits = None;
-        if std::mem::take(&mut self.slot) {
-            let mut c = self.ctx.claims.lock().expect("claims lock");
-            if let Some(n) = c.active.get_mut(&self.endpoint) {
-                *n -= 1;
-                if *n == 0 {
-                    c.active.remove(&self.endpoint);
-                }
-            }
-            let tenant = tenant_of(&self.endpoint);
-            if let Some(n) = c.tenant_active.get_mut(tenant) {
-                *n -= 1;
-                if *n == 0 {
-                    c.tenant_active.remove(tenant);
-                }
-            }
-            c.active_total -= 1;
-            drop(c);
-            self.ctx.wake.notify_one();
-        }
-    }
-
-    /// The pass's write is durable: the delivery is no longer this process's business.
-    fn recorded(mut self) {
-        self.release_slot();
-        let mut c = self.ctx.claims.lock().expect("claims lock");
-        c.ids.remove(&self.id);
-        c.cooling.remove(&self.id);
-        c.failures_in_a_row = 0;
-        c.paused_until_ms = 0;
-        drop(c);
-        self.claimed = false;
-        self.ctx.wake.notify_one();
-    }
-
-    /// The pass's write failed: keep the delivery claimed for a growing cooldown and pause new
-    /// attempts for as long, so a broken store is probed, not hammered.
-    fn cool_down(mut self, error: &StoreError) {
-        self.release_slot();
-        let now = self.ctx.clock.now_ms();
-        let mut c = self.ctx.claims.lock().expect("claims lock");
-        c.failures_in_a_row = c.failures_in_a_row.saturating_add(1);
-        let wait = cooldown_after(c.failures_in_a_row);
-        let until_ms = now + wait.as_millis() as u64;
-        c.cooling.insert(self.id, Cooldown { until_ms });
-        c.paused_until_ms = c.paused_until_ms.max(until_ms);
-        let cooling = c.cooling.len();
-        drop(c);
-        // The claim stays: `expire_cooldowns` releases it.
-        self.claimed = false;
-        self.ctx.metrics.record_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(delivery_id = %self.id, error = %error, cooldown_ms = wait.as_millis() as u64, cooling,
-            "cannot record the end of an attempt; the delivery cools down and is tried again");
-        self.ctx.wake.notify_one();
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        self.release_slot();
-        if self.claimed {
-            self.ctx.claims.lock().expect("claims lock").ids.remove(&self.id);
-            self.ctx.wake.notify_one();
-        }
-    }
 }
 
 /// Why a manual resend was refused.
@@ -460,23 +303,6 @@ async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Optio
     Ok([scan.next_due_ms, next_cooldown, ctx.health.next_change(now)].into_iter().flatten().min())
 }
 
-/// The tenant an (internal) endpoint id belongs to.
-fn tenant_of(endpoint: &str) -> &str {
-    crate::endpoint::split_id(endpoint).0
-}
-
-/// Claims a delivery and a slot for it, unless it is already claimed.
-fn try_claim(ctx: &Arc<Ctx>, id: Uuid, endpoint: &str) -> Option<Claim> {
-    let mut c = ctx.claims.lock().expect("claims lock");
-    if !c.ids.insert(id) {
-        return None;
-    }
-    *c.active.entry(endpoint.to_owned()).or_default() += 1;
-    *c.tenant_active.entry(tenant_of(endpoint).to_owned()).or_default() += 1;
-    c.active_total += 1;
-    Some(Claim { ctx: ctx.clone(), id, endpoint: endpoint.to_owned(), slot: true, permits: None, claimed: true })
-}
-
 /// One scheduled pass: prepare → send → decide → record, then release or cool down.
 async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, mut claim: Claim) {
     claim.acquire_slot().await;
@@ -574,7 +400,9 @@ fn observe(ctx: &Ctx, recorded: &attempt::Recorded) {
 
 #[cfg(test)]
 mod tests {
+    use super::claims::Cooldown;
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn cooldowns_grow_and_are_bounded() {

@@ -5,9 +5,12 @@
 //! transaction, commits once with `Durability::Immediate` (one fsync) and only then answers each
 //! caller.
 //! Must not touch: reads for callers (that is `store::read`) or anything async: this runs on a
-//! plain thread.
+//! plain thread. FIFO queue upkeep lives in `write::fifo`, retention and tenant removal in
+//! `write::upkeep`.
 
-use std::ops::Bound;
+mod fifo;
+mod upkeep;
+
 use std::sync::atomic::Ordering;
 
 use redb::{Database, Durability, ReadableTable};
@@ -22,9 +25,7 @@ use super::{
     Effects, Faults, Finish, IdempotencyRecord, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, PruneRequest,
     Settings, StoreError, WriterStats, storage,
 };
-use crate::model::{
-    DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord, TenantRecord, TokenRecord,
-};
+use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, TenantRecord, TokenRecord};
 
 /// One write, and where its answer goes once the batch holding it has committed.
 pub(super) enum Op {
@@ -466,207 +467,6 @@ impl<'t> Tables<'t> {
             queued += usize::from(r.is_ok());
         }
         Ok(queued)
-    }
-
-    /// Whether a delivery joining its queue (already inserted there) may have a due entry at
-    /// once: always without a queue; with one, only if no other delivery is in it. Otherwise it
-    /// waits until the one ahead is final (`promote`).
-    fn alone_in_queue(&self, d: &DeliveryRecord) -> Result<bool, StoreError> {
-        let Some(queue) = &d.fifo else { return Ok(true) };
-        let ep = d.endpoint_id.as_str();
-        for entry in
-            self.fifo.range((ep, queue.as_str(), 0)..=(ep, queue.as_str(), u128::MAX)).map_err(storage)?.take(2)
-        {
-            if entry.map_err(storage)?.0.value().2 != d.id.as_u128() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Gives the first delivery of a FIFO queue its due entry (if it has none yet).
-    fn promote(&mut self, endpoint: &str, queue: &str) -> Result<(), StoreError> {
-        let first = match self.fifo.range((endpoint, queue, 0)..=(endpoint, queue, u128::MAX)).map_err(storage)?.next()
-        {
-            Some(entry) => Some(entry.map_err(storage)?.0.value().2),
-            None => None,
-        };
-        let Some(id) = first else { return Ok(()) };
-        match self.read_delivery(Uuid::from_u128(id))? {
-            Ok(Some(next)) if next.state == DeliveryState::Pending => {
-                if let Some(at) = next.next_attempt_at_ms {
-                    self.due.insert((endpoint, at, id), ()).map_err(storage)?;
-                }
-            }
-            // A queue entry without a pending delivery behind it would block the queue forever.
-            _ => {
-                self.fifo.remove((endpoint, queue, id)).map_err(storage)?;
-                return self.promote(endpoint, queue);
-            }
-        }
-        Ok(())
-    }
-
-    fn delete_tenant(&mut self, id: &str) -> Result<(), StoreError> {
-        self.tenants.remove(id).map_err(storage)?;
-        let prefix = format!("{id}/");
-        let mut endpoints = Vec::new();
-        for entry in self.endpoints.range(prefix.as_str()..).map_err(storage)? {
-            let (k, _) = entry.map_err(storage)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            endpoints.push(k.value().to_owned());
-        }
-        for e in &endpoints {
-            self.endpoints.remove(e.as_str()).map_err(storage)?;
-            self.health.remove(e.as_str()).map_err(storage)?;
-        }
-        let mut tokens = Vec::new();
-        for entry in self.tokens.iter().map_err(storage)? {
-            let (k, v) = entry.map_err(storage)?;
-            if serde_json::from_slice::<TokenRecord>(v.value()).is_ok_and(|t| t.tenant == id) {
-                tokens.push(k.value().to_owned());
-            }
-        }
-        for t in &tokens {
-            self.tokens.remove(t.as_str()).map_err(storage)?;
-        }
-        Ok(())
-    }
-
-    /// A dropped due entry may have been a FIFO queue's head with no readable delivery behind
-    /// it: remove its queue entry too and let the next delivery go, or the queue would wait
-    /// forever. Rare (a damaged file), so a walk over the endpoint's queues is fine.
-    fn drop_fifo_orphan(&mut self, endpoint: &str, id: Uuid) -> Result<(), StoreError> {
-        let mut queue = None;
-        for entry in self.fifo.range((endpoint, "", 0)..).map_err(storage)? {
-            let (k, _) = entry.map_err(storage)?;
-            let (ep, q, entry_id) = k.value();
-            if ep != endpoint {
-                break;
-            }
-            if entry_id == id.as_u128() {
-                queue = Some(q.to_owned());
-                break;
-            }
-        }
-        if let Some(q) = queue {
-            self.fifo.remove((endpoint, q.as_str(), id.as_u128())).map_err(storage)?;
-            self.promote(endpoint, &q)?;
-        }
-        Ok(())
-    }
-
-    fn release_fifo(&mut self, endpoint: &str) -> Result<usize, StoreError> {
-        let mut entries = Vec::new();
-        for entry in self.fifo.range((endpoint, "", 0)..).map_err(storage)? {
-            let (k, _) = entry.map_err(storage)?;
-            let (ep, queue, id) = k.value();
-            if ep != endpoint {
-                break;
-            }
-            entries.push((queue.to_owned(), id));
-        }
-        for (queue, id) in &entries {
-            self.fifo.remove((endpoint, queue.as_str(), *id)).map_err(storage)?;
-            if let Ok(Some(mut d)) = self.read_delivery(Uuid::from_u128(*id))? {
-                d.fifo = None;
-                if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-                    self.due.insert((endpoint, at, *id), ()).map_err(storage)?;
-                }
-                self.deliveries.insert(*id, to_json(&d).as_slice()).map_err(storage)?;
-            }
-        }
-        Ok(entries.len())
-    }
-
-    /// Removes final deliveries created before the cutoff, and events whose deliveries are all
-    /// gone, visiting at most `req.max_events` events from `req.after`. Pending deliveries (and
-    /// their events) stay.
-    fn prune(&mut self, req: &PruneRequest) -> Result<PruneReport, StoreError> {
-        let mut report = PruneReport::default();
-        self.prune_idempotency(req.idempotency_cutoff_ms)?;
-        let mut events: Vec<(u128, EventRecord)> = Vec::new();
-        let start = req.after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut visited = 0;
-        report.next = None;
-        for entry in self.events.range((start, Bound::<u128>::Unbounded)).map_err(storage)? {
-            let (k, v) = entry.map_err(storage)?;
-            let id = k.value();
-            visited += 1;
-            match serde_json::from_slice::<EventRecord>(v.value()) {
-                // Events are in arrival order: the rest are younger.
-                Ok(event) if event.received_at_ms >= req.cutoff_ms => {
-                    report.next = None;
-                    break;
-                }
-                Ok(event) => events.push((id, event)),
-                // An unreadable event is left for an operator; the pass moves past it.
-                Err(_) => {}
-            }
-            report.next = Some(id);
-            if visited >= req.max_events {
-                break;
-            }
-        }
-        if visited < req.max_events && report.next.is_some() {
-            // The table ended before the budget did: nothing is left to visit.
-            report.next = None;
-        }
-        self.prune_events(events, report)
-    }
-
-    fn prune_events(
-        &mut self,
-        events: Vec<(u128, EventRecord)>,
-        mut report: PruneReport,
-    ) -> Result<PruneReport, StoreError> {
-        for (event_id, event) in events {
-            let mut kept = false;
-            for id in &event.delivery_ids {
-                let d = match self.read_delivery(*id)? {
-                    Ok(Some(d)) => d,
-                    Ok(None) => continue,
-                    // Unreadable: keep it (and its event) for an operator to look at.
-                    Err(_) => {
-                        kept = true;
-                        continue;
-                    }
-                };
-                if d.state == DeliveryState::Pending {
-                    kept = true;
-                    continue;
-                }
-                let key = id.as_u128();
-                self.deliveries.remove(key).map_err(storage)?;
-                for k in &index_keys(&d) {
-                    self.index.remove((k.as_str(), key)).map_err(storage)?;
-                }
-                report.deliveries += 1;
-            }
-            if !kept {
-                self.events.remove(event_id).map_err(storage)?;
-                report.events += 1;
-            }
-        }
-        Ok(report)
-    }
-
-    fn prune_idempotency(&mut self, cutoff: u64) -> Result<(), StoreError> {
-        let mut expired = Vec::new();
-        for entry in
-            self.idem_expiry.range((Bound::Unbounded, Bound::Excluded((cutoff, "")))).map_err(storage)?.take(10_000)
-        {
-            let (k, _) = entry.map_err(storage)?;
-            let (created, key) = k.value();
-            expired.push((created, key.to_owned()));
-        }
-        for (created, key) in expired {
-            self.idem_expiry.remove((created, key.as_str())).map_err(storage)?;
-            self.idem.remove(key.as_str()).map_err(storage)?;
-        }
-        Ok(())
     }
 }
 
