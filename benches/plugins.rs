@@ -27,6 +27,7 @@ fn main() {
         on_error: OnError::Fail,
         timeout: Duration::from_millis(50),
         memory_limit: 32 << 20,
+        concurrency: 4,
     };
     let host = Arc::new(
         PluginHost::load(
@@ -65,14 +66,17 @@ fn main() {
         let mut chained = Vec::new();
         for _ in 0..RUNS {
             let t = Instant::now();
-            for _ in 0..CALLS {
-                host.call_by_name(name, input).unwrap();
-            }
+            rt.block_on(async {
+                for _ in 0..CALLS {
+                    host.call_by_name(name, input).await.unwrap();
+                }
+            });
             direct.push(t.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+            let chain = [(*name).to_string()];
             let t = Instant::now();
             rt.block_on(async {
                 for _ in 0..CALLS {
-                    host.run_chain(vec![(*name).into()], input.clone()).await;
+                    host.run_chain(&chain, input.clone()).await;
                 }
             });
             chained.push(t.elapsed().as_secs_f64() * 1e6 / CALLS as f64);

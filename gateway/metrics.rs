@@ -107,8 +107,8 @@ pub struct Gauges {
     /// Endpoints whose circuit is not closed, and disabled endpoints.
     pub circuits_open: u64,
     pub endpoints_disabled: u64,
-    /// (plugin, calls, failures).
-    pub plugins: Vec<(String, u64, u64)>,
+    /// Counters per plugin.
+    pub plugins: Vec<crate::plugin::PluginStats>,
 }
 
 impl Metrics {
@@ -161,19 +161,26 @@ impl Metrics {
         for ((class, kind), n) in self.attempts.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "hookgate_attempts_total{{status_class=\"{class}\",error=\"{kind}\"}} {n}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_plugin_calls_total Plugin calls, by plugin.\n# TYPE hookgate_plugin_calls_total counter"
-        );
-        for (p, calls, _) in &g.plugins {
-            let _ = writeln!(out, "hookgate_plugin_calls_total{{plugin=\"{p}\"}} {calls}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_plugin_failures_total Plugin calls that failed (trap, deadline, memory, error, invalid output).\n# TYPE hookgate_plugin_failures_total counter"
-        );
-        for (p, _, failures) in &g.plugins {
-            let _ = writeln!(out, "hookgate_plugin_failures_total{{plugin=\"{p}\"}} {failures}");
+        type Family = (&'static str, &'static str, fn(&crate::plugin::PluginStats) -> u64);
+        let families: [Family; 4] = [
+            ("hookgate_plugin_calls_total", "Plugin calls, by plugin.", |p| p.calls),
+            (
+                "hookgate_plugin_failures_total",
+                "Plugin calls that failed (trap, deadline, memory, error, invalid output).",
+                |p| p.failures,
+            ),
+            ("hookgate_plugin_timeouts_total", "Plugin calls stopped at their deadline.", |p| p.timeouts),
+            (
+                "hookgate_plugin_log_lines_dropped_total",
+                "host.log lines dropped because a call went over its log budget.",
+                |p| p.log_dropped,
+            ),
+        ];
+        for (name, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for p in &g.plugins {
+                let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", p.plugin, value(p));
+            }
         }
         let _ = writeln!(
             out,

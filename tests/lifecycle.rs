@@ -149,3 +149,50 @@ async fn sigterm_finishes_in_flight_attempts_and_exits_zero() {
     assert_eq!(d["attempts"].as_array().unwrap().len(), 1, "{d}");
     rx.assert_silent(Duration::from_millis(500)).await;
 }
+
+/// SIGTERM while a plugin sleeps inside a long call (10 s deadline, 1 s grace): the process
+/// exits within the grace, not the plugin's deadline, and the interrupted delivery is still
+/// pending after a restart (its chain runs again), not failed.
+#[tokio::test]
+async fn sigterm_interrupts_a_running_plugin_within_the_grace() {
+    let rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let port = free_port();
+    let plugin = format!(
+        "\n[[plugins]]\nname = \"slow\"\npath = \"{}\"\ntimeout = \"10s\"\nconfig = {{ mode = \"sleep\", ms = \"60000\" }}\n",
+        wasm::plugin("guest_hostile").display()
+    );
+    let cfg = process_config(&dir.path().join("data"), port, &rx.url("/hook"))
+        + &plugin
+        + "\n[triggers.\"bot.state_change\"]\nplugins = [\"slow\"]\n";
+    let cfg = set(&cfg, "server", "shutdown_grace", "\"1s\"");
+    let config_path = path_in(&dir, "hookgate.toml");
+    let mut gw = GatewayProcess::spawn(&config_path, &cfg, port).await;
+    let (s, r) = response(
+        reqwest::Client::new()
+            .post(format!("{}/v1/events", gw.base))
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(state_change("b").to_string()),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let event_id = r["event_id"].as_str().unwrap().to_owned();
+    // The plugin call has started once the metrics count it.
+    let base = gw.base.clone();
+    eventually(Duration::from_secs(10), || async {
+        let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+        text.lines().any(|l| l == "hookgate_plugin_calls_total{plugin=\"slow\"} 1").then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    gw.signal("-TERM");
+    let status = gw.wait_exit(Duration::from_secs(8)).await;
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(4), "shutdown waited {took:?} for the plugin (grace 1 s)");
+
+    let gw = GatewayProcess::spawn(&config_path, &cfg, port).await;
+    let (_, e) = get(&gw.base, &format!("/v1/events/{event_id}")).await;
+    assert_eq!(e["deliveries"][0]["state"], "pending", "{e}");
+}

@@ -24,7 +24,15 @@ fn plugin_config(name: &str, crate_name: &str) -> PluginConfig {
         on_error: OnError::Fail,
         timeout: Duration::from_millis(50),
         memory_limit: 8 << 20,
+        concurrency: 4,
     }
+}
+
+fn hostile(name: &str, timeout_ms: u64, config: &[(&str, &str)]) -> PluginConfig {
+    let mut c = plugin_config(name, "guest_hostile");
+    c.timeout = Duration::from_millis(timeout_ms);
+    c.config = config.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    c
 }
 
 fn input(envelope: &str) -> CallInput {
@@ -242,7 +250,7 @@ async fn hostile_guests_are_contained_and_others_proceed() {
 }
 
 /// Through the host API: a trap does not poison later calls; the deadline stops a loop close to
-/// its configured time; concurrent loops do not serialise behind each other.
+/// its configured time; loops yield, so the runtime keeps serving while they spin.
 #[tokio::test]
 async fn host_calls_recover_after_traps_and_deadlines_are_tight() {
     let dir = temp_dir();
@@ -250,24 +258,18 @@ async fn host_calls_recover_after_traps_and_deadlines_are_tight() {
     spin.timeout = Duration::from_millis(40);
     let host = std::sync::Arc::new(PluginHost::load(&[plugin_config("trap", "guest_trap"), spin], dir.path()).unwrap());
 
-    // Direct calls are blocking: run them where blocking is allowed, as dispatch does.
-    let h = host.clone();
-    tokio::task::spawn_blocking(move || {
-        let err = h.call_by_name("trap", &input(r#"{"data":{}}"#)).unwrap_err();
-        assert!(matches!(&err, PluginError::Trap(m) if m.contains("asked to fail")), "{err}");
-        let ok = h.call_by_name("trap", &input(r#"{"data":{"survive":true}}"#)).unwrap();
-        assert_eq!(ok, Decision::Keep);
+    let err = host.call_by_name("trap", &input(r#"{"data":{}}"#)).await.unwrap_err();
+    assert!(matches!(&err, PluginError::Trap(m) if m.contains("asked to fail")), "{err}");
+    let ok = host.call_by_name("trap", &input(r#"{"data":{"survive":true}}"#)).await.unwrap();
+    assert_eq!(ok, Decision::Keep);
 
-        let started = Instant::now();
-        let err = h.call_by_name("spin", &input("{}")).unwrap_err();
-        let took = started.elapsed();
-        assert_eq!(err, PluginError::Deadline(Duration::from_millis(40)));
-        assert!(took >= Duration::from_millis(40) && took < Duration::from_millis(1000), "{took:?}");
-    })
-    .await
-    .unwrap();
+    let started = Instant::now();
+    let err = host.call_by_name("spin", &input("{}")).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err, PluginError::Deadline(Duration::from_millis(40)));
+    assert!(took >= Duration::from_millis(40) && took < Duration::from_millis(1000), "{took:?}");
 
-    // The async path runs on the blocking pool: the runtime keeps serving while loops spin.
+    // Spinning guests yield at every epoch tick: a timer task on the same runtime keeps firing.
     let ticks = tokio::spawn(async {
         let mut n = 0u32;
         let end = Instant::now() + Duration::from_millis(100);
@@ -280,15 +282,110 @@ async fn host_calls_recover_after_traps_and_deadlines_are_tight() {
     let spins: Vec<_> = (0..4)
         .map(|_| {
             let h = host.clone();
-            tokio::spawn(async move { h.run_chain(vec!["spin".into()], input("{}")).await })
+            tokio::spawn(async move { h.run_chain(&["spin".into()], input("{}")).await })
         })
         .collect();
     for s in spins {
         assert!(matches!(s.await.unwrap(), hookgate::plugin::ChainOutcome::Failed { .. }));
     }
-    // Had the loops run on the runtime thread, they would have run one after another for
-    // 4 x 40 ms and the ticker would have seen at most one tick in its 100 ms window.
-    assert!(ticks.await.unwrap() >= 2, "the async runtime stalled while plugins looped");
+    // Had the loops held the runtime's threads, the ticker would have seen at most one tick.
+    assert!(ticks.await.unwrap() >= 5, "the async runtime stalled while plugins looped");
+}
+
+/// The holes hostile guests found, closed: a sleep inside the host ends at the deadline; a
+/// guest's `exit` and a full resource table keep their cause; reasons, errors and the log are
+/// capped and the dropped log lines counted; and a guest sees a clock and random bytes but no
+/// environment, arguments or files.
+#[tokio::test]
+async fn hostile_guests_meet_every_limit_whatever_they_call() {
+    let dir = temp_dir();
+    let host = PluginHost::load(
+        &[
+            hostile("sleep", 200, &[("mode", "sleep"), ("ms", "12000")]),
+            hostile("exit", 500, &[("mode", "exit")]),
+            hostile("resources", 5000, &[("mode", "resources")]),
+            hostile("flood", 5000, &[("mode", "log-flood"), ("lines", "100000"), ("bytes", "100")]),
+            hostile("reason", 500, &[("mode", "big-reason")]),
+            hostile("error", 500, &[("mode", "big-error")]),
+            hostile("observe", 500, &[("mode", "observe")]),
+        ],
+        dir.path(),
+    )
+    .unwrap();
+
+    let started = Instant::now();
+    let err = host.call_by_name("sleep", &input("{}")).await.unwrap_err();
+    assert_eq!(err, PluginError::Deadline(Duration::from_millis(200)));
+    assert!(started.elapsed() < Duration::from_secs(2), "a sleeping guest held its call for {:?}", started.elapsed());
+
+    let err = host.call_by_name("exit", &input("{}")).await.unwrap_err();
+    assert!(matches!(&err, PluginError::Trap(m) if m.contains("exit(0)")), "{err}");
+
+    let err = host.call_by_name("resources", &input("{}")).await.unwrap_err();
+    assert!(matches!(&err, PluginError::Trap(m) if m.contains("resource table")), "{err}");
+
+    assert_eq!(host.call_by_name("flood", &input("{}")).await.unwrap(), Decision::Keep);
+    let flood = host.stats().into_iter().find(|s| s.plugin == "flood").unwrap();
+    assert_eq!(flood.log_dropped, 100_000 - hookgate::plugin::LOG_LINES_PER_CALL as u64);
+
+    let limit = hookgate::plugin::REASON_LIMIT + "…".len();
+    match host.call_by_name("reason", &input("{}")).await.unwrap() {
+        Decision::Drop(r) => assert!(r.len() <= limit && r.starts_with("rrr"), "{} bytes", r.len()),
+        other => panic!("{other:?}"),
+    }
+    match host.call_by_name("error", &input("{}")).await.unwrap_err() {
+        PluginError::Rejected(m) => assert!(m.len() <= limit && m.starts_with("eee"), "{} bytes", m.len()),
+        other => panic!("{other:?}"),
+    }
+
+    let Decision::Replace(seen) = host.call_by_name("observe", &input("{}")).await.unwrap() else {
+        panic!("observe must replace");
+    };
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(now.abs_diff(seen["unix_seconds"].as_u64().unwrap()) < 60, "{seen}");
+    assert_eq!(
+        (seen["env"].as_u64(), seen["args"].as_u64(), seen["file"].as_bool()),
+        (Some(0), Some(0), Some(false)),
+        "{seen}"
+    );
+    let Decision::Replace(again) = host.call_by_name("observe", &input("{}")).await.unwrap() else { panic!() };
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_ne!(seen["random"], again["random"], "random bytes differ from call to call");
+}
+
+/// One plugin looping to its deadline on a burst queues only its own calls: another trigger's
+/// plugin is not held behind it, and its delivery arrives well within one of the loop's
+/// deadlines of load (with one shared queue it waited for seconds).
+#[tokio::test]
+async fn a_looping_plugin_does_not_hold_up_other_plugins() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let mut cfg = base_config(dir.path())
+        + &plugin_table("spin", "guest_loop", "timeout = \"250ms\"")
+        + &plugin_table("recall", "recall_envelope", "")
+        + "\n[triggers.\"transcript.update\"]\nplugins = [\"spin\"]\n"
+        + "\n[triggers.\"bot.state_change\"]\nplugins = [\"recall\"]\n";
+    for i in 0..4 {
+        cfg += &endpoint(&format!("t{i}"), &rx.url(&format!("/t{i}")), r#"["transcript.update"]"#);
+    }
+    cfg += &endpoint("benign", &rx.url("/benign"), r#"["bot.state_change"]"#);
+    let gw = TestGateway::start(&cfg).await;
+    for i in 0..64 {
+        let (s, _) = gw.ingest(&json!({"trigger": "transcript.update", "bot_id": format!("b{i}"), "data": {}})).await;
+        assert_eq!(s, 202);
+    }
+    // 256 loop calls of 250 ms are queued now: 64 seconds of plugin time over its 4 slots.
+    let sent = Instant::now();
+    let (s, _) = gw.ingest(&state_change("benign")).await;
+    assert_eq!(s, 202);
+    let got = rx.next(WAIT).await;
+    let waited = sent.elapsed();
+    assert_eq!(got.path, "/benign");
+    let spun = metric(&gw, "hookgate_plugin_timeouts_total{plugin=\"spin\"}").await;
+    assert!(spun < 128.0, "the loop's backlog was gone ({spun} calls timed out) before the benign delivery came");
+    assert!(waited < Duration::from_millis(1000), "the benign plugin's delivery waited {waited:?}");
+    gw.stop().await.unwrap();
 }
 
 /// The compiled artifact is cached in data_dir keyed by the component's hash: the second load

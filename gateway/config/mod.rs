@@ -75,6 +75,9 @@ pub struct PluginConfig {
     pub timeout: Duration,
     /// Cap on the plugin's linear memory, in bytes.
     pub memory_limit: usize,
+    /// Calls of this plugin that may run at once. Each plugin has its own share of the pool,
+    /// so a plugin that loops to its deadline only ever queues its own calls.
+    pub concurrency: usize,
 }
 
 /// What a plugin failure does to the delivery.
@@ -88,6 +91,8 @@ pub enum OnError {
 
 /// Default per-call deadline of a plugin.
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(50);
+/// Calls of one plugin that may run at once, unless its `concurrency` says otherwise.
+pub const DEFAULT_PLUGIN_CONCURRENCY: usize = 4;
 /// Default memory cap of a plugin.
 pub const DEFAULT_PLUGIN_MEMORY: usize = 32 << 20;
 /// The largest memory cap a plugin may be given.

@@ -12,8 +12,9 @@ use toml::Spanned;
 
 use super::raw::{Ctx, RawPlugin, RawTenant};
 use super::{
-    Config, ConfigError, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, DEFAULT_TENANT, MAX_PLUGIN_MEMORY, OnError,
-    PluginConfig, TenantConfig, TenantLimits, parse_size, valid_endpoint_id, valid_plugin_name,
+    Config, ConfigError, DEFAULT_PLUGIN_CONCURRENCY, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, DEFAULT_TENANT,
+    MAX_PLUGIN_MEMORY, OnError, PluginConfig, TenantConfig, TenantLimits, parse_size, valid_endpoint_id,
+    valid_plugin_name,
 };
 
 impl Config {
@@ -163,7 +164,19 @@ impl Config {
                     }
                 }
             };
-            out.push(PluginConfig { name, path: base.join(path), config, on_error, timeout, memory_limit });
+            let concurrency = match p.concurrency {
+                None => DEFAULT_PLUGIN_CONCURRENCY,
+                Some(c) => ctx.number(Some(c), &key("concurrency"), 1, 64)?,
+            };
+            out.push(PluginConfig {
+                name,
+                path: base.join(path),
+                config,
+                on_error,
+                timeout,
+                memory_limit,
+                concurrency,
+            });
         }
         Ok(out)
     }

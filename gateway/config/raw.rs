@@ -99,6 +99,8 @@ pub(super) struct RawPlugin {
     pub(super) timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) memory_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -158,7 +158,7 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
         envelope: envelope.clone(),
         max_body_bytes: ctx.config.server.max_body_bytes,
     };
-    let (state, note) = match host.run_chain(chain, input).await {
+    let (state, note) = match host.run_chain(&chain, input).await {
         ChainOutcome::Deliver { body } => {
             let chain = Some(ChainResult { body: body.clone() });
             let body = body.unwrap_or(envelope);

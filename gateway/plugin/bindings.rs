@@ -7,6 +7,10 @@
 wasmtime::component::bindgen!({
     path: "wit",
     world: "plugin",
+    // `handle` runs on the async runtime: the epoch callback yields between ticks and the
+    // call's future can be dropped at its deadline or at shutdown. `host.log` stays a plain
+    // function; it never waits.
+    exports: { default: async },
 });
 
 pub use self::hookgate::plugin::host::Level;

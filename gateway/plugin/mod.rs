@@ -1,51 +1,45 @@
 //! Plugins: user WebAssembly components that filter or transform deliveries.
 //!
-//! Owns: the only `wasmtime` import, the engine and its pooling allocator, the epoch ticker that
-//! enforces deadlines, the memory limiter, the deny-all WASI context, and running a chain of
-//! plugins over one delivery.
+//! Owns: the only `wasmtime` import (with `sandbox` and `cache`), loading plugins, the per-plugin
+//! call shares, and running a chain of plugins over one delivery.
 //! Must not touch: the store, HTTP or signing. `dispatch` hands it an envelope and gets back a
 //! [`ChainOutcome`]; what happens next is dispatch's business.
 //!
-//! Lifetimes, wasmtime's `examples/fast_instantiation` way: one `Engine` and one `Linker` for
-//! the process; each component compiled once (or loaded from the cache) and pre-instantiated
+//! Lifetimes, wasmtime's `examples/fast_instantiation` way: one `Engine` and one `Linker` per
+//! host; each component compiled once (or loaded from the cache) and pre-instantiated
 //! (`PluginPre`); every call gets a fresh `Store` and instance from the pooling allocator, so no
 //! state leaks from one delivery to the next and a trap poisons nothing.
 //!
-//! Calls are synchronous CPU work bounded by the plugin's deadline. [`PluginHost::run_chain`]
-//! runs them on tokio's blocking pool behind a semaphore, so a looping plugin costs one
-//! blocking thread for at most its deadline and never stalls the async runtime.
+//! Calls run on the async runtime (the limits are in `sandbox`): a guest yields at every epoch
+//! tick, waits inside the host are asynchronous, and the call's future is dropped at its
+//! deadline, so no guest holds a thread past its `timeout`, sleeping or spinning. Each plugin has
+//! its own share of concurrent calls (`concurrency`): a plugin that misbehaves queues only its
+//! own calls, and another plugin's call waits behind it for at most the CPU it shares.
 
 mod bindings;
 pub mod cache;
+mod sandbox;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use cache::Source;
+use sandbox::{EpochTicker, HostState, STDERR_CAPACITY};
+pub use sandbox::{LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, RESOURCES_PER_CALL};
 
-use crate::config::{MAX_PLUGIN_MEMORY, OnError, PluginConfig};
+use crate::config::{OnError, PluginConfig};
 use crate::json;
 
-/// Granularity of plugin deadlines: the epoch ticker advances the engine's epoch this often.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// Plugin calls running at once. Each holds a pooling-allocator slot and a blocking thread;
-/// the pool is sized from this number, so the semaphore guarantees a slot is always free.
-pub const MAX_CONCURRENT_CALLS: usize = 16;
-
-/// How much of a plugin's stderr is kept per call (a panic message fits comfortably).
-const STDERR_CAPACITY: usize = 4096;
-
-/// Longest plugin log line forwarded to the gateway's log.
-const LOG_MESSAGE_LIMIT: usize = 2048;
+/// Longest `drop` reason or `err` message kept: it is stored with the delivery and served by
+/// the API, so it is capped like a log line.
+pub const REASON_LIMIT: usize = 1024;
 
 /// Why a plugin call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -108,11 +102,25 @@ pub struct CallInput {
     pub max_body_bytes: usize,
 }
 
+/// What one call did, for the workbench (`hookgate plugin run`).
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    pub plugin: String,
+    pub result: Result<Decision, PluginError>,
+    /// Whether a failure was skipped (`on_error = "skip"`).
+    pub skipped: bool,
+    pub elapsed: Duration,
+    /// The largest linear memory the call asked for, in bytes.
+    pub peak_memory: usize,
+    /// `host.log` lines as (level, message), then stderr as one `stderr` line.
+    pub log: Vec<(String, String)>,
+    pub log_dropped: u64,
+}
+
 /// The loaded plugins and the machinery to call them.
 pub struct PluginHost {
     engine: Engine,
     plugins: HashMap<String, Plugin>,
-    permits: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -124,19 +132,34 @@ struct Plugin {
     memory_limit: usize,
     on_error: OnError,
     source: Source,
-    calls: std::sync::atomic::AtomicU64,
-    failures: std::sync::atomic::AtomicU64,
+    /// This plugin's share of the pool: its calls wait here, never behind another plugin's.
+    permits: tokio::sync::Semaphore,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    timeouts: AtomicU64,
+    log_dropped: AtomicU64,
+}
+
+/// Per-plugin counters, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginStats {
+    pub plugin: String,
+    pub calls: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub log_dropped: u64,
 }
 
 impl PluginHost {
     /// Compiles (or loads from `data_dir/plugin-cache`) and pre-instantiates every plugin.
     /// Fails naming the first plugin that is missing, not a component, or does not fit the
-    /// world.
+    /// world. Blocking: Cranelift may run for seconds.
     pub fn load(configs: &[PluginConfig], data_dir: &Path) -> Result<PluginHost, LoadError> {
-        let engine = new_engine()
+        let slots: usize = configs.iter().map(|c| c.concurrency).sum::<usize>().max(1);
+        let engine = sandbox::engine(slots as u32)
             .map_err(|e| LoadError { plugin: String::new(), message: format!("cannot start the Wasm engine: {e}") })?;
         let mut linker = Linker::<HostState>::new(&engine);
-        let linked = wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        let linked = wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s));
         if let Err(e) = linked {
             return Err(LoadError { plugin: String::new(), message: format!("cannot set up the plugin linker: {e}") });
@@ -148,9 +171,9 @@ impl PluginHost {
             let (component, source) = cache::load(&engine, &c.path, &cache_dir).map_err(fail)?;
             let instance_pre = linker
                 .instantiate_pre(&component)
-                .map_err(|e| fail(format!("does not fit the hookgate:plugin@0.1.0 world: {e}")))?;
+                .map_err(|e| fail(format!("does not fit the hookgate:plugin@0.1.0 world: {e:#}")))?;
             let pre = bindings::PluginPre::new(instance_pre)
-                .map_err(|e| fail(format!("does not export the hookgate:plugin@0.1.0 `handle` function: {e}")))?;
+                .map_err(|e| fail(format!("does not export the hookgate:plugin@0.1.0 `handle` function: {e:#}")))?;
             tracing::info!(plugin = %c.name, ?source, "plugin ready");
             plugins.insert(
                 c.name.clone(),
@@ -162,8 +185,11 @@ impl PluginHost {
                     memory_limit: c.memory_limit,
                     on_error: c.on_error,
                     source,
-                    calls: Default::default(),
-                    failures: Default::default(),
+                    permits: tokio::sync::Semaphore::new(c.concurrency),
+                    calls: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    timeouts: AtomicU64::new(0),
+                    log_dropped: AtomicU64::new(0),
                 },
             );
         }
@@ -171,12 +197,7 @@ impl PluginHost {
             plugin: String::new(),
             message: format!("cannot start the epoch thread that enforces plugin deadlines: {e}"),
         })?;
-        Ok(PluginHost {
-            engine,
-            plugins,
-            permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS)),
-            _ticker: ticker,
-        })
+        Ok(PluginHost { engine, plugins, _ticker: ticker })
     }
 
     /// Where each plugin's compiled code came from at load.
@@ -186,40 +207,53 @@ impl PluginHost {
         v
     }
 
-    /// (plugin, calls, failures) for every plugin, for the metrics.
-    pub fn stats(&self) -> Vec<(String, u64, u64)> {
+    /// Counters for every plugin, by name.
+    pub fn stats(&self) -> Vec<PluginStats> {
         let mut v: Vec<_> = self
             .plugins
             .values()
-            .map(|p| (p.name.to_string(), p.calls.load(Ordering::Relaxed), p.failures.load(Ordering::Relaxed)))
+            .map(|p| PluginStats {
+                plugin: p.name.to_string(),
+                calls: p.calls.load(Ordering::Relaxed),
+                failures: p.failures.load(Ordering::Relaxed),
+                timeouts: p.timeouts.load(Ordering::Relaxed),
+                log_dropped: p.log_dropped.load(Ordering::Relaxed),
+            })
             .collect();
-        v.sort();
+        v.sort_by(|a, b| a.plugin.cmp(&b.plugin));
         v
     }
 
-    /// Runs `chain` over a delivery on the blocking pool, at most [`MAX_CONCURRENT_CALLS`]
-    /// chains at once.
-    pub async fn run_chain(self: &Arc<Self>, chain: Vec<String>, input: CallInput) -> ChainOutcome {
-        let Ok(_permit) = self.permits.clone().acquire_owned().await else {
-            return ChainOutcome::Failed { plugin: String::new(), message: "the plugin host is shut down".into() };
-        };
-        let host = self.clone();
-        match tokio::task::spawn_blocking(move || host.run_chain_blocking(&chain, input)).await {
-            Ok(outcome) => outcome,
-            Err(e) => ChainOutcome::Failed { plugin: String::new(), message: format!("plugin task failed: {e}") },
-        }
+    /// Runs `chain` over a delivery in order. Each plugin sees the body the previous one
+    /// produced; a drop or a failure ends the chain.
+    pub async fn run_chain(&self, chain: &[String], input: CallInput) -> ChainOutcome {
+        self.run_chain_inner(chain, input, None).await
     }
 
-    /// Runs `chain` in order on this thread. Each plugin sees the body the previous one produced;
-    /// a drop or a failure ends the chain.
-    pub fn run_chain_blocking(&self, chain: &[String], input: CallInput) -> ChainOutcome {
+    /// [`run_chain`](Self::run_chain), also reporting every call (the workbench).
+    pub async fn run_chain_traced(&self, chain: &[String], input: CallInput) -> (ChainOutcome, Vec<CallReport>) {
+        let mut reports = Vec::new();
+        let outcome = self.run_chain_inner(chain, input, Some(&mut reports)).await;
+        (outcome, reports)
+    }
+
+    async fn run_chain_inner(
+        &self,
+        chain: &[String],
+        input: CallInput,
+        mut reports: Option<&mut Vec<CallReport>>,
+    ) -> ChainOutcome {
         let mut body = input.envelope.clone();
         let mut changed = false;
         for name in chain {
             let Some(plugin) = self.plugins.get(name) else {
                 return ChainOutcome::Failed { plugin: name.clone(), message: "is not loaded".into() };
             };
-            match self.call(plugin, &input, &body) {
+            let (result, report) = self.call(plugin, &input, &body, reports.is_some()).await;
+            if let (Some(r), Some(report)) = (reports.as_deref_mut(), report) {
+                r.push(CallReport { skipped: result.is_err() && plugin.on_error == OnError::Skip, ..report });
+            }
+            match result {
                 Ok(Decision::Keep) => {}
                 Ok(Decision::Drop(reason)) => {
                     return ChainOutcome::Filtered { plugin: name.clone(), reason };
@@ -240,45 +274,30 @@ impl PluginHost {
         ChainOutcome::Deliver { body: changed.then_some(body) }
     }
 
-    /// Calls one plugin by name on this thread (benchmarks and tests use this directly).
-    ///
-    /// Blocking: call it from a plain thread or `spawn_blocking`, never from an async task (the
-    /// WASI host blocks on its own I/O, which tokio forbids on a runtime thread).
-    pub fn call_by_name(&self, name: &str, input: &CallInput) -> Result<Decision, PluginError> {
+    /// Calls one plugin by name (benchmarks and tests use this directly).
+    pub async fn call_by_name(&self, name: &str, input: &CallInput) -> Result<Decision, PluginError> {
         let plugin =
             self.plugins.get(name).ok_or_else(|| PluginError::Rejected(format!("no plugin named {name:?}")))?;
-        self.call(plugin, input, &input.envelope)
+        self.call(plugin, input, &input.envelope, false).await.0
     }
 
-    fn call(&self, p: &Plugin, input: &CallInput, envelope: &str) -> Result<Decision, PluginError> {
-        p.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_inner(p, input, envelope);
-        if result.is_err() {
-            p.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-
-    fn call_inner(&self, p: &Plugin, input: &CallInput, envelope: &str) -> Result<Decision, PluginError> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // Deny-all WASI: no preopened directories, no environment, no arguments, no sockets,
-        // no name lookups. Only stderr is wired, into memory, so panic messages reach our log.
-        let wasi = WasiCtxBuilder::new()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            limits: Limits { memory: p.memory_limit, exceeded: false },
-            plugin: p.name.clone(),
+    async fn call(
+        &self,
+        p: &Plugin,
+        input: &CallInput,
+        envelope: &str,
+        capture: bool,
+    ) -> (Result<Decision, PluginError>, Option<CallReport>) {
+        // The semaphore is never closed, so acquiring only fails if it were; treat that as a
+        // failed call rather than a panic.
+        let Ok(_permit) = p.permits.acquire().await else {
+            return (Err(PluginError::Trap("the plugin host is shutting down".into())), None);
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks(p.timeout));
-        store.epoch_deadline_trap();
+        p.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let state = HostState::new(p.name.clone(), p.memory_limit, stderr.clone(), capture);
+        let mut store = sandbox::store(&self.engine, state, p.timeout);
         let delivery = bindings::Delivery {
             trigger: input.trigger.clone(),
             event_id: input.event_id.clone(),
@@ -286,34 +305,82 @@ impl PluginHost {
             envelope: envelope.to_owned(),
             config: p.config.clone(),
         };
-        let result = p.pre.instantiate(&mut store).and_then(|instance| instance.call_handle(&mut store, &delivery));
+        let run = async {
+            let instance = p.pre.instantiate_async(&mut store).await?;
+            instance.call_handle(&mut store, &delivery).await
+        };
+        // The epoch callback stops a guest that computes past the deadline; this stops one that
+        // waits inside the host (a sleep, a poll). Either way the call ends at its deadline.
+        let outcome = tokio::time::timeout(p.timeout, run).await;
         let written = stderr.contents();
         let stderr_text = String::from_utf8_lossy(&written).trim_end().to_owned();
         if !stderr_text.is_empty() {
-            tracing::warn!(plugin = %p.name, stderr = %stderr_text, "plugin wrote to stderr");
+            tracing::warn!(plugin = %p.name, stderr = %truncate(&stderr_text, STDERR_CAPACITY), "plugin wrote to stderr");
         }
-        match result {
-            Ok(Ok(decision)) => validate(decision, input.max_body_bytes),
-            Ok(Err(message)) => Err(PluginError::Rejected(message)),
-            Err(e) => Err(if store.data().limits.exceeded {
-                PluginError::Memory(p.memory_limit)
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                PluginError::Deadline(p.timeout)
-            } else {
-                let what = match e.downcast_ref::<Trap>() {
-                    Some(trap) => trap.to_string(),
-                    None => e.to_string(),
-                };
-                // A Rust guest's panic message goes to stderr just before the trap; it is the
-                // most useful part of the error, so it travels with it to the delivery log.
-                PluginError::Trap(if stderr_text.is_empty() {
-                    what
-                } else {
-                    format!("{what}; stderr: {}", truncate(&stderr_text, 500))
-                })
-            }),
+        let result = match outcome {
+            Err(_elapsed) => Err(PluginError::Deadline(p.timeout)),
+            Ok(Ok(Ok(decision))) => validate(decision, input.max_body_bytes),
+            Ok(Ok(Err(message))) => Err(PluginError::Rejected(truncate(&message, REASON_LIMIT))),
+            Ok(Err(e)) => Err(classify(&e, store.data().limits.exceeded, p, &stderr_text)),
+        };
+        let elapsed = started.elapsed();
+        let state = store.data_mut();
+        if state.log.dropped > 0 {
+            p.log_dropped.fetch_add(state.log.dropped, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = %p.name,
+                dropped = state.log.dropped,
+                "plugin wrote more than {LOG_LINES_PER_CALL} lines or {LOG_BYTES_PER_CALL} bytes of log in one call; the rest was dropped"
+            );
         }
+        if result.is_err() {
+            p.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(result, Err(PluginError::Deadline(_))) {
+            p.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        let report = capture.then(|| {
+            let mut log = state.log.captured.take().unwrap_or_default();
+            if !stderr_text.is_empty() {
+                log.push(("stderr".into(), stderr_text.clone()));
+            }
+            CallReport {
+                plugin: p.name.to_string(),
+                result: result.clone(),
+                skipped: false,
+                elapsed,
+                peak_memory: state.limits.peak,
+                log,
+                log_dropped: state.log.dropped,
+            }
+        });
+        (result, report)
     }
+}
+
+/// Turns a host-side failure into the error stored with the delivery, keeping its cause: the
+/// trap, a guest's `exit`, a full resource table, with the guest's stderr when it wrote any.
+fn classify(e: &wasmtime::Error, memory_exceeded: bool, p: &Plugin, stderr: &str) -> PluginError {
+    if memory_exceeded {
+        return PluginError::Memory(p.memory_limit);
+    }
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return PluginError::Deadline(p.timeout);
+    }
+    let what = if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        format!("the plugin called exit({}) instead of returning a decision", exit.0)
+    } else if let Some(trap) = e.downcast_ref::<Trap>() {
+        trap.to_string()
+    } else {
+        // The whole chain ("error while executing …: resource table has no free keys"): the
+        // plain display stops at the first line, which names the symptom but not the cause.
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        chain.join(": ")
+    };
+    let what = truncate(&what, REASON_LIMIT);
+    // A Rust guest's panic message goes to stderr just before the trap; it is the most useful
+    // part of the error, so it travels with it to the delivery log.
+    PluginError::Trap(if stderr.is_empty() { what } else { format!("{what}; stderr: {}", truncate(stderr, 500)) })
 }
 
 /// Checks a plugin's decision: a replacement must be a JSON object within the body limit; it is
@@ -321,7 +388,7 @@ impl PluginHost {
 fn validate(d: bindings::Decision, max_body_bytes: usize) -> Result<Decision, PluginError> {
     match d {
         bindings::Decision::Keep => Ok(Decision::Keep),
-        bindings::Decision::Drop(reason) => Ok(Decision::Drop(reason)),
+        bindings::Decision::Drop(reason) => Ok(Decision::Drop(truncate(&reason, REASON_LIMIT))),
         bindings::Decision::Replace(body) => {
             if body.len() > max_body_bytes {
                 return Err(PluginError::InvalidOutput(format!(
@@ -339,7 +406,7 @@ fn validate(d: bindings::Decision, max_body_bytes: usize) -> Result<Decision, Pl
 }
 
 /// At most `limit` bytes of `text`, cut at a character boundary, with an ellipsis if cut.
-fn truncate(text: &str, limit: usize) -> String {
+pub(crate) fn truncate(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_owned();
     }
@@ -348,130 +415,4 @@ fn truncate(text: &str, limit: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
-}
-
-fn ticks(timeout: Duration) -> u64 {
-    // One extra tick: the deadline may land just after a tick, and must never be shorter
-    // than configured.
-    (timeout.as_micros() / EPOCH_TICK.as_micros()) as u64 + 1
-}
-
-fn new_engine() -> wasmtime::Result<Engine> {
-    let mut config = wasmtime::Config::new();
-    config.wasm_component_model(true);
-    config.epoch_interruption(true);
-    let n = MAX_CONCURRENT_CALLS as u32;
-    let mut pool = PoolingAllocationConfig::default();
-    // Sized from MAX_CONCURRENT_CALLS with room for the few core instances, memories and
-    // tables a component made by wit-bindgen and wasm-component-ld contains.
-    pool.total_component_instances(n)
-        .total_core_instances(n * 16)
-        .total_memories(n * 2)
-        .total_tables(n * 16)
-        .max_memory_size(MAX_PLUGIN_MEMORY);
-    // Recycling an instance slot is the dominant cost of a call: resetting memory with
-    // `madvise` makes the next call page-fault its stack and heap back in (and costs TLB
-    // shoot-downs). With Linux's PAGEMAP_SCAN, wasmtime resets only the pages a call dirtied,
-    // in place, so a generous keep-resident window is cheap: this took a filter call from about
-    // 50 µs to about 13 µs here (benches/plugins.rs). Without it, a large window would mean a
-    // large memset per call, so older kernels keep a small one.
-    if pagemap_scan_supported() {
-        pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(4 << 20).table_keep_resident(1 << 20);
-    } else {
-        pool.linear_memory_keep_resident(64 << 10).table_keep_resident(64 << 10);
-    }
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config)
-}
-
-/// Whether the kernel has the PAGEMAP_SCAN ioctl (Linux 6.7 and later).
-fn pagemap_scan_supported() -> bool {
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor) >= (6, 7)
-}
-
-/// Everything one call's `Store` holds.
-struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: Limits,
-    plugin: Arc<str>,
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl bindings::hookgate::plugin::types::Host for HostState {}
-
-impl bindings::hookgate::plugin::host::Host for HostState {
-    fn log(&mut self, level: bindings::Level, message: String) {
-        let message = truncate(&message, LOG_MESSAGE_LIMIT);
-        let plugin = &*self.plugin;
-        match level {
-            bindings::Level::Trace => tracing::trace!(plugin, "{message}"),
-            bindings::Level::Debug => tracing::debug!(plugin, "{message}"),
-            bindings::Level::Info => tracing::info!(plugin, "{message}"),
-            bindings::Level::Warn => tracing::warn!(plugin, "{message}"),
-            bindings::Level::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-}
-
-/// The memory cap. Refusing a `memory.grow` (instead of trapping) lets a guest that handles
-/// allocation failure carry on; `exceeded` tells us afterwards why a guest that did not
-/// handle it trapped.
-struct Limits {
-    memory: usize,
-    exceeded: bool,
-}
-
-impl wasmtime::ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            self.exceeded = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 16)
-    }
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<EpochTicker> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new().name("hookgate-epoch".into()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })?;
-        Ok(EpochTicker { stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
