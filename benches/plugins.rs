@@ -2,9 +2,10 @@
 //! allocator, the call, output validation and canonicalisation.
 //!
 //! `cargo bench --bench plugins` prints, for a filter (`only_event_types`) and two transforms
-//! (`recall_envelope`, and `redact` over a ~1 KB envelope), the median microseconds per call
-//! over several runs, called directly and through the async chain path (blocking pool hop
-//! included).
+//! (`recall_envelope`, and `redact` over a ~1 KB envelope) in Rust, a JavaScript filter
+//! (`speaker_filter`) and a Python transform (`slack_state`), the median microseconds per call
+//! over several runs, called directly and through the chain path dispatch uses, the CPU time
+//! per call (all threads), and the first call after load.
 
 #[path = "../tests/util/wasm.rs"]
 mod wasm;
@@ -20,14 +21,21 @@ const CALLS: usize = 2000;
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = |name: &str, krate: &str, config: Vec<(String, String)>| PluginConfig {
+    let cfg_at = |name: &str, path: std::path::PathBuf, config: Vec<(String, String)>| PluginConfig {
         name: name.into(),
-        path: wasm::plugin(krate),
+        path,
         config,
         on_error: OnError::Fail,
         timeout: Duration::from_millis(50),
         memory_limit: 32 << 20,
         concurrency: 4,
+    };
+    let cfg = |name: &str, krate: &str, config: Vec<(String, String)>| cfg_at(name, wasm::plugin(krate), config);
+    // The JavaScript and Python runtimes need a larger cap and deadline than the default.
+    let big = |mut c: PluginConfig| {
+        c.memory_limit = 128 << 20;
+        c.timeout = Duration::from_secs(1);
+        c
     };
     let host = Arc::new(
         PluginHost::load(
@@ -35,6 +43,8 @@ fn main() {
                 cfg("filter", "only_event_types", vec![("event_types".into(), "post_processing_completed".into())]),
                 cfg("recall", "recall_envelope", vec![]),
                 cfg("redact", "redact", vec![("pointers".into(), "/data/transcription/words".into())]),
+                big(cfg_at("js", wasm::js_plugin("speaker_filter").expect("Node.js is needed"), vec![("speakers".into(), "[\"Ana\"]".into())])),
+                big(cfg_at("python", wasm::python_plugin("slack_state").expect("Python is needed"), vec![])),
             ],
             dir.path(),
         )
@@ -57,21 +67,32 @@ fn main() {
         ("filter: only_event_types", "filter", input("bot.state_change", state_change)),
         ("transform: recall_envelope", "recall", input("bot.state_change", state_change)),
         ("transform: redact (1 KB)", "redact", input("transcript.update", &transcript)),
+        ("js filter: speaker_filter", "js", input("transcript.update", &transcript)),
+        ("python: slack_state", "python", input("bot.state_change", state_change)),
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!("Hookgate plugin benchmark: {CALLS} calls x {RUNS} runs, median µs per call");
-    println!("{:<28} {:>8} {:>10} {:>12}", "plugin", "bytes in", "direct", "async chain");
+    println!(
+        "{:<28} {:>8} {:>10} {:>10} {:>10} {:>12}",
+        "plugin", "bytes in", "first call", "direct", "chain", "CPU/call"
+    );
     for (label, name, input) in &cases {
+        let t = Instant::now();
+        rt.block_on(host.call_by_name(name, input)).unwrap();
+        let first = t.elapsed().as_secs_f64() * 1e6;
+        let mut cpu = Vec::new();
         let mut direct = Vec::new();
         let mut chained = Vec::new();
         for _ in 0..RUNS {
             let t = Instant::now();
+            let c = cpu_ns();
             rt.block_on(async {
                 for _ in 0..CALLS {
                     host.call_by_name(name, input).await.unwrap();
                 }
             });
             direct.push(t.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+            cpu.push((cpu_ns() - c) as f64 / 1e3 / CALLS as f64);
             let chain = [(*name).to_string()];
             let t = Instant::now();
             rt.block_on(async {
@@ -83,6 +104,23 @@ fn main() {
         }
         direct.sort_by(|a, b| a.partial_cmp(b).unwrap());
         chained.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("{label:<28} {:>8} {:>10.1} {:>12.1}", input.envelope.len(), direct[RUNS / 2], chained[RUNS / 2]);
+        cpu.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{label:<28} {:>8} {:>10.0} {:>10.1} {:>10.1} {:>12.1}",
+            input.envelope.len(),
+            first,
+            direct[RUNS / 2],
+            chained[RUNS / 2],
+            cpu[RUNS / 2]
+        );
     }
+}
+
+/// CPU time of every thread of this process so far, in nanoseconds (Linux schedstat).
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }

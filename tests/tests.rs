@@ -18,6 +18,8 @@ mod engine;
 mod health;
 /// The ingest error table and idempotency keys.
 mod ingest;
+/// JavaScript and Python plugins built from `plugins/js` and `plugins/python`.
+mod languages;
 /// kill -9 and SIGTERM with the real binary.
 mod lifecycle;
 /// Example plugins through the pipeline, hostile guests, the compile cache.
