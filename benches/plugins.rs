@@ -43,7 +43,11 @@ fn main() {
                 cfg("filter", "only_event_types", vec![("event_types".into(), "post_processing_completed".into())]),
                 cfg("recall", "recall_envelope", vec![]),
                 cfg("redact", "redact", vec![("pointers".into(), "/data/transcription/words".into())]),
-                big(cfg_at("js", wasm::js_plugin("speaker_filter").expect("Node.js is needed"), vec![("speakers".into(), "[\"Ana\"]".into())])),
+                big(cfg_at(
+                    "js",
+                    wasm::js_plugin("speaker_filter").expect("Node.js is needed"),
+                    vec![("speakers".into(), "[\"Ana\"]".into())],
+                )),
                 big(cfg_at("python", wasm::python_plugin("slack_state").expect("Python is needed"), vec![])),
             ],
             dir.path(),

@@ -8,6 +8,7 @@
 //! - `sign` — pure signature recipes.
 //! - `deliver` — the only outbound HTTP; SSRF guard; classification of failures.
 //! - `plugin` — the only module that imports `wasmtime`; sandboxed filter/transform chains.
+//! - `workbench` — `hookgate plugin run` / `plugin new`: a chain run without store or delivery.
 //! - `retry` — pure retry timing.
 //!
 //! Supporting modules: `config` (TOML → validated `Config`), `json` (strict parser and canonical
@@ -42,6 +43,7 @@ pub mod serve;
 pub mod sign;
 pub mod store;
 pub mod tenants;
+pub mod workbench;
 
 use std::future::Future;
 use std::sync::Arc;

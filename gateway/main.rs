@@ -38,10 +38,53 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Develop plugins: run an event through a chain, or start a new plugin.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run the chain an event would get, print each plugin's decision, time, memory and log,
+    /// and the final body as it would be signed and sent. No store, no delivery. Exits 0 when
+    /// the result is deliver, 1 when filtered, 2 when failed, 3 on a usage or config error.
+    Run {
+        /// The TOML config file that declares the plugins and chains.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The event's trigger.
+        #[arg(long, short)]
+        trigger: String,
+        /// Run the chain of a delivery to this endpoint (the trigger's chain, then the
+        /// endpoint's); without it, only the trigger's chain.
+        #[arg(long, short)]
+        endpoint: Option<String>,
+        /// The event as a producer would POST it: a JSON file, or `-` for stdin.
+        #[arg(long)]
+        event: PathBuf,
+    },
+    /// Write a ready-to-build plugin skeleton (source, WIT, build script, sample event and a
+    /// config for `plugin run`) into ./<name>.
+    New {
+        /// rust, js or python.
+        #[arg(long)]
+        lang: String,
+        /// The plugin's name (a-z, 0-9, '-', '_').
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 3, not clap's 2: `plugin run` uses 0, 1 and 2 for its verdicts.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(3) } else { ExitCode::SUCCESS };
+        }
+    };
     let env = |name: &str| std::env::var(name).ok();
     match cli.command {
         Command::Listen { port, secret } => {
@@ -63,6 +106,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Plugin { action } => plugin_command(action, &env),
         Command::Check { config } => match Config::load(&config, &env) {
             Ok(c) => {
                 // Plugins are compiled and matched against the WIT world too, so a missing or
@@ -213,5 +257,71 @@ fn human(d: std::time::Duration) -> String {
         (0, s) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
         (0, s) => format!("{s}s"),
         _ => format!("{}ms", d.as_millis()),
+    }
+}
+
+fn plugin_command(action: PluginCommand, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    const USAGE: u8 = 3;
+    match action {
+        PluginCommand::New { lang, name } => {
+            let Some(l) = hookgate::workbench::Lang::parse(&lang) else {
+                eprintln!("error: --lang {lang:?} must be rust, js or python");
+                return ExitCode::from(USAGE);
+            };
+            match hookgate::workbench::new_plugin(l, &name, std::path::Path::new(".")) {
+                Ok(dir) => {
+                    println!("wrote {}/ ; build it with {}/build.sh, then:", dir.display(), dir.display());
+                    println!(
+                        "  cd {} && hookgate plugin run --config hookgate.toml --trigger bot.state_change --event event.json",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(USAGE)
+                }
+            }
+        }
+        PluginCommand::Run { config, trigger, endpoint, event } => {
+            let config = match Config::load(&config, env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(USAGE);
+                }
+            };
+            let bytes = if event.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map(|_| b)
+            } else {
+                std::fs::read(&event)
+            };
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: cannot read --event {}: {e}", event.display());
+                    return ExitCode::from(USAGE);
+                }
+            };
+            let result = tokio::runtime::Runtime::new().map_err(|e| e.to_string()).and_then(|rt| {
+                rt.block_on(hookgate::workbench::run(hookgate::workbench::RunArgs {
+                    config: &config,
+                    trigger: &trigger,
+                    endpoint: endpoint.as_deref(),
+                    event: &bytes,
+                }))
+            });
+            match result {
+                Ok((report, verdict)) => {
+                    print!("{report}");
+                    ExitCode::from(verdict.code())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(USAGE)
+                }
+            }
+        }
     }
 }

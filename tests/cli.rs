@@ -1,4 +1,4 @@
-//! `hookgate check` and `--help`, run as a user would run them.
+//! `hookgate check`, `plugin run`, `plugin new` and `--help`, run as a user would run them.
 
 use std::process::Command;
 
@@ -59,9 +59,177 @@ fn check_warns_about_literal_private_targets() {
 
 #[test]
 fn every_command_has_help() {
-    for args in [&["--help"][..], &["serve", "--help"], &["check", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["check", "--help"],
+        &["plugin", "run", "--help"],
+        &["plugin", "new", "--help"],
+    ] {
         let out = hookgate(args);
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+/// A config with the example Rust plugins on `bot.state_change`, for `plugin run`.
+fn workbench_config(dir: &std::path::Path, chain: &str, plugins: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[server]\ndata_dir = \"{data}\"\n[auth]\ningest_tokens = [\"{ingest}\"]\nadmin_tokens = [\"{admin}\"]\n\
+         [signing]\nsecret = \"{secret}\"\n{plugins}\n[triggers.\"bot.state_change\"]\nplugins = {chain}\n\
+         [[endpoints]]\nid = \"slack\"\nurl = \"https://example.com/hook\"\ntriggers = [\"bot.state_change\"]\nplugins = [\"recall\"]\n",
+        data = dir.join("data").display(),
+        ingest = crate::util::INGEST_TOKEN,
+        admin = crate::util::ADMIN_TOKEN,
+        secret = crate::util::SECRET,
+    );
+    let path = dir.join("hookgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn plugin_tables() -> String {
+    let t = |name: &str, krate: &str, extra: &str| {
+        format!(
+            "\n[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n",
+            crate::util::wasm::plugin(krate).display()
+        )
+    };
+    t("recordings", "only_event_types", "config = { event_types = \"post_processing_completed\" }")
+        + &t("recall", "recall_envelope", "")
+        + &t("trap", "guest_trap", "")
+        + &t("chatty", "guest_hostile", "config = { mode = \"log-flood\", lines = \"3\", bytes = \"5\" }")
+}
+
+fn run_event(config: &std::path::Path, endpoint: Option<&str>, event: &serde_json::Value) -> (i32, String, String) {
+    let dir = config.parent().unwrap();
+    let event_path = dir.join("event.json");
+    std::fs::write(&event_path, event.to_string()).unwrap();
+    let mut args = vec!["plugin", "run", "--config", config.to_str().unwrap(), "--trigger", "bot.state_change"];
+    if let Some(e) = endpoint {
+        args.extend(["--endpoint", e]);
+    }
+    args.extend(["--event", event_path.to_str().unwrap()]);
+    let out = hookgate(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `plugin run` prints each plugin's decision, time, memory and log lines and the body as it
+/// would be signed, and its exit code is the verdict: 0 deliver, 1 filtered, 2 failed, 3 bad
+/// input.
+#[test]
+fn plugin_run_shows_the_chain_and_exits_with_its_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = workbench_config(dir.path(), "[\"chatty\", \"recordings\"]", &plugin_tables());
+    let ready = crate::util::state_change("bot_7");
+
+    // Delivered to `slack`: the trigger's chain, then the endpoint's transform.
+    let (code, out, err) = run_event(&config, Some("slack"), &ready);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("chatty → recordings → recall"), "{out}");
+    assert!(out.contains("[chatty] keep") && out.contains("log info: xxxxx"), "{out}");
+    assert!(out.contains("[recordings] keep") && out.contains("[recall] replace"), "{out}");
+    assert!(out.contains("memory") && out.contains(" ms"), "{out}");
+    let body = out.lines().last().unwrap();
+    let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(sent["event"], "bot.done", "{out}");
+    assert_eq!(hookgate::json::parse(body.as_bytes()).unwrap().to_canonical(), body, "the body is canonical");
+
+    // Filtered by the trigger's chain, with the plugin's reason.
+    let mut joined = ready.clone();
+    joined["data"]["event_type"] = serde_json::json!("bot_joined_meeting");
+    let (code, out, _) = run_event(&config, Some("slack"), &joined);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("result: filtered by \"recordings\"") && out.contains("bot_joined_meeting"), "{out}");
+
+    // Failed: the trap's message, and no body.
+    let config = workbench_config(dir.path(), "[\"trap\"]", &plugin_tables());
+    let (code, out, _) = run_event(&config, None, &ready);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("result: failed in \"trap\"") && out.contains("asked to fail"), "{out}");
+
+    // Bad input names the problem.
+    let (code, _, err) = run_event(&config, Some("nope"), &ready);
+    assert_eq!(code, 3);
+    assert!(err.contains("no endpoint \"nope\""), "{err}");
+    let (code, _, err) = run_event(&config, None, &serde_json::json!({"trigger": "other", "data": {}}));
+    assert_eq!(code, 3);
+    assert!(err.contains("--trigger"), "{err}");
+}
+
+/// `plugin new` writes a skeleton per language that builds with the language's own tooling and
+/// that `plugin run` accepts: the sample event is kept, a changed one is dropped.
+#[test]
+fn plugin_new_skeletons_build_and_run_in_every_language() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut langs = vec!["rust"];
+    // The JavaScript and Python toolchains are the ones the suite installs for the example
+    // plugins; the skeletons reuse them rather than download them again.
+    if crate::util::wasm::js_plugin("speaker_filter").is_some() {
+        langs.push("js");
+    }
+    if crate::util::wasm::python_plugin("slack_state").is_some() {
+        langs.push("python");
+    }
+    for lang in langs {
+        let name = format!("my-{lang}");
+        let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["plugin", "new", "--lang", lang, &name])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let plugin = dir.path().join(&name);
+        let mut build = Command::new("bash");
+        build.arg("build.sh").current_dir(&plugin);
+        match lang {
+            "js" => {
+                std::os::unix::fs::symlink(root.join("plugins/js/node_modules"), plugin.join("node_modules")).unwrap()
+            }
+            "python" => std::os::unix::fs::symlink(root.join("plugins/python/.venv"), plugin.join(".venv")).unwrap(),
+            _ => {
+                // Share the example plugins' build directory: the same dependencies, built once.
+                std::os::unix::fs::symlink(root.join("plugins/target"), plugin.join("target")).unwrap();
+                crate::util::wasm::plugin("only_event_types");
+                build.env_remove("CARGO_TARGET_DIR");
+                build.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_BUILD_TARGET");
+            }
+        }
+        let out = build.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{lang}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let config = plugin.join("hookgate.toml");
+        let run = |event: &str| {
+            let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+                .args(["plugin", "run", "--config", "hookgate.toml", "--trigger", "bot.state_change", "--event", event])
+                .current_dir(&plugin)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (code, out) = run("event.json");
+        assert_eq!(code, Some(0), "{lang}: {out}");
+        assert!(out.contains(&format!("[{name}] keep")) && out.contains("new_state is"), "{lang}: {out}");
+        let mut event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(plugin.join("event.json")).unwrap()).unwrap();
+        event["data"]["new_state"] = serde_json::json!("joining");
+        std::fs::write(plugin.join("joining.json"), event.to_string()).unwrap();
+        let (code, out) = run("joining.json");
+        assert_eq!(code, Some(1), "{lang}: {out}");
+        assert!(out.contains("is not in"), "{lang}: {out}");
+        assert!(config.exists());
     }
 }
