@@ -62,6 +62,22 @@ impl Registry {
         index.by_id.get(id).map(|&i| index.all[i].clone())
     }
 
+    /// Replaces the config file's endpoints with a reloaded file's, in one swap: an event fans
+    /// out over the old set or the new one. API endpoints stay; one that a new file endpoint
+    /// shadows is hidden (as at start) until the file drops that id again.
+    pub fn replace_config_endpoints(&self, config_endpoints: &[Endpoint]) {
+        let records = self.records.read().expect("registry lock");
+        let mut next = config_endpoints.to_vec();
+        for r in records.iter() {
+            match from_record(r) {
+                Ok(e) if !next.iter().any(|c| c.id == e.id) => next.push(e),
+                Ok(e) => tracing::warn!(endpoint = %e.id, "stored endpoint shadowed by a config endpoint; hidden"),
+                Err(msg) => tracing::warn!(endpoint = %r.id, error = %msg, "stored endpoint is invalid; ignored"),
+            }
+        }
+        *self.current.write().expect("registry lock") = Arc::new(Index::new(next));
+    }
+
     pub fn insert(&self, e: Endpoint) {
         let mut cur = self.current.write().expect("registry lock");
         let mut next = cur.all.as_ref().clone();

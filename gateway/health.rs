@@ -266,7 +266,8 @@ struct Entry {
 /// disabled endpoints) and the API. Loaded from the store at start. A std mutex: held for a few
 /// map operations, never across an `.await`.
 pub struct HealthBook {
-    policy: Policy,
+    /// Swapped by a config reload; read (copied) under the entries' lock.
+    policy: Mutex<Policy>,
     entries: Mutex<HashMap<String, Entry>>,
 }
 
@@ -291,7 +292,7 @@ impl HealthBook {
                 (h.endpoint_id.clone(), Entry { health: h, ..Entry::default() })
             })
             .collect();
-        HealthBook { policy, entries: Mutex::new(entries) }
+        HealthBook { policy: Mutex::new(policy), entries: Mutex::new(entries) }
     }
 
     fn with<T>(&self, endpoint: &str, f: impl FnOnce(&mut Entry, &Policy) -> T) -> T {
@@ -300,7 +301,13 @@ impl HealthBook {
             health: EndpointHealth { endpoint_id: endpoint.to_owned(), ..EndpointHealth::default() },
             ..Entry::default()
         });
-        f(entry, &self.policy)
+        let policy = *self.policy.lock().expect("health policy lock");
+        f(entry, &policy)
+    }
+
+    /// The breaker and auto-disable settings of a reloaded config, for the next attempts.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.lock().expect("health policy lock") = policy;
     }
 
     pub fn is_enabled(&self, endpoint: &str) -> bool {

@@ -21,23 +21,22 @@ use crate::endpoints::Registry;
 use crate::health::HealthBook;
 use crate::metrics::Metrics;
 use crate::operations::Operations;
-use crate::plugin::PluginHost;
+use crate::live::{Live, Reloader};
 use crate::store::Store;
 use crate::tenants::{Tenant, Tenants, TokenError};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
+    /// The running generation of the config file, plugins and tokens (see `live`).
+    pub live: Arc<Live>,
+    pub reloader: Arc<Reloader>,
     pub store: Store,
     /// Tells the dispatcher that new deliveries are due.
     pub wake: Arc<Notify>,
-    pub ingest_tokens: Arc<TokenSet>,
-    pub admin_tokens: Arc<TokenSet>,
     pub endpoints: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
-    pub plugins: Option<Arc<PluginHost>>,
     /// "Now" for ingest's timestamps: the same clock dispatch schedules by.
     pub clock: SharedClock,
     /// Open inbound connections, kept by `serve`.
@@ -50,13 +49,13 @@ pub struct AppState {
 
 /// What [`AppState::new`] is built from.
 pub struct Shared {
-    pub config: Arc<Config>,
+    pub live: Arc<Live>,
+    pub reloader: Arc<Reloader>,
     pub store: Store,
     pub wake: Arc<Notify>,
     pub endpoints: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
-    pub plugins: Option<Arc<PluginHost>>,
     pub clock: SharedClock,
     pub health: Arc<HealthBook>,
     pub operations: Arc<Operations>,
@@ -65,24 +64,27 @@ pub struct Shared {
 
 impl AppState {
     pub fn new(shared: Shared) -> AppState {
-        let Shared { config, store, wake, endpoints, dispatcher, metrics, plugins, clock, health, operations, tenants } =
+        let Shared { live, reloader, store, wake, endpoints, dispatcher, metrics, clock, health, operations, tenants } =
             shared;
         AppState {
             tenants,
             health,
             operations,
-            ingest_tokens: Arc::new(TokenSet::new(&config.auth.ingest_tokens)),
-            admin_tokens: Arc::new(TokenSet::new(&config.auth.admin_tokens)),
-            config,
+            live,
+            reloader,
             store,
             wake,
             endpoints,
             dispatcher,
             metrics,
-            plugins,
             clock,
             connections: Arc::default(),
         }
+    }
+
+    /// The running configuration (one request uses one snapshot).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.config()
     }
 }
 
@@ -91,7 +93,7 @@ impl AppState {
 pub struct TokenSet(Vec<[u8; 32]>);
 
 impl TokenSet {
-    fn new(tokens: &[Token]) -> TokenSet {
+    pub fn new(tokens: &[Token]) -> TokenSet {
         TokenSet(tokens.iter().map(|t| Sha256::digest(t.0.as_bytes()).into()).collect())
     }
 
@@ -105,7 +107,7 @@ impl TokenSet {
         }
     }
 
-    fn matches(&self, presented: &str) -> bool {
+    pub fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
         let mut ok = false;
         for t in &self.0 {
@@ -134,7 +136,7 @@ impl AppState {
     pub fn tenant_access(&self, headers: &HeaderMap, tenant: &str) -> Result<Arc<Tenant>, ApiError> {
         let presented = bearer(headers)?;
         let missing = || ApiError::not_found(format!("no tenant with id {tenant:?}"));
-        if !self.admin_tokens.matches(presented) {
+        if !self.live.get().admin_tokens.matches(presented) {
             match self.tenants.check_token(presented, crate::model::now_ms()) {
                 Ok(t) if t.tenant == tenant => {}
                 Ok(_) => return Err(missing()),
@@ -251,6 +253,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{id}/tokens/{token}", axum::routing::delete(api::tenants::revoke_token).fallback(mna))
         .route("/v1/tenants/{id}/portal", post(api::tenants::create_portal_link).fallback(mna))
         .route("/v1/portal/session", post(api::tenants::portal_session).fallback(mna))
+        .route("/v1/admin/reload", post(api::reload).fallback(mna))
         .route("/metrics", get(api::metrics).fallback(mna))
         .route("/healthz", get(api::health).fallback(mna))
         .route("/", get(api::dashboard).fallback(mna))

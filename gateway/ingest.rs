@@ -90,7 +90,7 @@ pub async fn create_tenant_event(
 }
 
 async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) -> Result<Response, ApiError> {
-    st.ingest_tokens.check(headers)?;
+    st.live.get().ingest_tokens.check(headers)?;
     let Some(t) = st.tenants.get(tenant) else {
         return Err(ApiError::not_found(format!("no tenant with id {tenant:?}")));
     };
@@ -109,7 +109,7 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
         return Ok(resp);
     }
     check_content_type(headers)?;
-    let limit = st.config.server.max_body_bytes;
+    let limit = st.config().server.max_body_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -140,7 +140,7 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
                     "request_timeout",
                     format!(
                         "the request body did not arrive within server.request_body_timeout ({:?})",
-                        st.config.server.request_body_timeout
+                        st.config().server.request_body_timeout
                     ),
                 )
             } else {
@@ -190,7 +190,7 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
                 "idempotency_key_reused",
                 format!(
                     "this Idempotency-Key was used with a different body within retention.idempotency ({:?})",
-                    st.config.retention.idempotency
+                    st.config().retention.idempotency
                 ),
             ));
         }

@@ -33,6 +33,7 @@ pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod listen;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod operations;
@@ -67,11 +68,13 @@ pub struct Hooks {
     /// The scheduler's wake-up: a test that moves a manual clock notifies it so the
     /// dispatcher looks at the due index again.
     pub wake: Arc<Notify>,
+    /// `serve --watch`: how often to look at the config file and the plugins for changes.
+    pub watch: Option<std::time::Duration>,
 }
 
 impl Default for Hooks {
     fn default() -> Self {
-        Hooks { clock: clock::system(), faults: Arc::default(), wake: Arc::default() }
+        Hooks { clock: clock::system(), faults: Arc::default(), wake: Arc::default(), watch: None }
     }
 }
 
@@ -98,6 +101,7 @@ pub async fn run_with(
         tracing::warn!("{w}");
     }
     let plugins = load_plugins(&config).await?;
+    let live = Arc::new(live::Live::new(live::Generation::new(1, config.clone(), plugins)?));
     let (store, writer) = store::Store::open_with(&config.server.data_dir, config.server.cache_size, hooks.faults)?;
     let wake = hooks.wake.clone();
     let stop = CancellationToken::new();
@@ -108,11 +112,21 @@ pub async fn run_with(
         Arc::new(health::HealthBook::new(health::Policy::from_config(&config.delivery), store.health_records().await?));
     let operations = Arc::new(operations::Operations::new(config.operations_endpoint.clone()));
     let tenants = Arc::new(tenants::Tenants::new(&config, store.tenants().await?, store.tokens().await?));
+    let reloader = Arc::new(live::Reloader {
+        path: config.source.clone(),
+        live: live.clone(),
+        registry: registry.clone(),
+        health: health.clone(),
+        tenants: tenants.clone(),
+        operations: operations.clone(),
+        store: store.clone(),
+        clock: hooks.clock.clone(),
+        lock: tokio::sync::Mutex::new(()),
+    });
     let dispatcher = dispatch::Dispatcher::new(dispatch::Parts {
-        config: config.clone(),
+        live: live.clone(),
         store: store.clone(),
         endpoints: registry.clone(),
-        plugins: plugins.clone(),
         metrics: metrics.clone(),
         wake: wake.clone(),
         clock: hooks.clock.clone(),
@@ -133,14 +147,15 @@ pub async fn run_with(
         stop.clone(),
     ));
     let endpoint_count = registry.snapshot().len();
+    let reloads = tokio::spawn(live::watch_for_reloads(reloader.clone(), hooks.watch, stop.clone()));
     let state = http::AppState::new(http::Shared {
-        config: config.clone(),
+        live,
+        reloader,
         store: store.clone(),
         wake,
         endpoints: registry,
         dispatcher,
         metrics,
-        plugins,
         clock: hooks.clock,
         health,
         operations,
@@ -166,6 +181,7 @@ pub async fn run_with(
     stop.cancel();
     let dispatched = scheduler.await;
     let _ = pruner.await;
+    let _ = reloads.await;
     drop(store);
     let joined = tokio::time::timeout(WRITER_JOIN_TIMEOUT, tokio::task::spawn_blocking(move || writer.join())).await;
     if joined.is_err() {

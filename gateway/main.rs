@@ -22,6 +22,10 @@ enum Command {
         /// The TOML config file (see config/default.toml for every key).
         #[arg(long, short)]
         config: PathBuf,
+        /// Reload when the config file or a plugin's .wasm changes (as SIGHUP and
+        /// POST /v1/admin/reload do).
+        #[arg(long)]
+        watch: bool,
     },
     /// Run a local webhook receiver that prints each delivery and whether both signatures verify.
     Listen {
@@ -125,7 +129,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config, watch } => {
             init_tracing();
             let config = match Config::load(&config, &env) {
                 Ok(c) => Arc::new(c),
@@ -141,7 +145,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(config)) {
+            match runtime.block_on(serve(config, watch)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -152,12 +156,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+async fn serve(config: Arc<Config>, watch: bool) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    hookgate::run(config, listener, shutdown_signal()).await
+    let hooks = hookgate::Hooks { watch: watch.then_some(WATCH_INTERVAL), ..hookgate::Hooks::default() };
+    hookgate::run_with(config, listener, shutdown_signal(), hooks).await
 }
+
+/// How often `serve --watch` looks at the config file and the plugins.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

@@ -109,6 +109,9 @@ pub struct Gauges {
     pub endpoints_disabled: u64,
     /// Counters per plugin.
     pub plugins: Vec<crate::plugin::PluginStats>,
+    /// The running config generation and the last reload.
+    pub config_generation: u64,
+    pub last_reload: crate::live::ReloadStatus,
 }
 
 impl Metrics {
@@ -160,6 +163,23 @@ impl Metrics {
         );
         for ((class, kind), n) in self.attempts.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "hookgate_attempts_total{{status_class=\"{class}\",error=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hookgate_config_generation The running configuration's generation (1 at start, +1 per applied reload).\n# TYPE hookgate_config_generation gauge\nhookgate_config_generation {}",
+            g.config_generation
+        );
+        if let Some(at) = g.last_reload.at_ms {
+            let _ = writeln!(
+                out,
+                "# HELP hookgate_config_last_reload_timestamp_seconds When the last reload was attempted.\n# TYPE hookgate_config_last_reload_timestamp_seconds gauge\nhookgate_config_last_reload_timestamp_seconds {}",
+                at / 1000
+            );
+            let _ = writeln!(
+                out,
+                "# HELP hookgate_config_last_reload_success 1 if the last reload applied, 0 if it was refused.\n# TYPE hookgate_config_last_reload_success gauge\nhookgate_config_last_reload_success {}",
+                u8::from(g.last_reload.error.is_none())
+            );
         }
         type Family = (&'static str, &'static str, fn(&crate::plugin::PluginStats) -> u64);
         let families: [Family; 4] = [

@@ -18,16 +18,22 @@ use crate::store::IngestWrite;
 
 /// Where operational events go, if anywhere.
 pub struct Operations {
-    endpoint: Option<String>,
+    /// Swapped by a config reload.
+    endpoint: std::sync::RwLock<Option<String>>,
 }
 
 impl Operations {
     pub fn new(endpoint: Option<String>) -> Operations {
-        Operations { endpoint }
+        Operations { endpoint: std::sync::RwLock::new(endpoint) }
+    }
+
+    /// The `[operations] endpoint` of a reloaded config.
+    pub fn set_endpoint(&self, endpoint: Option<String>) {
+        *self.endpoint.write().expect("operations lock") = endpoint;
     }
 
     pub fn is_operations_endpoint(&self, id: &str) -> bool {
-        self.endpoint.as_deref() == Some(id)
+        self.endpoint.read().expect("operations lock").as_deref() == Some(id)
     }
 
     /// An operational event with `data`, ready to store; `None` when no operations endpoint is
@@ -41,7 +47,7 @@ impl Operations {
         data: serde_json::Value,
         now_ms: u64,
     ) -> Option<IngestWrite> {
-        let target = registry.get(self.endpoint.as_deref()?)?;
+        let target = registry.get(self.endpoint.read().expect("operations lock").as_deref()?)?;
         let doc = serde_json::json!({ "trigger": trigger, "endpoint_id": subject_endpoint, "data": data });
         let parsed = json::parse(doc.to_string().as_bytes()).ok()?;
         let fields = parsed.as_object()?.clone();

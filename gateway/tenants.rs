@@ -130,8 +130,8 @@ pub fn rotate(record: &mut TenantRecord, now_ms: u64, overlap: Duration) -> Stri
 
 /// The live tenants, their ingest buckets, tokens and portal codes.
 pub struct Tenants {
-    defaults: TenantLimits,
-    overlap: Duration,
+    /// `[tenants_defaults]` and `[signing] rotation_overlap`; swapped by a config reload.
+    settings: RwLock<(TenantLimits, Duration)>,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     /// API tenants' stored records, for PATCH and rotation.
     records: RwLock<HashMap<String, TenantRecord>>,
@@ -214,8 +214,7 @@ impl Tenants {
         }
         let tokens = tokens.into_iter().filter_map(|t| Some((unhex(&t.hash)?, t))).collect();
         Tenants {
-            defaults: config.tenant_defaults,
-            overlap: config.signing.rotation_overlap,
+            settings: RwLock::new((config.tenant_defaults, config.signing.rotation_overlap)),
             tenants: RwLock::new(tenants),
             records: RwLock::new(kept),
             buckets: Mutex::default(),
@@ -225,11 +224,28 @@ impl Tenants {
     }
 
     pub fn overlap(&self) -> Duration {
-        self.overlap
+        self.settings.read().expect("tenants lock").1
     }
 
     pub fn defaults(&self) -> TenantLimits {
-        self.defaults
+        self.settings.read().expect("tenants lock").0
+    }
+
+    /// Applies a reloaded file: the default tenant's keys (`[signing]`), the file's
+    /// `[[tenants]]` (added, changed, removed), the defaults and the rotation overlap. Tenants
+    /// created through the API are untouched.
+    pub fn apply_config(&self, config: &Config) {
+        let fresh = Tenants::new(config, Vec::new(), Vec::new());
+        let from_file = fresh.tenants.into_inner().expect("tenants lock");
+        let mut tenants = self.tenants.write().expect("tenants lock");
+        tenants.retain(|_, t| t.origin != TenantOrigin::Config);
+        for (id, t) in from_file {
+            if tenants.contains_key(&id) {
+                tracing::warn!(tenant = %id, "a tenant from the file shadows a stored one; the file's applies");
+            }
+            tenants.insert(id, t);
+        }
+        *self.settings.write().expect("tenants lock") = (config.tenant_defaults, config.signing.rotation_overlap);
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
@@ -249,7 +265,7 @@ impl Tenants {
 
     /// Adds or replaces an API tenant from its (already stored) record.
     pub fn put(&self, record: TenantRecord) -> Result<Arc<Tenant>, String> {
-        let t = Arc::new(Tenant::from_record(&record, self.defaults)?);
+        let t = Arc::new(Tenant::from_record(&record, self.defaults())?);
         self.tenants.write().expect("tenants lock").insert(t.id.clone(), t.clone());
         self.records.write().expect("tenants lock").insert(record.id.clone(), record);
         self.buckets.lock().expect("tenants lock").remove(&t.id);
@@ -265,7 +281,7 @@ impl Tenants {
     /// The secrets that sign a delivery of `tenant` now (the default tenant's if it is gone).
     pub fn signing_keys(&self, tenant: &str, now_ms: u64) -> (Secret, Vec<Secret>) {
         let t = self.get(tenant).or_else(|| self.get(DEFAULT_TENANT)).expect("the default tenant exists");
-        let (current, others) = t.signing_keys(now_ms, self.overlap);
+        let (current, others) = t.signing_keys(now_ms, self.overlap());
         (current.clone(), others)
     }
 

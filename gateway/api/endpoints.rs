@@ -106,7 +106,7 @@ fn render(st: &AppState, e: &Endpoint) -> serde_json::Value {
 fn scope(st: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<String, ApiError> {
     match tenant {
         None => {
-            st.admin_tokens.check(headers)?;
+            st.live.get().admin_tokens.check(headers)?;
             Ok(DEFAULT_TENANT.to_owned())
         }
         Some(t) => st.tenant_access(headers, t).map(|t| t.id.clone()),
@@ -195,7 +195,7 @@ async fn create(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, body: 
     let v = json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
     let id = format!("ep_{}", Uuid::now_v7().simple());
     let (endpoint, record) =
-        crate::endpoints::validate_body(&v, None, &st.config.delivery, &tenant, id, now_ms()).map_err(invalid)?;
+        crate::endpoints::validate_body(&v, None, &st.config().delivery, &tenant, id, now_ms()).map_err(invalid)?;
     if let Some(t) = st.tenants.get(&tenant) {
         let count = st.endpoints.of_tenant(&tenant).len();
         if count >= t.limits.max_endpoints {
@@ -262,7 +262,7 @@ async fn patch(
                 let (mut endpoint, new_record) = crate::endpoints::validate_body(
                     &v,
                     Some(&record),
-                    &st.config.delivery,
+                    &st.config().delivery,
                     &tenant,
                     local.to_owned(),
                     now_ms(),

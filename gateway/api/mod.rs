@@ -153,7 +153,7 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> String {
 /// `GET /v1/events/{id}`: `{"event": {...}, "deliveries": [...]}`.
 pub async fn get_event(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         let id = parse_id("event", &id)?;
         let event = st
             .store
@@ -177,7 +177,7 @@ pub async fn get_event(State(st): State<AppState>, headers: HeaderMap, Path(id):
 /// `GET /v1/deliveries/{id}`: the delivery with its attempts.
 pub async fn get_delivery(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         let id = parse_id("delivery", &id)?;
         detail_response(&st, id).await
     }
@@ -262,6 +262,7 @@ pub async fn health(State(st): State<AppState>) -> Response {
                     "commits": stats.commits.load(std::sync::atomic::Ordering::Relaxed),
                     "operations": stats.operations.load(std::sync::atomic::Ordering::Relaxed),
                 },
+                "config": config_status(&st),
             });
             json_response(StatusCode::OK, body.to_string())
         }
@@ -269,6 +270,59 @@ pub async fn health(State(st): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "status": "unavailable", "error": e.to_string() }).to_string(),
         ),
+    }
+}
+
+/// The running config generation and the last reload, for `/healthz` and the reload answer.
+fn config_status(st: &AppState) -> serde_json::Value {
+    let status = st.live.status();
+    serde_json::json!({
+        "generation": st.live.get().number,
+        "last_reload_at": status.at_ms.map(crate::model::rfc3339),
+        "last_reload": match (&status.at_ms, &status.error) {
+            (None, _) => serde_json::Value::Null,
+            (Some(_), None) => "ok".into(),
+            (Some(_), Some(e)) => format!("failed: {e}").into(),
+        },
+    })
+}
+
+/// `POST /v1/admin/reload` (admin token): reads the config file again and applies it, as
+/// `SIGHUP` does. 200 with what was applied (and which changed keys need a restart); 400 with
+/// the key and line when the new file is invalid, the old config still running.
+pub async fn reload(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(e) = st.live.get().admin_tokens.check(&headers) {
+        return e.into_response();
+    }
+    match st.reloader.reload().await {
+        Ok(report) => json_response(
+            StatusCode::OK,
+            serde_json::json!({
+                "generation": report.generation,
+                "restart_required": report.restart_required,
+                "endpoints": report.endpoints,
+                "plugins": report.plugins,
+            })
+            .to_string(),
+        ),
+        Err(crate::live::ReloadError::Config(e)) => json_response(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "error": "invalid_config",
+                "message": e.to_string(),
+                "file": e.file,
+                "line": e.line,
+                "key": e.key,
+            })
+            .to_string(),
+        ),
+        Err(e @ crate::live::ReloadError::Plugin(_)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e.to_string()).into_response()
+        }
+        Err(e @ crate::live::ReloadError::NoFile) => {
+            ApiError::new(StatusCode::CONFLICT, "no_config_file", e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()).into_response(),
     }
 }
 
@@ -391,7 +445,7 @@ pub async fn list_deliveries(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         list_page(&st, &params, None).await
     }
     .await;
@@ -429,7 +483,7 @@ pub(crate) async fn list_page(
 /// `POST /v1/deliveries/{id}/resend`: one manual attempt now; answers with the delivery.
 pub async fn resend(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         let id = parse_id("delivery", &id)?;
         resend_one(&st, id).await?;
         detail_response(&st, id).await
@@ -454,7 +508,7 @@ pub(crate) async fn resend_one(st: &AppState, id: Uuid) -> Result<(), ApiError> 
 /// failed delivery of the endpoint created since then (Svix's "recover").
 pub async fn bulk_resend(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         let v = json::parse(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
         let o = v.as_object().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
         if let Some((k, _)) = o.iter().find(|(k, _)| !matches!(*k, "endpoint_id" | "since")) {
@@ -512,7 +566,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         db_file_bytes: st.store.file_size(),
         circuits_open: st.health.counts().0,
         endpoints_disabled: st.health.counts().1,
-        plugins: st.plugins.as_ref().map(|p| p.stats()).unwrap_or_default(),
+        plugins: st.live.get().plugins.as_ref().map(|p| p.stats()).unwrap_or_default(),
+        config_generation: st.live.get().number,
+        last_reload: st.live.status(),
     };
     (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&gauges))
         .into_response()

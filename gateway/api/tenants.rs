@@ -108,7 +108,7 @@ fn apply_fields(o: &json::Object, r: &mut TenantRecord, allowed_extra: &[&str]) 
 /// answers with the tenant and, this once, its secret.
 pub async fn create_tenant(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         let o = body_object(&body)?;
         let id = match o.get("id") {
             Some(Value::String(id)) if valid_endpoint_id(id) && id != DEFAULT_TENANT => id.clone(),
@@ -156,7 +156,7 @@ pub async fn create_tenant(State(st): State<AppState>, headers: HeaderMap, body:
 
 /// `GET /v1/tenants` (admin).
 pub async fn list_tenants(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = st.admin_tokens.check(&headers) {
+    if let Err(e) = st.live.get().admin_tokens.check(&headers) {
         return e.into_response();
     }
     let data: Vec<_> = st.tenants.list().iter().map(|t| view(&st, t)).collect();
@@ -173,7 +173,7 @@ pub async fn get_tenant(State(st): State<AppState>, headers: HeaderMap, Path(id)
 
 /// The tenant a management route is about: it exists and was created through the API.
 fn api_tenant(st: &AppState, headers: &HeaderMap, id: &str) -> Result<TenantRecord, ApiError> {
-    st.admin_tokens.check(headers)?;
+    st.live.get().admin_tokens.check(headers)?;
     let Some(t) = st.tenants.get(id) else {
         return Err(ApiError::not_found(format!("no tenant with id {id:?}")));
     };
@@ -309,7 +309,7 @@ pub async fn create_token(
     body: axum::body::Bytes,
 ) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
         let o = body_object(&body)?;
         if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
@@ -330,7 +330,7 @@ pub async fn create_token(
 
 /// `GET /v1/tenants/{id}/tokens` (admin): ids, expiries and fingerprints; never the tokens.
 pub async fn list_tokens(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(e) = st.admin_tokens.check(&headers) {
+    if let Err(e) = st.live.get().admin_tokens.check(&headers) {
         return e.into_response();
     }
     if st.tenants.get(&id).is_none() {
@@ -347,7 +347,7 @@ pub async fn revoke_token(
     Path((id, token_id)): Path<(String, String)>,
 ) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         if !st.tenants.tokens_of(&id).iter().any(|t| t.id == token_id) {
             return Err(ApiError::not_found(format!("no token {token_id:?} for tenant {id:?}")));
         }
@@ -368,7 +368,7 @@ pub async fn create_portal_link(
     body: axum::body::Bytes,
 ) -> Response {
     let result = async {
-        st.admin_tokens.check(&headers)?;
+        st.live.get().admin_tokens.check(&headers)?;
         st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
         let o = body_object(&body)?;
         if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
@@ -378,7 +378,7 @@ pub async fn create_portal_link(
         let now = crate::model::now_ms();
         let expires_at = now + ttl.as_millis() as u64;
         let code = st.tenants.portal_code(&id, expires_at, now);
-        let base = match &st.config.server.public_url {
+        let base = match &st.config().server.public_url {
             Some(u) => u.as_str().trim_end_matches('/').to_owned(),
             None => {
                 let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");

@@ -51,6 +51,8 @@ pub struct Config {
     pub trigger_plugins: std::collections::BTreeMap<String, Vec<String>>,
     /// Things that are allowed but probably not meant; `check` prints them, `serve` logs them.
     pub warnings: Vec<String>,
+    /// The file this was loaded from (what a reload reads again); `None` for parsed text.
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
@@ -286,7 +288,9 @@ impl Config {
             message: format!("cannot read the config file: {e}"),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, &path.display().to_string(), base, env)
+        let mut config = Self::parse(&text, &path.display().to_string(), base, env)?;
+        config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        Ok(config)
     }
 
     /// Validates config text. `file` names it in errors; relative paths resolve against `base`.
@@ -652,6 +656,7 @@ impl Config {
             plugins,
             trigger_plugins,
             warnings,
+            source: None,
         })
     }
 }

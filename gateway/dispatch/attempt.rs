@@ -141,8 +141,10 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
         let body = delivery.body.clone().unwrap_or(envelope);
         return Prepared::Send(Box::new(Ready { delivery, endpoint: Some(endpoint), body, chain: None, mode }));
     }
-    let chain = ctx.config.chain(&delivery.trigger, &endpoint);
-    let Some(host) = ctx.plugins.as_ref().filter(|_| !chain.is_empty()) else {
+    // One generation for the whole chain: a reload meanwhile does not mix old and new plugins.
+    let generation = ctx.live.get();
+    let chain = generation.config.chain(&delivery.trigger, &endpoint);
+    let Some(host) = generation.plugins.as_ref().filter(|_| !chain.is_empty()) else {
         return Prepared::Send(Box::new(Ready {
             delivery,
             endpoint: Some(endpoint),
@@ -156,7 +158,7 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
         event_id: delivery.event_id.to_string(),
         endpoint_id: delivery.endpoint_id.clone(),
         envelope: envelope.clone(),
-        max_body_bytes: ctx.config.server.max_body_bytes,
+        max_body_bytes: generation.config.server.max_body_bytes,
     };
     let (state, note) = match host.run_chain(&chain, input).await {
         ChainOutcome::Deliver { body } => {
@@ -212,7 +214,7 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
             };
             let key = delivery.idempotency_key.to_string();
             let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
-            ctx.deliverer.send(&endpoint.url, &signed.pairs(), body.into_bytes()).await
+            ctx.live.get().deliverer.send(&endpoint.url, &signed.pairs(), body.into_bytes()).await
         }
     };
     Sent { delivery, chain, mode, started_at_ms, outcome }

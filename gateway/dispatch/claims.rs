@@ -90,7 +90,8 @@ impl Claim {
     pub(super) async fn acquire_slot(&mut self) {
         let (endpoint, tenant) = {
             let mut c = self.ctx.claims.lock().expect("claims lock");
-            let d = &self.ctx.config.delivery;
+            let config = self.ctx.live.config();
+            let d = &config.delivery;
             let e = c
                 .endpoint_slots
                 .entry(self.endpoint.clone())

@@ -55,14 +55,12 @@ pub use claims::cooldown_after;
 use claims::{Claim, Claims, tenant_of, try_claim};
 
 use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::deliver::{Deliverer, Policy};
 use crate::endpoints::Registry;
 use crate::health::{Allowance, HealthBook};
 use crate::metrics::Metrics;
 use crate::model::{DeliveryState, MAX_ATTEMPTS};
 use crate::operations::Operations;
-use crate::plugin::PluginHost;
+use crate::live::Live;
 use crate::store::{DueItem, Store, StoreError};
 use crate::tenants::Tenants;
 
@@ -91,11 +89,10 @@ pub struct Dispatcher {
 }
 
 pub(crate) struct Ctx {
-    config: Arc<Config>,
+    /// The running generation: config, plugins and the HTTP client, read per attempt.
+    live: Arc<Live>,
     store: Store,
-    deliverer: Deliverer,
     endpoints: Arc<Registry>,
-    plugins: Option<Arc<PluginHost>>,
     metrics: Arc<Metrics>,
     clock: SharedClock,
     health: Arc<HealthBook>,
@@ -129,10 +126,9 @@ pub enum ResendError {
 
 /// What the dispatcher shares with the rest of the gateway.
 pub struct Parts {
-    pub config: Arc<Config>,
+    pub live: Arc<Live>,
     pub store: Store,
     pub endpoints: Arc<Registry>,
-    pub plugins: Option<Arc<PluginHost>>,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
     pub clock: SharedClock,
@@ -143,20 +139,13 @@ pub struct Parts {
 
 impl Dispatcher {
     pub fn new(parts: Parts) -> anyhow::Result<Dispatcher> {
-        let Parts { config, store, endpoints, plugins, metrics, wake, clock, health, operations, tenants } = parts;
-        let deliverer = Deliverer::new(Policy {
-            timeout: config.delivery.timeout,
-            allow_http: config.delivery.allow_http,
-            allow_private_networks: config.delivery.allow_private_networks,
-        })?;
-        let global_slots = Arc::new(Semaphore::new(config.delivery.max_in_flight));
+        let Parts { live, store, endpoints, metrics, wake, clock, health, operations, tenants } = parts;
+        let global_slots = Arc::new(Semaphore::new(live.config().delivery.max_in_flight));
         Ok(Dispatcher {
             ctx: Arc::new(Ctx {
-                config,
+                live,
                 store,
-                deliverer,
                 endpoints,
-                plugins,
                 metrics,
                 clock,
                 health,
@@ -203,7 +192,7 @@ impl Dispatcher {
                 _ = tokio::time::sleep(sleep_for) => {}
             }
         }
-        let grace = ctx.config.server.shutdown_grace;
+        let grace = ctx.live.config().server.shutdown_grace;
         if !tasks.is_empty() {
             tracing::info!(in_flight = tasks.len(), ?grace, "waiting for in-flight attempts");
         }
@@ -261,15 +250,15 @@ async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Optio
             // A write failed lately: hold new attempts until the pause ends.
             return Ok(Some(c.paused_until_ms.max(now + 1)));
         }
-        let free = (LOOKAHEAD * ctx.config.delivery.max_in_flight).saturating_sub(c.active_total);
+        let free = (LOOKAHEAD * ctx.live.config().delivery.max_in_flight).saturating_sub(c.active_total);
         (c.ids.clone(), c.active.clone(), c.tenant_active.clone(), free, next_cooldown)
     };
     if global_free == 0 {
         // Every slot is busy and the look-ahead is full; a released slot wakes us.
         return Ok(next_cooldown);
     }
-    let per_endpoint = LOOKAHEAD * ctx.config.delivery.max_in_flight_per_endpoint;
-    let per_tenant = LOOKAHEAD * ctx.config.delivery.max_in_flight_per_tenant;
+    let per_endpoint = LOOKAHEAD * ctx.live.config().delivery.max_in_flight_per_endpoint;
+    let per_tenant = LOOKAHEAD * ctx.live.config().delivery.max_in_flight_per_tenant;
     let book = ctx.health.clone();
     // Each endpoint may take up to its share of the look-ahead, and each tenant up to its own:
     // an open circuit or a `Retry-After` pause takes nothing, a half-open circuit one probe,
@@ -342,7 +331,7 @@ async fn run_to_decision(ctx: &Arc<Ctx>, mut claim: Claim, prepared: Prepared) -
             let now = ctx.clock.now_ms();
             let health = ctx.health.observe(&sent.delivery.endpoint_id, &sent.outcome, now);
             let exhausted = (sent.mode == Mode::Scheduled).then(|| (sent.delivery.clone(), sent.outcome.error.clone()));
-            let mut decided = attempt::decide_sent(&ctx.config.delivery.retry, sent, now, fastrand::f64() * 2.0 - 1.0);
+            let mut decided = attempt::decide_sent(&ctx.live.config().delivery.retry, sent, now, fastrand::f64() * 2.0 - 1.0);
             decided.effects =
                 effects(ctx, health, exhausted.filter(|_| decided.newly_final == Some(DeliveryState::Failed)), now);
             decided
@@ -457,11 +446,11 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(HealthBook::new(crate::health::Policy::from_config(&config.delivery), vec![]));
         let config2 = config.clone();
+        let live = Arc::new(crate::live::Live::new(crate::live::Generation::new(1, config, None).unwrap()));
         let d = Dispatcher::new(Parts {
-            config,
+            live,
             store: store.clone(),
             endpoints: registry,
-            plugins: None,
             metrics: metrics.clone(),
             wake: Arc::default(),
             clock: crate::clock::system(),
