@@ -19,9 +19,9 @@ use crate::config::{Config, Token};
 use crate::dispatch::Dispatcher;
 use crate::endpoints::Registry;
 use crate::health::HealthBook;
+use crate::live::{Live, Reloader};
 use crate::metrics::Metrics;
 use crate::operations::Operations;
-use crate::live::{Live, Reloader};
 use crate::store::Store;
 use crate::tenants::{Tenant, Tenants, TokenError};
 

@@ -179,8 +179,8 @@ impl Reloader {
             Some(Arc::new(host))
         };
         let restart_required = restart_required(&old.config, &config);
-        let next =
-            Generation::new(old.number + 1, config.clone(), plugins).map_err(|e| ReloadError::Other(format!("{e:#}")))?;
+        let next = Generation::new(old.number + 1, config.clone(), plugins)
+            .map_err(|e| ReloadError::Other(format!("{e:#}")))?;
 
         // Everything is ready; apply. Endpoints first (one swap), then the generation.
         self.registry.replace_config_endpoints(&config.endpoints);

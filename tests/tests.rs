@@ -24,6 +24,8 @@ mod languages;
 mod lifecycle;
 /// Example plugins through the pipeline, hostile guests, the compile cache.
 mod plugins;
+/// Hot reload of the config file and plugins.
+mod reload;
 /// Retention and FIFO ordering.
 mod retention;
 /// Tenants: secrets, scoping, tokens, quotas, isolation.

@@ -57,10 +57,10 @@ use claims::{Claim, Claims, tenant_of, try_claim};
 use crate::clock::SharedClock;
 use crate::endpoints::Registry;
 use crate::health::{Allowance, HealthBook};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::model::{DeliveryState, MAX_ATTEMPTS};
 use crate::operations::Operations;
-use crate::live::Live;
 use crate::store::{DueItem, Store, StoreError};
 use crate::tenants::Tenants;
 
@@ -331,7 +331,8 @@ async fn run_to_decision(ctx: &Arc<Ctx>, mut claim: Claim, prepared: Prepared) -
             let now = ctx.clock.now_ms();
             let health = ctx.health.observe(&sent.delivery.endpoint_id, &sent.outcome, now);
             let exhausted = (sent.mode == Mode::Scheduled).then(|| (sent.delivery.clone(), sent.outcome.error.clone()));
-            let mut decided = attempt::decide_sent(&ctx.live.config().delivery.retry, sent, now, fastrand::f64() * 2.0 - 1.0);
+            let mut decided =
+                attempt::decide_sent(&ctx.live.config().delivery.retry, sent, now, fastrand::f64() * 2.0 - 1.0);
             decided.effects =
                 effects(ctx, health, exhausted.filter(|_| decided.newly_final == Some(DeliveryState::Failed)), now);
             decided

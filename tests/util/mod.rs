@@ -106,10 +106,21 @@ impl TestGateway {
         Self::start_with(config_text, hookgate::Hooks::default()).await
     }
 
+    /// Starts a gateway from a config file written at `path`, so that it can be reloaded.
+    pub async fn start_from_file(path: &Path, config_text: &str) -> TestGateway {
+        std::fs::write(path, config_text).unwrap();
+        let config = hookgate::Config::load(path, &|_| None).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        Self::start_config(config, hookgate::Hooks::default()).await
+    }
+
     /// Starts a gateway with test hooks: a manual clock, the store's fault switches.
     pub async fn start_with(config_text: &str, hooks: hookgate::Hooks) -> TestGateway {
         let config = hookgate::Config::parse(config_text, "test.toml", Path::new("/"), &|_| None)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        Self::start_config(config, hooks).await
+    }
+
+    async fn start_config(config: hookgate::Config, hooks: hookgate::Hooks) -> TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -260,10 +271,16 @@ impl GatewayProcess {
     /// Writes `config` (whose `listen` must be `127.0.0.1:{port}`) and starts `hookgate serve`,
     /// returning once `/healthz` answers.
     pub async fn spawn(config_path: &Path, config: &str, port: u16) -> GatewayProcess {
+        Self::spawn_with(config_path, config, port, &[]).await
+    }
+
+    /// [`spawn`](Self::spawn) with more `serve` arguments (`--watch`).
+    pub async fn spawn_with(config_path: &Path, config: &str, port: u16, args: &[&str]) -> GatewayProcess {
         std::fs::write(config_path, config).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["serve", "--config"])
             .arg(config_path)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
