@@ -46,17 +46,19 @@ async fn a_bad_reload_changes_nothing_and_a_good_one_applies_all_but_restart_key
     std::fs::write(&path, cfg.replace("max_retries = 3", "max_retries = \"many\"")).unwrap();
     let (s, body) = reload(&gw.base).await;
     assert_eq!(s, 400, "{body}");
-    assert_eq!(body["error"], "invalid_config");
-    assert_eq!(body["key"], "delivery.max_retries", "{body}");
-    assert!(body["line"].as_u64().is_some(), "{body}");
+    assert_eq!(body["error"]["code"], "invalid_config");
+    assert_eq!(body["error"]["key"], "delivery.max_retries", "{body}");
+    assert!(body["error"]["line"].as_u64().is_some(), "{body}");
     let (_, h) = gw.get("/healthz").await;
     assert_eq!(h["config"]["generation"], 1, "{h}");
     assert!(h["config"]["last_reload"].as_str().unwrap().starts_with("failed: "), "{h}");
     assert_eq!(metric(&gw, "hookgate_config_last_reload_success").await, 0.0);
 
-    // A good file: a new admin token, the endpoint replaced, a new listen address.
+    // A good file: a new admin token, a new signing secret, the endpoint replaced, a new
+    // listen address.
     rx.set_default(Behavior::Status(200));
-    let new_cfg = base_config(dir.path()).replace(ADMIN_TOKEN, "rotated-admin-token-0123")
+    const NEW_SECRET: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let new_cfg = base_config(dir.path()).replace(ADMIN_TOKEN, "rotated-admin-token-0123").replace(SECRET, NEW_SECRET)
         + &endpoint("new", &rx.url("/new"), r#"["*"]"#);
     let new_cfg = set(&new_cfg, "server", "listen", "\"127.0.0.1:1\"");
     std::fs::write(&path, &new_cfg).unwrap();
@@ -94,7 +96,15 @@ async fn a_bad_reload_changes_nothing_and_a_good_one_applies_all_but_restart_key
     assert_eq!(s, 202);
     let got = rx.next(WAIT).await;
     assert_eq!(got.path, "/new");
-    got.assert_signed();
+    // Signed with the new secret (verified by the official library), no longer the old one.
+    let wh = standardwebhooks::Webhook::new(&format!("whsec_{NEW_SECRET}")).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, got.header(name).parse().unwrap());
+    }
+    wh.verify(&got.body, &headers).expect("signed with the reloaded secret");
+    let old = hookgate::sign::Secret::parse(SECRET).unwrap();
+    assert!(!hookgate::sign::verify_attendee(&old, &got.body, got.header("x-webhook-signature")));
     rx.assert_silent(Duration::from_millis(300)).await;
     gw.stop().await.unwrap();
 }

@@ -307,13 +307,13 @@ pub async fn reload(State(st): State<AppState>, headers: axum::http::HeaderMap) 
         ),
         Err(crate::live::ReloadError::Config(e)) => json_response(
             StatusCode::BAD_REQUEST,
-            serde_json::json!({
-                "error": "invalid_config",
+            serde_json::json!({ "error": {
+                "code": "invalid_config",
                 "message": e.to_string(),
                 "file": e.file,
                 "line": e.line,
                 "key": e.key,
-            })
+            }})
             .to_string(),
         ),
         Err(e @ crate::live::ReloadError::Plugin(_)) => {

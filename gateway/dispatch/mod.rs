@@ -420,7 +420,8 @@ mod tests {
         let text = "[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
                     [delivery]\nallow_http = true\nallow_private_networks = true\n\
                     [[endpoints]]\nid = \"ep\"\nurl = \"http://127.0.0.1:9/\"\ntriggers = [\"*\"]\n";
-        let config = Arc::new(crate::config::Config::parse(text, "t.toml", std::path::Path::new("/"), &|_| None).unwrap());
+        let config =
+            Arc::new(crate::config::Config::parse(text, "t.toml", std::path::Path::new("/"), &|_| None).unwrap());
         let delivery = |event_id: Uuid| DeliveryRecord::pending_for_test(event_id, "ep", 1);
         let event = |id: Uuid, payload: &str, d: &DeliveryRecord| EventRecord {
             id,
