@@ -339,7 +339,11 @@ const JS_PACKAGE: &str = r#"{
   "private": true,
   "type": "module",
   "scripts": { "build": "node build.mjs" },
-  "devDependencies": { "@bytecodealliance/componentize-js": "0.23.0" }
+  "//": "componentize-js imports preview2-shim at build time but declares it only as an optional peer.",
+  "devDependencies": {
+    "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.25.0"
+  }
 }
 "#;
 

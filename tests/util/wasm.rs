@@ -50,7 +50,9 @@ pub fn js_plugin(name: &str) -> Option<PathBuf> {
     let built = JS.get_or_init(|| {
         let js = root.join("js");
         toolchain("node", "Node.js and npm (Debian: `apt-get install nodejs npm`)")?;
-        if !js.join("node_modules/@bytecodealliance/componentize-js").exists() {
+        if !js.join("node_modules/@bytecodealliance/componentize-js").exists()
+            || !js.join("node_modules/@bytecodealliance/preview2-shim").exists()
+        {
             run(std::process::Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&js))?;
         }
         run(std::process::Command::new("node").arg("build.mjs").current_dir(&js))?;
