@@ -117,7 +117,7 @@ fn main() {
                 hookgate::model::now_ms(),
                 Default::default(),
                 hookgate::store::per_endpoint(32),
-                512,
+                hookgate::store::ScanLimits::global(512),
             ))
             .unwrap();
         scans.push(t.elapsed().as_secs_f64() * 1000.0);

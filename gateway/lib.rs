@@ -3,7 +3,8 @@
 //! Read `ARCHITECTURE.md` first. The pipeline, one module per stage:
 //!
 //! - `ingest` — `POST /v1/events`: validate, fan out, commit, answer 202.
-//! - `store` — the redb file; the only module that imports `redb`; group commit.
+//! - `store` — the redb file or a shared PostgreSQL database; the only module that imports
+//!   `redb` or `tokio_postgres`; group commit; leases between nodes.
 //! - `dispatch` — the only module that knows the stage order: due → sign → deliver → record.
 //! - `sign` — pure signature recipes.
 //! - `deliver` — the only outbound HTTP; SSRF guard; classification of failures.
@@ -70,11 +71,13 @@ pub struct Hooks {
     pub wake: Arc<Notify>,
     /// `serve --watch`: how often to look at the config file and the plugins for changes.
     pub watch: Option<std::time::Duration>,
+    /// PostgreSQL: apply the embedded migrations at start (`serve` without `--no-migrate`).
+    pub migrate: bool,
 }
 
 impl Default for Hooks {
     fn default() -> Self {
-        Hooks { clock: clock::system(), faults: Arc::default(), wake: Arc::default(), watch: None }
+        Hooks { clock: clock::system(), faults: Arc::default(), wake: Arc::default(), watch: None, migrate: true }
     }
 }
 
@@ -102,9 +105,18 @@ pub async fn run_with(
     }
     let plugins = load_plugins(&config).await?;
     let live = Arc::new(live::Live::new(live::Generation::new(1, config.clone(), plugins)?));
-    let (store, writer) = store::Store::open_with(&config.server.data_dir, config.server.cache_size, hooks.faults)?;
+    let (store, writer) = store::Store::open_configured(store::OpenOptions {
+        storage: &config.storage,
+        data_dir: &config.server.data_dir,
+        cache_bytes: config.server.cache_size,
+        faults: hooks.faults,
+        migrate: hooks.migrate,
+    })
+    .await?;
     let wake = hooks.wake.clone();
     let stop = CancellationToken::new();
+    // On a shared database, other nodes announce new due work; this node listens for it.
+    let listener_task = store.postgres().map(|pg| pg.spawn_listener(wake.clone(), stop.clone()));
     let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));
     store.set_idempotency_ttl(config.retention.idempotency);
     let metrics = Arc::new(metrics::Metrics::default());
@@ -182,8 +194,11 @@ pub async fn run_with(
     let dispatched = scheduler.await;
     let _ = pruner.await;
     let _ = reloads.await;
+    if let Some(t) = listener_task {
+        let _ = t.await;
+    }
     drop(store);
-    let joined = tokio::time::timeout(WRITER_JOIN_TIMEOUT, tokio::task::spawn_blocking(move || writer.join())).await;
+    let joined = tokio::time::timeout(WRITER_JOIN_TIMEOUT, writer.finish()).await;
     if joined.is_err() {
         tracing::error!("the store writer did not finish in time");
     }

@@ -26,6 +26,17 @@ enum Command {
         /// POST /v1/admin/reload do).
         #[arg(long)]
         watch: bool,
+        /// With [storage] backend = "postgres": do not apply the embedded migrations at start
+        /// (refuse to start unless `hookgate migrate` has brought the schema up to date).
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply the embedded PostgreSQL migrations ([storage] backend = "postgres"), then print
+    /// the schema version. Safe to run from several nodes at once.
+    Migrate {
+        /// The TOML config file whose [storage] names the database.
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Run a local webhook receiver that prints each delivery and whether both signatures verify.
     Listen {
@@ -122,6 +133,41 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
                 print_summary(&c);
+                // A PostgreSQL backend is reached too: a wrong URL, an unreachable server or a
+                // schema this binary cannot read fail `check`, not the first `serve`.
+                if let hookgate::config::StorageConfig::Postgres(pc) = &c.storage {
+                    let status = tokio::runtime::Runtime::new()
+                        .map_err(|e| hookgate::store::StoreError::Storage(e.to_string()))
+                        .and_then(|rt| rt.block_on(hookgate::store::pg::check(pc)));
+                    match status {
+                        Ok(s) if s.version > hookgate::store::pg::SCHEMA_VERSION => {
+                            eprintln!(
+                                "error: the database has Hookgate schema version {}; this hookgate understands up to {}",
+                                s.version,
+                                hookgate::store::pg::SCHEMA_VERSION
+                            );
+                            return ExitCode::FAILURE;
+                        }
+                        Ok(s) => {
+                            let note = if s.version == hookgate::store::pg::SCHEMA_VERSION {
+                                "up to date".to_owned()
+                            } else {
+                                format!(
+                                    "needs `hookgate migrate` to reach {} (serve applies it at start)",
+                                    hookgate::store::pg::SCHEMA_VERSION
+                                )
+                            };
+                            println!(
+                                "  storage:  postgres (server {}), schema version {} ({note})",
+                                s.server_version, s.version
+                            );
+                        }
+                        Err(e) => {
+                            eprintln!("error: storage.postgres_url: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -129,7 +175,42 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config, watch } => {
+        Command::Migrate { config } => {
+            let c = match Config::load(&config, &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let hookgate::config::StorageConfig::Postgres(pc) = &c.storage else {
+                eprintln!("error: {}: [storage] backend is \"redb\"; it needs no migrations", config.display());
+                return ExitCode::FAILURE;
+            };
+            let applied = tokio::runtime::Runtime::new()
+                .map_err(|e| hookgate::store::StoreError::Storage(e.to_string()))
+                .and_then(|rt| rt.block_on(hookgate::store::pg::migrate(pc)));
+            match applied {
+                Ok(v) if v.is_empty() => {
+                    println!("schema version {}: up to date", hookgate::store::pg::SCHEMA_VERSION);
+                    ExitCode::SUCCESS
+                }
+                Ok(v) => {
+                    let list: Vec<String> = v.iter().map(i32::to_string).collect();
+                    println!(
+                        "applied migration(s) {}; schema version {}",
+                        list.join(", "),
+                        hookgate::store::pg::SCHEMA_VERSION
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve { config, watch, no_migrate } => {
             init_tracing();
             let config = match Config::load(&config, &env) {
                 Ok(c) => Arc::new(c),
@@ -145,7 +226,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(config, watch)) {
+            match runtime.block_on(serve(config, watch, !no_migrate)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -156,11 +237,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Arc<Config>, watch: bool) -> anyhow::Result<()> {
+async fn serve(config: Arc<Config>, watch: bool, migrate: bool) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    let hooks = hookgate::Hooks { watch: watch.then_some(WATCH_INTERVAL), ..hookgate::Hooks::default() };
+    let hooks = hookgate::Hooks { watch: watch.then_some(WATCH_INTERVAL), migrate, ..hookgate::Hooks::default() };
     hookgate::run_with(config, listener, shutdown_signal(), hooks).await
 }
 
@@ -199,6 +280,9 @@ fn print_summary(c: &Config) {
     println!("config ok");
     println!("  listen:   {}", c.server.listen);
     println!("  data_dir: {}", c.server.data_dir.display());
+    if matches!(c.storage, hookgate::config::StorageConfig::Redb) {
+        println!("  storage:  redb ({})", c.server.data_dir.join(hookgate::store::DB_FILE).display());
+    }
     let d = &c.delivery;
     println!(
         "  delivery: timeout {:?}, {} retries (first after {:?}, x{}), https only: {}, private networks: {}",

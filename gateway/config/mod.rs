@@ -38,6 +38,8 @@ pub struct Config {
     pub signing: SigningConfig,
     pub delivery: DeliveryConfig,
     pub retention: RetentionConfig,
+    /// `[storage]`: redb (the default) or a PostgreSQL database shared by several nodes.
+    pub storage: StorageConfig,
     /// `[operations] endpoint`: the endpoint that receives Hookgate's own events.
     pub operations_endpoint: Option<String>,
     /// `[[tenants]]`; the `default` tenant is implicit.
@@ -226,6 +228,35 @@ pub struct RetentionConfig {
     pub deliveries: Duration,
     /// How long an ingest `Idempotency-Key` is remembered.
     pub idempotency: Duration,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageConfig {
+    /// One redb file in `server.data_dir`.
+    Redb,
+    Postgres(PostgresConfig),
+}
+
+/// `[storage] backend = "postgres"`.
+#[derive(Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// The libpq-style URL, validated at load time. It may hold a password: `Debug` hides it.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool: usize,
+    /// How long a claimed delivery stays this node's before others may take it.
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &"<redacted>")
+            .field("pool", &self.pool)
+            .field("lease", &self.lease)
+            .finish()
+    }
 }
 
 /// A configuration error, naming the file, the line (when the value came from the user's file)
@@ -445,6 +476,8 @@ impl Config {
             )?,
         };
 
+        let storage = Self::storage_from_raw(raw.storage.unwrap_or_default(), ctx)?;
+
         let plugins = Self::plugins_from_raw(raw.plugins.unwrap_or_default(), ctx, base)?;
         let known: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
         let check_chain = |list: Spanned<Vec<String>>, key: &str| -> Result<Vec<String>, ConfigError> {
@@ -649,6 +682,7 @@ impl Config {
                 disable_after,
             },
             retention,
+            storage,
             operations_endpoint,
             tenants,
             tenant_defaults,
@@ -658,6 +692,42 @@ impl Config {
             warnings,
             source: None,
         })
+    }
+}
+
+impl Config {
+    fn storage_from_raw(s: raw::RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, ConfigError> {
+        let (line, backend) = ctx.string(s.backend, "storage.backend")?;
+        match backend.as_str() {
+            "redb" => Ok(StorageConfig::Redb),
+            "postgres" => {
+                let (url_line, url) = ctx.string(s.postgres_url, "storage.postgres_url")?;
+                if url.trim().is_empty() {
+                    return Err(ctx.error(
+                        "storage.postgres_url",
+                        url_line.or(line),
+                        "is required with backend = \"postgres\" (e.g. \"${DATABASE_URL}\")".into(),
+                    ));
+                }
+                // The parser's message never repeats the URL, so a password cannot leak here.
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    return Err(ctx.error(
+                        "storage.postgres_url",
+                        url_line,
+                        format!("is not a PostgreSQL connection URL like \"postgres://user:pass@host:5432/db\": {e}"),
+                    ));
+                }
+                let pool = ctx.number(s.postgres_pool, "storage.postgres_pool", 2, 1000)?;
+                let lease =
+                    ctx.bounded_duration(s.lease, "storage.lease", Duration::from_secs(2), Duration::from_secs(3600))?;
+                Ok(StorageConfig::Postgres(PostgresConfig { url, pool, lease }))
+            }
+            other => Err(ctx.error(
+                "storage.backend",
+                line,
+                format!("{other:?} is not a storage backend; use \"redb\" or \"postgres\""),
+            )),
+        }
     }
 }
 

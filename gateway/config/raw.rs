@@ -67,6 +67,7 @@ section!(RawDelivery {
     disable_after: String,
 });
 section!(RawRetention { deliveries: String, idempotency: String });
+section!(RawStorage { backend: String, postgres_url: String, postgres_pool: i64, lease: String });
 section!(RawOperations { endpoint: String });
 section!(RawTenantLimits { max_endpoints: i64, max_events_per_second: i64 });
 
@@ -80,6 +81,7 @@ pub(super) struct RawConfig {
     pub(super) signing: Option<RawSigning>,
     pub(super) delivery: Option<RawDelivery>,
     pub(super) retention: Option<RawRetention>,
+    pub(super) storage: Option<RawStorage>,
     pub(super) operations: Option<RawOperations>,
     pub(super) endpoints: Option<Vec<RawEndpoint>>,
     pub(super) plugins: Option<Vec<RawPlugin>>,
@@ -120,6 +122,7 @@ impl RawConfig {
             signing: both(self.signing, base.signing, RawSigning::over),
             delivery: both(self.delivery, base.delivery, RawDelivery::over),
             retention: both(self.retention, base.retention, RawRetention::over),
+            storage: both(self.storage, base.storage, RawStorage::over),
             operations: both(self.operations, base.operations, RawOperations::over),
             tenants_defaults: both(self.tenants_defaults, base.tenants_defaults, RawTenantLimits::over),
             tenants: self.tenants,

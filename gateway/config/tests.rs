@@ -185,7 +185,8 @@ fn plugins_and_chains() {
     assert_eq!(p.concurrency, crate::config::DEFAULT_PLUGIN_CONCURRENCY);
     let c = parse(&text.replace("memory_limit = \"8MiB\"\n", "memory_limit = \"8MiB\"\nconcurrency = 2\n")).unwrap();
     assert_eq!(c.plugins[0].concurrency, 2);
-    let e = parse(&text.replace("memory_limit = \"8MiB\"\n", "memory_limit = \"8MiB\"\nconcurrency = 0\n")).unwrap_err();
+    let e =
+        parse(&text.replace("memory_limit = \"8MiB\"\n", "memory_limit = \"8MiB\"\nconcurrency = 0\n")).unwrap_err();
     assert_eq!((e.key.as_str(), e.line), ("plugins[0].concurrency", Some(12)), "{e}");
     assert_eq!(parse_size("32MiB"), Some(32 << 20));
     assert_eq!(parse_size("2 GB"), Some(2_000_000_000));

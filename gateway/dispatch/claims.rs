@@ -176,6 +176,14 @@ impl Drop for Claim {
         if self.claimed {
             self.ctx.claims.lock().expect("claims lock").ids.remove(&self.id);
             self.ctx.wake.notify_one();
+            // The pass ended without a write: on a shared database, hand the delivery back
+            // now rather than when its lease runs out.
+            if self.ctx.store.postgres().is_some()
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                let (store, id) = (self.ctx.store.clone(), self.id);
+                rt.spawn(async move { store.release_leases(Some(vec![id])).await });
+            }
         }
     }
 }

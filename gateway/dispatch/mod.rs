@@ -68,6 +68,10 @@ use crate::tenants::Tenants;
 /// ingest and from finished attempts; this bound is only a safety net.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
+/// The same bound on PostgreSQL, where other nodes' writes also make work due: `LISTEN` wakes
+/// the scheduler for them, and this poll covers a notification lost while reconnecting.
+const MAX_IDLE_SHARED: Duration = Duration::from_secs(5);
+
 /// How far the scan reads ahead of the slots: it claims up to this many times the concurrency
 /// limits, and the extra passes wait for a slot in memory (their due entries stay on disk). A
 /// finished attempt hands its slot straight to the next one, so a slot never idles waiting for
@@ -170,13 +174,16 @@ impl Dispatcher {
         let ctx = &self.ctx;
         let mut tasks = JoinSet::new();
         let mut read_failures = 0u32;
+        let max_idle = if ctx.store.postgres().is_some() { MAX_IDLE_SHARED } else { MAX_IDLE };
+        let renewals =
+            ctx.store.postgres().map(|pg| tokio::spawn(renew_leases(ctx.clone(), pg.lease(), shutdown.clone())));
         loop {
             while tasks.try_join_next().is_some() {}
             let sleep_for = match schedule_round(ctx, &mut tasks).await {
                 Ok(next) => {
                     read_failures = 0;
-                    next.map_or(MAX_IDLE, |at| {
-                        Duration::from_millis(at.saturating_sub(ctx.clock.now_ms())).min(MAX_IDLE)
+                    next.map_or(max_idle, |at| {
+                        Duration::from_millis(at.saturating_sub(ctx.clock.now_ms())).min(max_idle)
                     })
                 }
                 Err(e) => {
@@ -203,6 +210,14 @@ impl Dispatcher {
                 "attempts still running after the grace period; they will be retried on the next start"
             );
             tasks.shutdown().await;
+        }
+        if let Some(r) = renewals {
+            let _ = r.await;
+            // Whatever this node still holds is free for the other nodes now, not at the end
+            // of its leases.
+            if let Err(e) = ctx.store.release_leases(None).await {
+                tracing::warn!(error = %e, "cannot release this node's leases; they run out by themselves");
+            }
         }
         Ok(())
     }
@@ -283,7 +298,12 @@ async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Optio
         *taken += 1;
         true
     };
-    let scan = ctx.store.scan_due(now, claimed, admit, global_free).await?;
+    let limits = crate::store::ScanLimits {
+        global_free,
+        per_endpoint,
+        cluster_per_endpoint: ctx.live.config().delivery.max_in_flight_per_endpoint,
+    };
+    let scan = ctx.store.scan_due(now, claimed, admit, limits).await?;
     for item in scan.items {
         if let Some(claim) = try_claim(ctx, item.delivery_id, &item.endpoint_id) {
             tasks.spawn(scheduled_pass(ctx.clone(), item, claim));
@@ -342,9 +362,35 @@ async fn run_to_decision(ctx: &Arc<Ctx>, mut claim: Claim, prepared: Prepared) -
     (claim, decided)
 }
 
+/// Keeps the leases of this node's claimed deliveries (running, queued for a slot, cooling
+/// down) from running out, every third of the lease, and sends the node's heartbeat. A renewal
+/// that fails is logged and tried again at the next tick; the lease is long enough for two.
+async fn renew_leases(ctx: Arc<Ctx>, lease: Duration, stop: CancellationToken) {
+    let every = lease / 3;
+    loop {
+        let ids: Vec<Uuid> = ctx.claims.lock().expect("claims lock").ids.iter().copied().collect();
+        if let Err(e) = ctx.store.renew_leases(ids).await {
+            tracing::warn!(error = %e, "cannot renew this node's leases");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// This node's share of an endpoint's rate limit: the limit holds for the whole cluster, so
+/// each of `nodes` live nodes gets an equal part (at least one per period).
+pub fn rate_share(limit: crate::endpoint::RateLimit, nodes: usize) -> crate::endpoint::RateLimit {
+    let nodes = u32::try_from(nodes.max(1)).unwrap_or(u32::MAX);
+    crate::endpoint::RateLimit { count: limit.count.div_ceil(nodes).max(1), per: limit.per }
+}
+
 /// Waits until the endpoint's rate limit allows another attempt. The bucket runs on the system
 /// clock: a rate is a promise about real time.
 async fn wait_for_rate(ctx: &Ctx, endpoint: &str, limit: Option<crate::endpoint::RateLimit>) {
+    let nodes = ctx.store.postgres().map_or(1, |pg| pg.live_nodes());
+    let limit = limit.map(|l| rate_share(l, nodes));
     while let Err(wait) = ctx.health.rate_wait(endpoint, limit, crate::model::now_ms()) {
         tokio::time::sleep(wait).await;
     }

@@ -1,7 +1,10 @@
-//! Durable state: events, deliveries, the due index and idempotency keys, in one redb file.
+//! Durable state: events, deliveries, the due index and idempotency keys, in one redb file (the
+//! default) or in a PostgreSQL database shared by several nodes (`store::pg`).
 //!
-//! Owns: the only `redb` import, the table layout, and the single writer thread that turns many
-//! concurrent writes into one commit (group commit).
+//! Owns: the only `redb` and `tokio_postgres` imports, both layouts, and the single writer (a
+//! thread for redb, a task for PostgreSQL) that turns many concurrent writes into one commit
+//! (group commit). [`Store`] is the one handle the rest of the gateway sees: writes go to the
+//! writer as [`write::Op`]s whatever the backend; reads go to the backend's read path.
 //! Must not touch: HTTP, plugins or signing. Callers hand it finished records; it stores them
 //! and answers reads.
 //!
@@ -23,9 +26,16 @@
 //! `spawn_blocking`, so no async task ever blocks on the disk. The due scan reads each due
 //! delivery's records in its own snapshot, so one hop feeds a whole round of attempts.
 //!
-//! Layout: `schema` (tables and keys), `read` (point reads, listing, the due scan), `write`
-//! (the writer thread and every write operation), `tests`.
+//! **Backends.** Both keep the same records (JSON of `model`) and the same invariants; the
+//! contract tests in `store::tests` run against each. PostgreSQL keeps the due entry and the
+//! indexed fields as columns of the delivery's row and adds *leases*: a node owns a due delivery
+//! it has claimed until `lease_until_ms`, so several nodes share one database without sending the
+//! same attempt twice (see `store::pg` and ARCHITECTURE.md, "Storage").
+//!
+//! Layout: `schema` (redb tables and keys), `read` (redb point reads, listing, the due scan),
+//! `write` (the operations, and the redb writer thread), `pg` (the PostgreSQL backend), `tests`.
 
+pub mod pg;
 mod read;
 mod schema;
 mod write;
@@ -35,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use redb::{Database, ReadableDatabase, ReadableTableMetadata};
+use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -43,7 +53,9 @@ use crate::model::{
     AttemptRecord, DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord, PluginNote,
     TenantRecord, TokenRecord,
 };
-use schema::{DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINT_HEALTH, ENDPOINTS, EVENTS, TENANTS, TOKENS};
+#[cfg(test)]
+use schema::DUE;
+use schema::{DELIVERIES, ENDPOINT_HEALTH, ENDPOINTS, EVENTS, TENANTS, TOKENS};
 use write::Op;
 
 /// How long an ingest `Idempotency-Key` is remembered unless `retention.idempotency` says
@@ -109,7 +121,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-fn storage<E: Into<redb::Error>>(e: E) -> StoreError {
+pub(crate) fn storage<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Storage(e.into().to_string())
 }
 
@@ -283,19 +295,24 @@ pub fn per_endpoint(n: usize) -> impl FnMut(&str) -> bool + Send + 'static {
     }
 }
 
-/// A cheap, cloneable handle to the database and its writer thread.
+/// A cheap, cloneable handle to the store: the writer's queue and the backend's read path.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
     writer: mpsc::Sender<Op>,
     stats: Arc<WriterStats>,
     faults: Arc<Faults>,
     settings: Arc<Settings>,
-    path: PathBuf,
+    backend: Backend,
 }
 
-/// Counters kept by the writer thread: how many commits it made and how many operations they
-/// carried. `operations / commits` is the group-commit factor.
+#[derive(Clone)]
+enum Backend {
+    Redb { db: Arc<Database>, path: PathBuf },
+    Postgres(Box<pg::Pg>),
+}
+
+/// Counters kept by the writer: how many commits it made and how many operations they carried.
+/// `operations / commits` is the group-commit factor.
 #[derive(Debug, Default)]
 pub struct WriterStats {
     pub commits: AtomicU64,
@@ -304,20 +321,53 @@ pub struct WriterStats {
     pub failed_commits: AtomicU64,
 }
 
-/// Joins the writer thread. Dropping every [`Store`] handle first lets the thread finish the
+/// Waits for the writer to finish. Dropping every [`Store`] handle first lets it finish the
 /// batch it holds, commit it and exit.
-pub struct WriterThread(std::thread::JoinHandle<()>);
+pub enum WriterThread {
+    Redb(std::thread::JoinHandle<()>),
+    /// The PostgreSQL writer is a task; it says when it is done.
+    Postgres(std::sync::mpsc::Receiver<()>),
+}
 
 impl WriterThread {
+    /// Blocks until the writer has exited. Call it off the async runtime (or after the runtime
+    /// that runs a PostgreSQL writer has other threads to run it on); see [`WriterThread::finish`].
     pub fn join(self) {
-        let _ = self.0.join();
+        match self {
+            WriterThread::Redb(h) => drop(h.join()),
+            WriterThread::Postgres(done) => drop(done.recv()),
+        }
     }
+
+    /// [`WriterThread::join`] from async code.
+    pub async fn finish(self) {
+        let _ = tokio::task::spawn_blocking(move || self.join()).await;
+    }
+}
+
+/// Where the store lives and how to open it, from `[storage]` and `[server]`.
+pub struct OpenOptions<'a> {
+    pub storage: &'a crate::config::StorageConfig,
+    pub data_dir: &'a Path,
+    pub cache_bytes: usize,
+    pub faults: Arc<Faults>,
+    /// PostgreSQL: apply the embedded migrations first (`serve` unless `--no-migrate`).
+    pub migrate: bool,
 }
 
 impl Store {
     /// Opens (or creates) `data_dir/hookgate.redb` with the default cache and starts the writer.
     pub fn open(data_dir: &Path) -> Result<(Store, WriterThread), StoreError> {
         Self::open_with(data_dir, DEFAULT_CACHE_BYTES, Arc::default())
+    }
+
+    /// Opens the configured backend: redb in `data_dir`, or PostgreSQL (migrated first if
+    /// `migrate`, and refused if its schema is not the one this binary knows).
+    pub async fn open_configured(o: OpenOptions<'_>) -> Result<(Store, WriterThread), StoreError> {
+        match o.storage {
+            crate::config::StorageConfig::Redb => Self::open_with(o.data_dir, o.cache_bytes, o.faults),
+            crate::config::StorageConfig::Postgres(pc) => pg::open(pc, o.faults, o.migrate).await,
+        }
     }
 
     /// Opens (or creates) `data_dir/hookgate.redb`, keeping at most `cache_bytes` of pages in
@@ -349,7 +399,24 @@ impl Store {
                 .spawn(move || write::writer_loop(&db, rx, &stats, &faults, &settings))
                 .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?
         };
-        Ok((Store { db, writer: tx, stats, faults, settings, path }, WriterThread(handle)))
+        let backend = Backend::Redb { db, path };
+        Ok((Store { writer: tx, stats, faults, settings, backend }, WriterThread::Redb(handle)))
+    }
+
+    /// Which backend this is: `redb` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Redb { .. } => "redb",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The PostgreSQL backend, if this is one (leases, the node's identity, LISTEN).
+    pub fn postgres(&self) -> Option<&pg::Pg> {
+        match &self.backend {
+            Backend::Redb { .. } => None,
+            Backend::Postgres(p) => Some(p),
+        }
     }
 
     /// How long an ingest `Idempotency-Key` is remembered (`retention.idempotency`).
@@ -357,9 +424,13 @@ impl Store {
         self.settings.idempotency_ttl_ms.store(ttl.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The database file's size in bytes (0 if it cannot be read).
+    /// The database file's size in bytes (0 if it cannot be read, and for PostgreSQL, whose
+    /// size `pg_database_size` reports).
     pub fn file_size(&self) -> u64 {
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+        match &self.backend {
+            Backend::Redb { path, .. } => std::fs::metadata(path).map_or(0, |m| m.len()),
+            Backend::Postgres(_) => 0,
+        }
     }
 
     /// The fault switches this store obeys (tests only).
@@ -416,57 +487,9 @@ impl Store {
         self.write(|reply| Op::DeleteToken(id, reply)).await
     }
 
-    pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        self.read(|db| read::all_json(db, TENANTS)).await
-    }
-
-    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.read(|db| read::all_json(db, TOKENS)).await
-    }
-
     /// Makes every delivery queued in the endpoint's FIFO queues due (ordering was turned off).
     pub async fn release_fifo(&self, endpoint_id: String) -> Result<usize, StoreError> {
         self.write(|reply| Op::ReleaseFifo(endpoint_id, reply)).await
-    }
-
-    /// Every stored endpoint health record.
-    pub async fn health_records(&self) -> Result<Vec<EndpointHealth>, StoreError> {
-        self.read(|db| read::all_json(db, ENDPOINT_HEALTH)).await
-    }
-
-    /// Whether a pending delivery has its due entry (for a FIFO queue: whether it is the
-    /// queue's head rather than waiting behind an older delivery).
-    pub async fn is_due(&self, d: &DeliveryRecord) -> Result<bool, StoreError> {
-        let Some(at) = d.next_attempt_at_ms else { return Ok(false) };
-        let key = (d.endpoint_id.clone(), at, d.id.as_u128());
-        self.read(move |db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let due = txn.open_table(DUE).map_err(storage)?;
-            Ok(due.get((key.0.as_str(), key.1, key.2)).map_err(storage)?.is_some())
-        })
-        .await
-    }
-
-    /// When the oldest pending delivery was created, if any is pending: the first id under the
-    /// `pending` state key (ids are UUIDv7, so the oldest), then its record.
-    pub async fn oldest_pending_ms(&self) -> Result<Option<u64>, StoreError> {
-        self.read(|db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let index = txn.open_table(DELIVERY_INDEX).map_err(storage)?;
-            let key = schema::state_key(DeliveryState::Pending);
-            let first = match index.range((key.as_str(), 0u128)..=(key.as_str(), u128::MAX)).map_err(storage)?.next() {
-                Some(entry) => entry.map_err(storage)?.0.value().1,
-                None => return Ok(None),
-            };
-            let deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
-            let Some(raw) = deliveries.get(first).map_err(storage)? else {
-                return Ok(Some((first >> 80) as u64));
-            };
-            let created =
-                serde_json::from_slice::<DeliveryRecord>(raw.value()).map_or((first >> 80) as u64, |d| d.created_at_ms);
-            Ok(Some(created))
-        })
-        .await
     }
 
     /// Appends an attempt to a delivery and moves it to its next state, durably (a shorthand
@@ -496,85 +519,154 @@ impl Store {
         self.write(|reply| Op::Requeue { ids, at_ms, reply }).await
     }
 
-    /// Endpoints created through the API, in id order.
-    pub async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
-        self.read(|db| read::all_json(db, ENDPOINTS)).await
-    }
-
-    /// A page of deliveries matching `q`, newest first, answered from the indexes.
-    pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
-        self.read(move |db| read::list_deliveries(db, &q)).await
-    }
-
-    /// Commit counters of the writer thread.
+    /// Commit counters of the writer.
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
 
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, TENANTS)).await,
+            Backend::Postgres(p) => p.all_json("tenants").await,
+        }
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, TOKENS)).await,
+            Backend::Postgres(p) => p.all_json("tokens").await,
+        }
+    }
+
+    /// Every stored endpoint health record.
+    pub async fn health_records(&self) -> Result<Vec<EndpointHealth>, StoreError> {
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, ENDPOINT_HEALTH)).await,
+            Backend::Postgres(p) => p.all_json("endpoint_health").await,
+        }
+    }
+
+    /// Endpoints created through the API, in id order.
+    pub async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, ENDPOINTS)).await,
+            Backend::Postgres(p) => p.all_json("endpoints").await,
+        }
+    }
+
+    /// Whether a pending delivery has its due entry (for a FIFO queue: whether it is the
+    /// queue's head rather than waiting behind an older delivery).
+    pub async fn is_due(&self, d: &DeliveryRecord) -> Result<bool, StoreError> {
+        let Some(at) = d.next_attempt_at_ms else { return Ok(false) };
+        let (endpoint, id) = (d.endpoint_id.clone(), d.id);
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, move |db| read::is_due(db, &endpoint, at, id)).await,
+            Backend::Postgres(p) => p.is_due(id, at).await,
+        }
+    }
+
+    /// When the oldest pending delivery was created, if any is pending.
+    pub async fn oldest_pending_ms(&self) -> Result<Option<u64>, StoreError> {
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, read::oldest_pending_ms).await,
+            Backend::Postgres(p) => p.oldest_pending_ms().await,
+        }
+    }
+
+    /// A page of deliveries matching `q`, newest first, answered from the indexes.
+    pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, move |db| read::list_deliveries(db, &q)).await,
+            Backend::Postgres(p) => p.list_deliveries(&q).await,
+        }
+    }
+
     pub async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        self.read(move |db| read::get_json(db, EVENTS, id)).await
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, move |db| read::get_json(db, EVENTS, id)).await,
+            Backend::Postgres(p) => p.record("events", id).await,
+        }
     }
 
     pub async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryRecord>, StoreError> {
-        self.read(move |db| read::get_json(db, DELIVERIES, id)).await
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, move |db| read::get_json(db, DELIVERIES, id)).await,
+            Backend::Postgres(p) => p.record("deliveries", id).await,
+        }
     }
 
     /// A delivery and its event, read in one snapshot.
     pub async fn delivery_with_event(&self, id: Uuid) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
-        self.read(move |db| {
-            let Some(d) = read::get_json::<DeliveryRecord>(db, DELIVERIES, id)? else {
-                return Ok(None);
-            };
-            let e = read::get_json::<EventRecord>(db, EVENTS, d.event_id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} has no event")))?;
-            Ok(Some((d, e)))
-        })
-        .await
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, move |db| read::delivery_with_event(db, id)).await,
+            Backend::Postgres(p) => p.delivery_with_event(id).await,
+        }
     }
 
     pub async fn deliveries(&self, ids: Vec<Uuid>) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.read(move |db| {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(d) = read::get_json(db, DELIVERIES, id)? {
-                    out.push(d);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, move |db| read::deliveries(db, &ids)).await,
+            Backend::Postgres(p) => p.deliveries(&ids).await,
+        }
     }
 
     /// Finds deliveries due at or before `now_ms`, endpoint by endpoint, skipping `claimed` ones,
-    /// taking one more of an endpoint's while `admit(endpoint)` says yes and at most
-    /// `global_free` in all, and reads their records in the same snapshot.
+    /// taking one more of an endpoint's while `admit(endpoint)` says yes (at most
+    /// `per_endpoint` each) and at most `global_free` in all, and reads their records in the same
+    /// snapshot.
     ///
     /// `claimed` must be taken *before* this call: an id released after its record was
     /// committed must not be seen as unclaimed by a snapshot older than that commit.
+    ///
+    /// On PostgreSQL the deliveries returned are *leased* to this node (see `store::pg`): other
+    /// nodes skip them until the lease ends, and their records are written back by `finish`.
     pub async fn scan_due(
         &self,
         now_ms: u64,
         claimed: HashSet<Uuid>,
         mut admit: impl FnMut(&str) -> bool + Send + 'static,
-        global_free: usize,
+        limits: ScanLimits,
     ) -> Result<DueScan, StoreError> {
-        self.read(move |db| read::scan_due(db, now_ms, &claimed, &mut admit, global_free)).await
+        match &self.backend {
+            Backend::Redb { db, .. } => {
+                redb_read(db, move |db| read::scan_due(db, now_ms, &claimed, &mut admit, limits.global_free)).await
+            }
+            Backend::Postgres(p) => p.scan_due(now_ms, &claimed, &mut admit, limits).await,
+        }
     }
 
-    /// How many deliveries are pending.
+    /// How many deliveries are due or waiting for a retry (FIFO deliveries behind their queue's
+    /// head are not counted).
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
-        self.read(|db| {
-            let txn = db.begin_read().map_err(storage)?;
-            let due = txn.open_table(DUE).map_err(storage)?;
-            due.len().map_err(storage)
-        })
-        .await
+        match &self.backend {
+            Backend::Redb { db, .. } => redb_read(db, read::due_count).await,
+            Backend::Postgres(p) => p.pending_count().await,
+        }
+    }
+
+    /// Keeps this node's leases on `ids` (deliveries it is still working on). No-op on redb.
+    pub async fn renew_leases(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb { .. } => Ok(()),
+            Backend::Postgres(p) => p.renew_leases(&ids).await,
+        }
+    }
+
+    /// Gives up this node's leases on `ids` (passes that ended without a write), or on every
+    /// delivery it holds when `ids` is `None` (shutdown), so other nodes need not wait for the
+    /// leases to run out. No-op on redb.
+    pub async fn release_leases(&self, ids: Option<Vec<Uuid>>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb { .. } => Ok(()),
+            Backend::Postgres(p) => p.release_leases(ids.as_deref()).await,
+        }
     }
 
     /// Writes a due entry with no delivery behind it, as a damaged file could hold.
     #[cfg(test)]
     pub(crate) fn insert_orphan_due(&self, endpoint_id: &str, due_ms: u64, id: Uuid) {
-        let txn = self.db.begin_write().unwrap();
+        let Backend::Redb { db, .. } = &self.backend else { panic!("redb only") };
+        let txn = db.begin_write().unwrap();
         txn.open_table(DUE).unwrap().insert((endpoint_id, due_ms, id.as_u128()), ()).unwrap();
         txn.commit().unwrap();
     }
@@ -582,21 +674,42 @@ impl Store {
     /// Writes a FIFO queue entry and a due entry with no delivery behind them.
     #[cfg(test)]
     pub(crate) fn insert_orphan_head(&self, endpoint_id: &str, queue: &str, id: Uuid) {
-        let txn = self.db.begin_write().unwrap();
+        let Backend::Redb { db, .. } = &self.backend else { panic!("redb only") };
+        let txn = db.begin_write().unwrap();
         txn.open_table(schema::FIFO).unwrap().insert((endpoint_id, queue, id.as_u128()), ()).unwrap();
         txn.open_table(DUE).unwrap().insert((endpoint_id, 1, id.as_u128()), ()).unwrap();
         txn.commit().unwrap();
     }
+}
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+/// Bounds of one due scan.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLimits {
+    /// Deliveries taken at most in all.
+    pub global_free: usize,
+    /// Deliveries of one endpoint taken at most (PostgreSQL also counts other nodes' leases
+    /// against `cluster_per_endpoint`).
+    pub per_endpoint: usize,
+    /// Deliveries of one endpoint leased at once across every node (PostgreSQL only).
+    pub cluster_per_endpoint: usize,
+}
+
+impl ScanLimits {
+    /// No per-endpoint bound beyond `admit`: for tests and benches.
+    pub fn global(n: usize) -> ScanLimits {
+        ScanLimits { global_free: n, per_endpoint: n, cluster_per_endpoint: usize::MAX }
     }
+}
+
+/// Runs a redb read off the async runtime.
+async fn redb_read<T: Send + 'static>(
+    db: &Arc<Database>,
+    f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -7,11 +7,13 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use uuid::Uuid;
 
+use super::schema::state_key;
 use super::schema::{DELIVERIES, DELIVERY_INDEX, DUE, EVENTS};
 use super::{DeliveryPage, DeliveryQuery, DueItem, DueScan, Loaded, StoreError, storage};
+use crate::model::DeliveryState;
 use crate::model::{DeliveryRecord, EventRecord};
 
 pub(super) fn get_json<T: serde::de::DeserializeOwned>(
@@ -188,4 +190,56 @@ fn load(
             Ok(Loaded::UnreadableEvent(Box::new(delivery), message))
         }
     }
+}
+
+pub(super) fn is_due(db: &Database, endpoint: &str, at: u64, id: Uuid) -> Result<bool, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let due = txn.open_table(DUE).map_err(storage)?;
+    Ok(due.get((endpoint, at, id.as_u128())).map_err(storage)?.is_some())
+}
+
+/// The first id under the `pending` state key (ids are UUIDv7, so the oldest), then its record.
+pub(super) fn oldest_pending_ms(db: &Database) -> Result<Option<u64>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let index = txn.open_table(DELIVERY_INDEX).map_err(storage)?;
+    let key = state_key(DeliveryState::Pending);
+    let first = match index.range((key.as_str(), 0u128)..=(key.as_str(), u128::MAX)).map_err(storage)?.next() {
+        Some(entry) => entry.map_err(storage)?.0.value().1,
+        None => return Ok(None),
+    };
+    let deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
+    let Some(raw) = deliveries.get(first).map_err(storage)? else {
+        return Ok(Some((first >> 80) as u64));
+    };
+    let created =
+        serde_json::from_slice::<DeliveryRecord>(raw.value()).map_or((first >> 80) as u64, |d| d.created_at_ms);
+    Ok(Some(created))
+}
+
+pub(super) fn delivery_with_event(
+    db: &Database,
+    id: Uuid,
+) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
+    let Some(d) = get_json::<DeliveryRecord>(db, DELIVERIES, id)? else {
+        return Ok(None);
+    };
+    let e = get_json::<EventRecord>(db, EVENTS, d.event_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("delivery {id} has no event")))?;
+    Ok(Some((d, e)))
+}
+
+pub(super) fn deliveries(db: &Database, ids: &[Uuid]) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(d) = get_json(db, DELIVERIES, *id)? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn due_count(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let due = txn.open_table(DUE).map_err(storage)?;
+    due.len().map_err(storage)
 }

@@ -1,4 +1,7 @@
-//! The store's invariants, exercised through its public operations on a temp database.
+//! The store's contract: its invariants, exercised through its public operations, on both
+//! backends. Each `contract!` test runs once on a temp redb file and once on a fresh database of
+//! the PostgreSQL server that `HOOKGATE_TEST_POSTGRES_URL` names (`.ci/run` starts one). Without
+//! that variable the PostgreSQL half says how to run it and passes locally; under `CI` it fails.
 
 use super::*;
 use crate::model::DeliveryState;
@@ -33,10 +36,124 @@ fn attempt(n: u32) -> AttemptRecord {
     }
 }
 
-#[tokio::test]
-async fn due_scan_is_per_endpoint_and_respects_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Redb,
+    Postgres,
+}
+
+/// A store under test, and what reopening it needs.
+struct TestStore {
+    kind: Kind,
+    store: Option<Store>,
+    writer: Option<WriterThread>,
+    dir: tempfile::TempDir,
+    url: Option<String>,
+}
+
+/// The PostgreSQL server for tests, or `None` (locally, after saying how to get one).
+pub(crate) fn test_server() -> Option<String> {
+    match std::env::var(pg::testing::ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{} is not set: under CI the PostgreSQL tests must run (see .ci/run)", pg::testing::ENV)
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: set {}=postgres://user@127.0.0.1:port/postgres (a throwaway server; .ci/run starts one) to run the PostgreSQL half",
+                pg::testing::ENV
+            );
+            None
+        }
+    }
+}
+
+impl TestStore {
+    async fn open(kind: Kind) -> Option<TestStore> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match kind {
+            Kind::Redb => None,
+            Kind::Postgres => Some(pg::testing::fresh_database(&test_server()?).await.unwrap()),
+        };
+        let (store, writer) = Self::connect(kind, dir.path(), url.as_deref()).await;
+        Some(TestStore { kind, store: Some(store), writer: Some(writer), dir, url })
+    }
+
+    async fn connect(kind: Kind, dir: &Path, url: Option<&str>) -> (Store, WriterThread) {
+        match kind {
+            Kind::Redb => Store::open(dir).unwrap(),
+            Kind::Postgres => {
+                let storage = crate::config::StorageConfig::Postgres(pg::testing::config(url.unwrap()));
+                let o = OpenOptions {
+                    storage: &storage,
+                    data_dir: dir,
+                    cache_bytes: 1 << 20,
+                    faults: Arc::default(),
+                    migrate: true,
+                };
+                Store::open_configured(o).await.unwrap()
+            }
+        }
+    }
+
+    /// Closes the store (its writer commits what it holds) and opens it again.
+    async fn reopen(&mut self) {
+        self.close_writer().await;
+        let (store, writer) = Self::connect(self.kind, self.dir.path(), self.url.as_deref()).await;
+        self.store = Some(store);
+        self.writer = Some(writer);
+    }
+
+    async fn close_writer(&mut self) {
+        // Every handle must be gone for the writer to end: the body's clones are dropped by now.
+        self.store = None;
+        self.writer.take().unwrap().finish().await;
+    }
+
+    async fn close(mut self) {
+        self.close_writer().await;
+    }
+
+    /// Ends every lease this store's scans took (no-op on redb), so that the next scan sees
+    /// the same due deliveries again, as a later round of the scheduler would after the passes
+    /// ended.
+    async fn forget_leases(&self) {
+        self.store().release_leases(None).await.unwrap();
+    }
+
+    /// A handle to the open store.
+    fn store(&self) -> Store {
+        self.store.clone().expect("the store is open")
+    }
+}
+
+/// Declares a contract test: its body runs on redb and on PostgreSQL, as `name::redb` and
+/// `name::postgres`.
+macro_rules! contract {
+    ($(#[$meta:meta])* async fn $name:ident($t:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            use super::*;
+            async fn body($t: &mut TestStore) $body
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                let mut t = TestStore::open(Kind::Redb).await.unwrap();
+                body(&mut t).await;
+                t.close().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(mut t) = TestStore::open(Kind::Postgres).await else { return };
+                body(&mut t).await;
+                t.close().await;
+            }
+        }
+    };
+}
+
+contract! {
+async fn due_scan_is_per_endpoint_and_respects_limits(t) {
+    let store = t.store();
     let ev = Uuid::now_v7();
     // Endpoint "a" has a large backlog due first; "b" has one delivery due later.
     let mut ds: Vec<_> = (0..50).map(|i| delivery(ev, "a", 100 + i)).collect();
@@ -44,14 +161,15 @@ async fn due_scan_is_per_endpoint_and_respects_limits() {
     ds.push(delivery(ev, "c", 5_000));
     let b_id = ds[50].id;
     store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(3), 100).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(3), ScanLimits::global(100)).await.unwrap();
     let got: Vec<&str> = scan.items.iter().map(|i| i.endpoint_id.as_str()).collect();
     assert_eq!(got, ["a", "a", "a", "b"], "a's backlog must not hide b");
     assert_eq!(scan.items[3].delivery_id, b_id);
     assert_eq!(scan.next_due_ms, Some(5_000));
+    t.forget_leases().await;
     // In-flight deliveries are skipped; the global limit caps the total.
     let in_flight: HashSet<Uuid> = ds[..3].iter().map(|d| d.id).collect();
-    let scan = store.scan_due(1_000, in_flight, per_endpoint(3), 2).await.unwrap();
+    let scan = store.scan_due(1_000, in_flight, per_endpoint(3), ScanLimits::global(2)).await.unwrap();
     let ids: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
     assert_eq!(ids, [ds[3].id, ds[4].id]);
     // Recording a retry moves the due entry; success removes it.
@@ -62,14 +180,12 @@ async fn due_scan_is_per_endpoint_and_respects_limits() {
     let d = store.delivery(b_id).await.unwrap().unwrap();
     assert_eq!((d.state, d.next_attempt_at_ms), (DeliveryState::Succeeded, None));
     assert_eq!(store.pending_count().await.unwrap(), 51);
-    drop(store);
-    writer.join();
+}
 }
 
-#[tokio::test]
-async fn idempotency_keys_replay_and_conflict_within_one_batch_and_after_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+contract! {
+async fn idempotency_keys_replay_and_conflict_within_one_batch_and_after_reopen(t) {
+    let store = t.store();
     let claim = |hash: &str| Some(IdempotencyClaim { key: "k1".into(), request_hash: hash.into() });
     let ev = Uuid::now_v7();
     let ds = vec![delivery(ev, "a", 1)];
@@ -85,8 +201,8 @@ async fn idempotency_keys_replay_and_conflict_within_one_batch_and_after_reopen(
     assert_eq!(created, 1, "{outcomes:?}");
     assert!(outcomes.iter().all(|o| matches!(o, IngestOutcome::Created { event_id, .. } | IngestOutcome::Replayed { event_id, .. } if *event_id == ev)));
     drop(store);
-    writer.join();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+    t.reopen().await;
+    let store = t.store();
     let other = vec![delivery(Uuid::now_v7(), "a", 1)];
     let again = store
         .ingest(IngestWrite { event: event(&other), deliveries: other.clone(), idempotency: claim("h") })
@@ -98,16 +214,14 @@ async fn idempotency_keys_replay_and_conflict_within_one_batch_and_after_reopen(
         .await
         .unwrap();
     assert_eq!(conflict, IngestOutcome::KeyReused);
-    drop(store);
-    writer.join();
+}
 }
 
+contract! {
 /// Interleaving filters without matches exhaust the seek budget: pages come back short with
 /// a cursor, and following the cursors still finds the one match, exactly once.
-#[tokio::test]
-async fn listing_resumes_after_the_seek_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+async fn listing_resumes_after_the_seek_budget(t) {
+    let store = t.store();
     let ev = Uuid::now_v7();
     // 3 x SEEK_BUDGET deliveries alternating endpoints a/b; only the oldest "a" failed.
     let mut ds: Vec<DeliveryRecord> = (0..3 * read::SEEK_BUDGET)
@@ -138,16 +252,17 @@ async fn listing_resumes_after_the_seek_budget() {
         }
     }
     assert_eq!(found, [target]);
-    assert!(pages > 1, "the budget must have cut at least one page short");
-    drop(store);
-    writer.join();
+    // redb answers from its indexes with a seek budget per request; PostgreSQL plans the query.
+    if t.kind == Kind::Redb {
+        assert!(pages > 1, "the budget must have cut at least one page short");
+    }
+}
 }
 
+contract! {
 /// Group commit: many concurrent writers share commits instead of paying one fsync each.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_ingests_share_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+async fn concurrent_ingests_share_commits(t) {
+    let store = t.store();
     let writes = (0..200).map(|_| {
         let s = store.clone();
         let ds = vec![delivery(Uuid::now_v7(), "a", 1)];
@@ -161,16 +276,14 @@ async fn concurrent_ingests_share_commits() {
     assert_eq!(ops, 200);
     assert!(commits < 100, "200 concurrent ingests took {commits} commits");
     assert_eq!(store.pending_count().await.unwrap(), 200);
-    drop(store);
-    writer.join();
+}
 }
 
+contract! {
 /// The test fault switch behaves like a full disk: commits fail and store nothing, reads
 /// still work, and the store recovers when the switch is off.
-#[tokio::test]
-async fn failed_commits_store_nothing_and_reads_still_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+async fn failed_commits_store_nothing_and_reads_still_work(t) {
+    let store = t.store();
     let ds = vec![delivery(Uuid::now_v7(), "a", 1)];
     let id = ds[0].id;
     store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
@@ -186,16 +299,14 @@ async fn failed_commits_store_nothing_and_reads_still_work() {
     store.faults().fail_commits.store(false, Ordering::Relaxed);
     store.record_attempt(id, attempt(1), Next::Succeeded, None).await.unwrap();
     assert_eq!(store.delivery(id).await.unwrap().unwrap().state, DeliveryState::Succeeded);
-    drop(store);
-    writer.join();
+}
 }
 
+contract! {
 /// Every way an attempt can end is a durable write that takes the delivery out of the due
 /// index (or moves it), so the scheduler cannot find it again at once.
-#[tokio::test]
-async fn settle_and_drop_due_leave_the_due_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+async fn settle_and_drop_due_leave_the_due_index(t) {
+    let store = t.store();
     let ev = Uuid::now_v7();
     let ds = vec![delivery(ev, "a", 10), delivery(ev, "a", 20)];
     store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
@@ -212,21 +323,19 @@ async fn settle_and_drop_due_leave_the_due_index() {
     assert_eq!((d.state, d.next_attempt_at_ms, d.note), (DeliveryState::Failed, None, Some(note)));
     store.finish(Finish::DropDue { endpoint_id: "a".into(), due_ms: 20, delivery_id: ds[1].id }).await.unwrap();
     assert_eq!(store.pending_count().await.unwrap(), 0);
-    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
     assert!(scan.items.is_empty());
     // Settling a delivery that does not exist is that operation's error, not the batch's.
     let missing =
         Finish::Settle { delivery_id: Uuid::now_v7(), state: DeliveryState::Failed, note: PluginNote::default() };
     assert!(matches!(store.finish(missing).await, Err(StoreError::Corrupt(_))));
-    drop(store);
-    writer.join();
+}
 }
 
+contract! {
 /// The scan reads each due delivery's records in its own snapshot.
-#[tokio::test]
-async fn due_scan_loads_records_and_reports_missing_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+async fn due_scan_loads_records_and_reports_missing_ones(t) {
+    let store = t.store();
     let ds = vec![delivery(Uuid::now_v7(), "a", 10)];
     store.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
     let orphan = vec![delivery(Uuid::now_v7(), "b", 10)];
@@ -239,21 +348,19 @@ async fn due_scan_loads_records_and_reports_missing_ones() {
         })
         .await
         .unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
     assert_eq!(scan.items.len(), 2);
     assert!(matches!(&scan.items[0].loaded, Loaded::Ready(d, e) if d.id == ds[0].id && e.id == ds[0].event_id));
     assert!(matches!(&scan.items[1].loaded, Loaded::NoEvent(d) if d.id == orphan[0].id));
     assert_eq!(scan.items[1].due_ms, 10);
-    drop(store);
-    writer.join();
+}
 }
 
+contract! {
 /// FIFO queues: only the oldest pending delivery of a queue is due; when it is final the
 /// next one becomes due; other queues are independent.
-#[tokio::test]
-async fn fifo_queues_expose_only_their_head() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+async fn fifo_queues_expose_only_their_head(t) {
+    let store = t.store();
     let queued = |q: &str| {
         let mut d = delivery(Uuid::now_v7(), "a", 1);
         d.fifo = Some(q.into());
@@ -265,7 +372,8 @@ async fn fifo_queues_expose_only_their_head() {
         store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
     }
     let due = |store: Store| async move {
-        let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
+        let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
+        store.release_leases(None).await.unwrap();
         let mut ids = scan.items.iter().map(|i| i.delivery_id).collect::<Vec<_>>();
         ids.sort();
         ids
@@ -292,8 +400,7 @@ async fn fifo_queues_expose_only_their_head() {
     assert_eq!(due(store.clone()).await.len(), 2);
     assert_eq!(store.release_fifo("a".into()).await.unwrap(), 4);
     assert_eq!(due(store.clone()).await.len(), 4);
-    drop(store);
-    writer.join();
+}
 }
 
 /// A FIFO head whose delivery record is gone (a damaged file) does not block its queue: dropping
@@ -308,24 +415,23 @@ async fn a_dropped_orphan_head_lets_its_queue_move() {
     d.fifo = Some("x".into());
     let one = vec![d.clone()];
     store.ingest(IngestWrite { event: event(&one), deliveries: one, idempotency: None }).await.unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
     assert_eq!(scan.items.len(), 1);
     assert!(matches!(scan.items[0].loaded, Loaded::NoDelivery));
     store.finish(Finish::DropDue { endpoint_id: "a".into(), due_ms: 1, delivery_id: orphan }).await.unwrap();
-    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), 10).await.unwrap();
+    let scan = store.scan_due(1_000, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
     let ids: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
     assert_eq!(ids, [d.id]);
     drop(store);
     writer.join();
 }
 
+contract! {
 /// Retention keeps the file from growing: each cycle writes a window of final deliveries and
 /// prunes the one before; once the window is full the file stops growing, because redb
 /// reuses the pages pruning frees.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pruning_makes_the_file_plateau() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, writer) = Store::open(dir.path()).unwrap();
+async fn pruning_makes_the_file_plateau(t) {
+    let store = t.store();
     let payload = format!("{{\"data\":{{\"text\":\"{}\"}},\"trigger\":\"t\"}}", "x".repeat(400));
     let mut sizes = Vec::new();
     let mut pruned = 0;
@@ -357,11 +463,13 @@ async fn pruning_makes_the_file_plateau() {
     assert_eq!(pruned, 7 * 2_000, "every window but the last is gone");
     let page = store.list_deliveries(DeliveryQuery { limit: 10, ..DeliveryQuery::default() }).await.unwrap();
     assert!(page.deliveries.iter().all(|d| d.created_at_ms == 8_000));
-    let plateau = sizes[2];
-    assert!(sizes[7] <= plateau + plateau / 5, "the file kept growing: {sizes:?}");
+    // The file's plateau is redb's; PostgreSQL's space is VACUUM's business.
+    if t.kind == Kind::Redb {
+        let plateau = sizes[2];
+        assert!(sizes[7] <= plateau + plateau / 5, "the file kept growing: {sizes:?}");
+    }
     eprintln!("file sizes per cycle: {sizes:?}");
-    drop(store);
-    writer.join();
+}
 }
 
 async fn futures_join_all<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
@@ -463,7 +571,7 @@ proptest::proptest! {
                         }
                     }
                 }
-                let scan = store.scan_due(u64::MAX, HashSet::new(), per_endpoint(100), 100).await.unwrap();
+                let scan = store.scan_due(u64::MAX, HashSet::new(), per_endpoint(100), ScanLimits::global(100)).await.unwrap();
                 let mut got: Vec<Uuid> = scan.items.iter().map(|i| i.delivery_id).collect();
                 got.sort();
                 let mut want: Vec<Uuid> = due.iter().flatten().copied().collect();

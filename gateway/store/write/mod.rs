@@ -1,6 +1,7 @@
-//! The write path: the single writer thread and the group commit.
+//! The write path: the operations ([`Op`]) and the redb writer thread with its group commit.
 //!
-//! Owns: write transactions. Every write of the gateway arrives here as an [`Op`]; the writer
+//! Owns: redb write transactions, and the operation and reply types both writers share (the
+//! PostgreSQL writer, `store::pg::write`, applies the same [`Op`]s with the same answers). Every write of the gateway arrives here as an [`Op`]; the writer
 //! drains whatever has queued up (up to `MAX_BATCH` operations), applies it all in one
 //! transaction, commits once with `Durability::Immediate` (one fsync) and only then answers each
 //! caller.
@@ -52,7 +53,7 @@ pub(super) enum Op {
 }
 
 /// A reply to send once the batch's commit has succeeded or failed.
-enum Reply {
+pub(super) enum Reply {
     Ingest(oneshot::Sender<Result<IngestOutcome, StoreError>>, Result<IngestOutcome, StoreError>),
     Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
     Count(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
@@ -61,7 +62,7 @@ enum Reply {
 
 impl Reply {
     /// Answers the caller: its own result if the batch committed, the commit's error if not.
-    fn send(self, commit: &Result<(), StoreError>) {
+    pub(super) fn send(self, commit: &Result<(), StoreError>) {
         fn pick<T>(own: Result<T, StoreError>, commit: &Result<(), StoreError>) -> Result<T, StoreError> {
             match commit {
                 Ok(()) => own,
@@ -216,7 +217,7 @@ fn apply_batch(
 }
 
 /// Separates a storage failure (which abandons the batch) from the operation's own answer.
-fn split<T>(
+pub(super) fn split<T>(
     r: Result<Result<T, StoreError>, StoreError>,
     failure: &mut Option<StoreError>,
     reply: impl FnOnce(Result<T, StoreError>) -> Reply,
@@ -471,14 +472,14 @@ impl<'t> Tables<'t> {
 }
 
 /// Every `delivery_index` key of a delivery (see the `store` header).
-fn index_keys(d: &DeliveryRecord) -> Vec<String> {
+pub(super) fn index_keys(d: &DeliveryRecord) -> Vec<String> {
     let mut keys =
         vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger), tenant_key(d.tenant())];
     keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
     keys
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Our records contain only strings, numbers and UUIDs: serialising them cannot fail.
     serde_json::to_vec(v).expect("records serialise")
 }

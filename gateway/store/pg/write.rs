@@ -1,0 +1,850 @@
+//! The PostgreSQL writer: the group commit on PostgreSQL.
+//!
+//! Owns: write transactions on PostgreSQL. Like the redb writer, one task drains whatever
+//! operations have queued up (up to `MAX_BATCH`), applies them in one transaction and answers
+//! every caller only after the commit (`synchronous_commit = on`, so after the WAL flush).
+//! The work is shaped for round trips, not rows: the deliveries a batch changes are locked and
+//! read with one statement, changed in memory, and written back with one; new events and
+//! deliveries go in one multi-row `INSERT` each; idempotency keys are claimed with one
+//! `INSERT … ON CONFLICT` (the primary key makes a key unique across every node).
+//! Must not touch: reads for callers, leases other than ending them (`finish` ends the pass
+//! that held one), or anything that does not go through an [`Op`].
+//!
+//! Rare paths (FIFO queues, retention, tenants) write what is pending first ("flush") and then
+//! run their own statements, so they see the batch's earlier changes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+
+use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{CHANNEL, ms, pg_error, pool_error};
+use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EventRecord};
+use crate::store::write::{Op, Reply, index_keys, split, to_json};
+use crate::store::{
+    Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, PruneRequest, Settings,
+    StoreError, WriterStats,
+};
+
+pub(super) async fn writer_loop(
+    pool: Pool,
+    mut rx: mpsc::Receiver<Op>,
+    stats: &WriterStats,
+    faults: &Faults,
+    settings: &Settings,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let now = crate::model::now_ms();
+        let count = batch.len() as u64;
+        let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
+        let (replies, result) = apply_batch(&pool, std::mem::take(&mut batch), now, ttl, faults).await;
+        match &result {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.operations.fetch_add(count, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, ops = count, "store commit failed; the batch's callers get an error");
+            }
+        }
+        for reply in replies {
+            reply.send(&result);
+        }
+    }
+}
+
+/// Every operation's reply, carrying `e` (nothing of the batch was stored).
+fn fail_all(ops: Vec<Op>, e: StoreError) -> (Vec<Reply>, Result<(), StoreError>) {
+    let replies = ops
+        .into_iter()
+        .map(|op| match op {
+            Op::Ingest(_, tx) => Reply::Ingest(tx, Err(e.clone())),
+            Op::Finish(_, _, tx)
+            | Op::PutEndpoint(_, tx)
+            | Op::PutHealth(_, tx)
+            | Op::PutTenant(_, tx)
+            | Op::DeleteTenant(_, tx)
+            | Op::PutToken(_, tx)
+            | Op::DeleteToken(_, tx)
+            | Op::DeleteEndpoint(_, tx) => Reply::Unit(tx, Err(e.clone())),
+            Op::Prune(_, tx) => Reply::Prune(tx, Err(e.clone())),
+            Op::ReleaseFifo(_, tx) => Reply::Count(tx, Err(e.clone())),
+            Op::Requeue { reply, .. } => Reply::Count(reply, Err(e.clone())),
+        })
+        .collect();
+    (replies, Err(e))
+}
+
+async fn apply_batch(
+    pool: &Pool,
+    ops: Vec<Op>,
+    now: u64,
+    ttl: u64,
+    faults: &Faults,
+) -> (Vec<Reply>, Result<(), StoreError>) {
+    let mut client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => return fail_all(ops, pool_error(e)),
+    };
+    let txn = match client.transaction().await {
+        Ok(t) => t,
+        Err(e) => return fail_all(ops, pg_error(e)),
+    };
+    let mut b = Batch::new(&txn, now);
+    let verdicts = match b.prepare(&ops, ttl).await {
+        Ok(v) => v,
+        Err(e) => return fail_all(ops, e),
+    };
+    let mut failure: Option<StoreError> = None;
+    let mut replies = Vec::with_capacity(ops.len());
+    for (i, op) in ops.into_iter().enumerate() {
+        // After a storage failure the transaction is abandoned; the remaining operations are
+        // not applied, and their callers hear the failure through the commit result.
+        let skip = failure.is_some();
+        let reply = match op {
+            Op::Ingest(w, tx) => {
+                let r = if skip { Err(StoreError::Closed) } else { b.ingest(w, verdicts.get(&i).cloned()).await };
+                split(r, &mut failure, |r| Reply::Ingest(tx, r))
+            }
+            Op::Finish(f, effects, tx) => {
+                let r = if skip { Ok(Ok(())) } else { b.finish(f, effects).await };
+                split(r, &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::PutHealth(effects, tx) => {
+                let r = if skip { Ok(()) } else { b.effects(effects).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::Prune(req, tx) => {
+                let r = if skip { Ok(PruneReport::default()) } else { b.prune(&req).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Prune(tx, r))
+            }
+            Op::PutTenant(r, tx) => {
+                let r = if skip { Ok(()) } else { b.put_keyed("tenants", &r.id, to_json(&r)).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::DeleteTenant(id, tx) => {
+                let r = if skip { Ok(()) } else { b.delete_tenant(&id).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::PutToken(r, tx) => {
+                let r = if skip { Ok(()) } else { b.put_token(&r.id, &r.tenant, to_json(&r)).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::DeleteToken(id, tx) => {
+                let r = if skip { Ok(()) } else { b.exec("DELETE FROM tokens WHERE id = $1", &id).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::ReleaseFifo(endpoint, tx) => {
+                let r = if skip { Ok(0) } else { b.release_fifo(&endpoint).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Count(tx, r))
+            }
+            Op::PutEndpoint(e, tx) => {
+                let r = if skip { Ok(()) } else { b.put_keyed("endpoints", &e.id, to_json(&e)).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::DeleteEndpoint(id, tx) => {
+                // Its health goes with it; its deliveries (the history) stay.
+                let r = if skip { Ok(()) } else { b.delete_endpoint(&id).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+            }
+            Op::Requeue { ids, at_ms, reply } => {
+                let r = if skip { Ok(0) } else { b.requeue(&ids, at_ms).await };
+                split(r.map(Ok), &mut failure, |r| Reply::Count(reply, r))
+            }
+        };
+        replies.push(reply);
+    }
+    if failure.is_none()
+        && let Err(e) = b.flush().await
+    {
+        failure = Some(e);
+    }
+    if failure.is_none()
+        && b.notify
+        && let Err(e) = txn.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await
+    {
+        failure = Some(pg_error(e));
+    }
+    if failure.is_none() && faults.fail_commits.load(Ordering::Relaxed) {
+        failure = Some(StoreError::Storage("commit refused by the test fault switch".into()));
+    }
+    drop(b);
+    if let Some(e) = failure {
+        // Dropping the transaction rolls it back: nothing of the batch is stored.
+        drop(txn);
+        return (replies, Err(e));
+    }
+    let committed = txn.commit().await.map_err(pg_error);
+    (replies, committed)
+}
+
+/// A delivery row as the batch sees it: its record (or why it cannot be read), its due entry,
+/// and whether it must be written back.
+struct Row {
+    rec: Result<DeliveryRecord, String>,
+    due: Option<u64>,
+    dirty: bool,
+    /// The write ends the pass that leased it.
+    end_lease: bool,
+}
+
+/// What an ingest with an `Idempotency-Key` does, decided for the whole batch at once.
+#[derive(Clone)]
+enum Verdict {
+    /// This ingest holds the key now: store it.
+    Store,
+    /// Answer without storing.
+    Answer(Result<IngestOutcome, StoreError>),
+}
+
+struct Batch<'a, 't> {
+    txn: &'a Transaction<'t>,
+    now: u64,
+    rows: HashMap<Uuid, Row>,
+    new_events: Vec<EventRecord>,
+    new_deliveries: Vec<(DeliveryRecord, Option<u64>)>,
+    health: HashMap<String, EndpointHealth>,
+    /// Something became due: tell the other nodes at commit.
+    notify: bool,
+}
+
+impl<'a, 't> Batch<'a, 't> {
+    fn new(txn: &'a Transaction<'t>, now: u64) -> Batch<'a, 't> {
+        Batch {
+            txn,
+            now,
+            rows: HashMap::new(),
+            new_events: Vec::new(),
+            new_deliveries: Vec::new(),
+            health: HashMap::new(),
+            notify: false,
+        }
+    }
+
+    /// Locks and reads every delivery the batch's attempts and resends change (one
+    /// statement, in id order so that two nodes' writers never wait on each other in a cycle),
+    /// and claims the batch's idempotency keys.
+    async fn prepare(&mut self, ops: &[Op], ttl: u64) -> Result<HashMap<usize, Verdict>, StoreError> {
+        let mut ids: Vec<Uuid> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Finish(Finish::Attempt { delivery_id, .. } | Finish::Settle { delivery_id, .. }, _, _) => {
+                    ids.push(*delivery_id);
+                }
+                Op::Requeue { ids: r, .. } => ids.extend(r),
+                _ => {}
+            }
+        }
+        if !ids.is_empty() {
+            ids.sort_unstable();
+            ids.dedup();
+            self.load_rows("SELECT id, due_ms, record FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE", &ids)
+                .await?;
+        }
+        self.claim_keys(ops, ttl).await
+    }
+
+    async fn load_rows(&mut self, sql: &str, ids: &[Uuid]) -> Result<(), StoreError> {
+        let stmt = self.txn.prepare_cached(sql).await.map_err(pg_error)?;
+        for r in self.txn.query(&stmt, &[&ids]).await.map_err(pg_error)? {
+            self.insert_row(&r);
+        }
+        Ok(())
+    }
+
+    /// Caches a `(id, due_ms, record)` row as read (clean).
+    fn insert_row(&mut self, r: &tokio_postgres::Row) -> Uuid {
+        let id: Uuid = r.get(0);
+        let due: Option<i64> = r.get(1);
+        let rec = serde_json::from_slice(r.get::<_, &[u8]>(2)).map_err(|e| format!("{id}: {e}"));
+        self.rows.insert(id, Row { rec, due: due.map(|d| d as u64), dirty: false, end_lease: false });
+        id
+    }
+
+    /// One `INSERT … ON CONFLICT` for every key of the batch (sorted, so concurrent batches
+    /// lock keys in the same order), then one read of the keys that were already held.
+    async fn claim_keys(&mut self, ops: &[Op], ttl: u64) -> Result<HashMap<usize, Verdict>, StoreError> {
+        struct Claim<'o> {
+            index: usize,
+            key: &'o str,
+            hash: &'o str,
+            event_id: Uuid,
+            deliveries: usize,
+        }
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut claims: Vec<Claim<'_>> = Vec::new();
+        let mut repeats: Vec<Claim<'_>> = Vec::new();
+        for (index, op) in ops.iter().enumerate() {
+            let Op::Ingest(w, _) = op else { continue };
+            let Some(c) = &w.idempotency else { continue };
+            let claim = Claim {
+                index,
+                key: &c.key,
+                hash: &c.request_hash,
+                event_id: w.event.id,
+                deliveries: w.deliveries.len(),
+            };
+            if first.contains_key(c.key.as_str()) {
+                repeats.push(claim);
+            } else {
+                first.insert(&c.key, claims.len());
+                claims.push(claim);
+            }
+        }
+        let mut verdicts = HashMap::new();
+        if claims.is_empty() {
+            return Ok(verdicts);
+        }
+        let mut order: Vec<usize> = (0..claims.len()).collect();
+        order.sort_by_key(|&i| claims[i].key);
+        let keys: Vec<&str> = order.iter().map(|&i| claims[i].key).collect();
+        let hashes: Vec<&str> = order.iter().map(|&i| claims[i].hash).collect();
+        let events: Vec<Uuid> = order.iter().map(|&i| claims[i].event_id).collect();
+        let counts: Vec<i32> = order.iter().map(|&i| claims[i].deliveries as i32).collect();
+        // A key stored at or before this has expired and may be claimed again.
+        let expired = ms(self.now.saturating_sub(ttl));
+        let stmt = self
+            .txn
+            .prepare_cached(
+                "INSERT INTO idempotency (key, request_hash, event_id, deliveries, created_ms)
+                 SELECT k, h, e, n, $5 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[]) AS u(k, h, e, n)
+                 ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id,
+                    deliveries = EXCLUDED.deliveries, created_ms = EXCLUDED.created_ms
+                 WHERE idempotency.created_ms <= $6
+                 RETURNING key",
+            )
+            .await
+            .map_err(pg_error)?;
+        let won: HashSet<String> = self
+            .txn
+            .query(&stmt, &[&keys, &hashes, &events, &counts, &ms(self.now), &expired])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let lost: Vec<&str> = keys.iter().copied().filter(|k| !won.contains(*k)).collect();
+        // The record each key stands for now: (request hash, event, deliveries).
+        let mut held: HashMap<String, (String, Uuid, usize)> = HashMap::new();
+        if !lost.is_empty() {
+            let rows = self
+                .txn
+                .query("SELECT key, request_hash, event_id, deliveries FROM idempotency WHERE key = ANY($1)", &[&lost])
+                .await
+                .map_err(pg_error)?;
+            for r in rows {
+                held.insert(r.get(0), (r.get(1), r.get(2), r.get::<_, i32>(3) as usize));
+            }
+        }
+        let answer = |hash: &str, rec: &(String, Uuid, usize)| {
+            Verdict::Answer(Ok(if rec.0 == hash {
+                IngestOutcome::Replayed { event_id: rec.1, deliveries: rec.2 }
+            } else {
+                IngestOutcome::KeyReused
+            }))
+        };
+        for c in &claims {
+            let v = if won.contains(c.key) {
+                held.insert(c.key.to_owned(), (c.hash.to_owned(), c.event_id, c.deliveries));
+                Verdict::Store
+            } else {
+                match held.get(c.key) {
+                    Some(rec) => answer(c.hash, rec),
+                    // Removed between the two statements (retention): the caller retries.
+                    None => Verdict::Answer(Err(StoreError::Storage(
+                        "the idempotency key changed during the request; retry".into(),
+                    ))),
+                }
+            };
+            verdicts.insert(c.index, v);
+        }
+        for c in &repeats {
+            let v = match held.get(c.key) {
+                Some(rec) => answer(c.hash, rec),
+                None => verdicts.get(&claims[first[c.key]].index).cloned().unwrap_or(Verdict::Store),
+            };
+            verdicts.insert(c.index, v);
+        }
+        Ok(verdicts)
+    }
+
+    async fn ingest(
+        &mut self,
+        w: IngestWrite,
+        verdict: Option<Verdict>,
+    ) -> Result<Result<IngestOutcome, StoreError>, StoreError> {
+        if let Some(Verdict::Answer(a)) = verdict {
+            return Ok(a);
+        }
+        let outcome = IngestOutcome::Created { event_id: w.event.id, deliveries: w.deliveries.len() };
+        self.new_events.push(w.event);
+        for d in w.deliveries {
+            let mut due = None;
+            if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms)
+                && self.alone_in_queue(&d).await?
+            {
+                due = Some(at);
+            }
+            self.new_deliveries.push((d, due));
+        }
+        self.notify = true;
+        Ok(Ok(outcome))
+    }
+
+    async fn finish(&mut self, f: Finish, effects: Effects) -> Result<Result<(), StoreError>, StoreError> {
+        let own = match f {
+            Finish::Attempt { delivery_id, attempt, next, prepared } => {
+                self.update_delivery(delivery_id, true, |d| {
+                    if let Some(p) = prepared {
+                        d.prepared = true;
+                        d.body = p.body;
+                    }
+                    d.attempts.push(attempt);
+                    d.requeued = false;
+                    d.note = None;
+                    match next {
+                        Next::RetryAt(at) => (d.state, d.next_attempt_at_ms) = (DeliveryState::Pending, Some(at)),
+                        Next::Succeeded => (d.state, d.next_attempt_at_ms) = (DeliveryState::Succeeded, None),
+                        Next::Failed => (d.state, d.next_attempt_at_ms) = (DeliveryState::Failed, None),
+                        Next::Keep => {}
+                    }
+                })
+                .await?
+            }
+            Finish::Settle { delivery_id, state, note } => {
+                self.update_delivery(delivery_id, true, |d| {
+                    d.state = state;
+                    d.next_attempt_at_ms = None;
+                    d.prepared = state == DeliveryState::Filtered;
+                    d.note = Some(note);
+                })
+                .await?
+            }
+            Finish::DropDue { endpoint_id, due_ms, delivery_id } => {
+                self.drop_due(&endpoint_id, due_ms, delivery_id).await?;
+                Ok(())
+            }
+        };
+        self.effects(effects).await?;
+        Ok(own)
+    }
+
+    async fn effects(&mut self, effects: Effects) -> Result<(), StoreError> {
+        if let Some(h) = effects.health {
+            match self.health.get(&h.endpoint_id) {
+                Some(held) if held.version >= h.version => {}
+                _ => {
+                    self.health.insert(h.endpoint_id.clone(), h);
+                }
+            }
+        }
+        for w in effects.events {
+            // Operational events carry no idempotency key, so this cannot be refused.
+            self.ingest(w, None).await?.map(drop).ok();
+        }
+        Ok(())
+    }
+
+    /// Changes one delivery and keeps its due entry and FIFO queue in step (the store's
+    /// invariants; the same rules as the redb writer's `update_delivery`).
+    async fn update_delivery(
+        &mut self,
+        id: Uuid,
+        end_lease: bool,
+        change: impl FnOnce(&mut DeliveryRecord),
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        if !self.rows.contains_key(&id) {
+            self.load_rows("SELECT id, due_ms, record FROM deliveries WHERE id = ANY($1) FOR UPDATE", &[id]).await?;
+        }
+        let (mut d, mut due) = match self.rows.get(&id) {
+            None => return Ok(Err(StoreError::Corrupt(format!("delivery {id} does not exist")))),
+            Some(Row { rec: Err(e), .. }) => return Ok(Err(StoreError::Corrupt(e.clone()))),
+            Some(Row { rec: Ok(d), due, .. }) => (d.clone(), *due),
+        };
+        let before = (d.state, d.next_attempt_at_ms);
+        change(&mut d);
+        let pending = (before.0 == DeliveryState::Pending, d.state == DeliveryState::Pending);
+        let mut had_due = false;
+        if before.1 != d.next_attempt_at_ms || before.0 != d.state {
+            had_due = due.take().is_some();
+            if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+                // A rescheduled delivery keeps its turn (a FIFO head stays the head); one that
+                // joins a queue is due only if nothing waits ahead of it.
+                let is_due = if pending.0 { had_due || d.fifo.is_none() } else { self.alone_in_queue(&d).await? };
+                if is_due {
+                    due = Some(at);
+                }
+            }
+        }
+        let promote = match (d.fifo.clone(), pending, had_due) {
+            (Some(queue), (true, false), true) => Some((d.endpoint_id.clone(), queue)),
+            _ => None,
+        };
+        let row = self.rows.get_mut(&id).expect("loaded above");
+        row.rec = Ok(d);
+        row.due = due;
+        row.dirty = true;
+        row.end_lease |= end_lease;
+        if let Some((endpoint, queue)) = promote {
+            // The queue's head is final: the next delivery may go now.
+            self.promote(&endpoint, &queue).await?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Whether a delivery joining its queue may have a due entry at once: always without a
+    /// queue; with one, only if no other delivery is pending in it.
+    async fn alone_in_queue(&mut self, d: &DeliveryRecord) -> Result<bool, StoreError> {
+        let Some(queue) = &d.fifo else { return Ok(true) };
+        self.flush().await?;
+        let row = self
+            .txn
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE endpoint_id = $1 AND fifo_queue = $2 AND id <> $3)",
+                &[&d.endpoint_id, queue, &d.id],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(!row.get::<_, bool>(0))
+    }
+
+    /// Gives the first pending delivery of a FIFO queue its due entry (if it has none yet).
+    async fn promote(&mut self, endpoint: &str, queue: &str) -> Result<(), StoreError> {
+        loop {
+            self.flush().await?;
+            let row = self
+                .txn
+                .query_opt(
+                    "SELECT id, due_ms, record FROM deliveries WHERE endpoint_id = $1 AND fifo_queue = $2
+                     ORDER BY id LIMIT 1 FOR UPDATE",
+                    &[&endpoint, &queue],
+                )
+                .await
+                .map_err(pg_error)?;
+            let Some(row) = row else { return Ok(()) };
+            let id = self.insert_row(&row);
+            let r = self.rows.get_mut(&id).expect("just inserted");
+            match &r.rec {
+                Ok(next) if next.state == DeliveryState::Pending => {
+                    if let (None, Some(at)) = (r.due, next.next_attempt_at_ms) {
+                        r.due = Some(at);
+                        r.dirty = true;
+                        self.notify = true;
+                    }
+                    return Ok(());
+                }
+                // A queue entry without a readable pending delivery would block the queue.
+                _ => {
+                    self.rows.remove(&id);
+                    self.txn
+                        .execute("UPDATE deliveries SET fifo_queue = NULL WHERE id = $1", &[&id])
+                        .await
+                        .map_err(pg_error)?;
+                }
+            }
+        }
+    }
+
+    /// A due entry whose delivery is unreadable or not pending: remove it (and the delivery's
+    /// place in its FIFO queue, letting the next one go).
+    async fn drop_due(&mut self, endpoint: &str, due_ms: u64, id: Uuid) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.rows.remove(&id);
+        let row = self
+            .txn
+            .query_opt(
+                "UPDATE deliveries SET due_ms = NULL, lease_owner = NULL, lease_until_ms = NULL
+                 WHERE id = $1 AND endpoint_id = $2 AND due_ms = $3 RETURNING fifo_queue",
+                &[&id, &endpoint, &ms(due_ms)],
+            )
+            .await
+            .map_err(pg_error)?;
+        if let Some(queue) = row.and_then(|r| r.get::<_, Option<String>>(0)) {
+            self.txn
+                .execute("UPDATE deliveries SET fifo_queue = NULL WHERE id = $1", &[&id])
+                .await
+                .map_err(pg_error)?;
+            self.promote(endpoint, &queue).await?;
+        }
+        Ok(())
+    }
+
+    async fn requeue(&mut self, ids: &[Uuid], at_ms: u64) -> Result<usize, StoreError> {
+        let mut queued = 0;
+        for &id in ids {
+            let eligible = matches!(self.rows.get(&id), Some(Row { rec: Ok(d), .. })
+                if d.state == DeliveryState::Failed && d.attempts.len() < crate::model::MAX_ATTEMPTS);
+            if !eligible {
+                continue;
+            }
+            let r = self
+                .update_delivery(id, false, |d| {
+                    d.state = DeliveryState::Pending;
+                    d.next_attempt_at_ms = Some(at_ms);
+                    d.requeued = true;
+                })
+                .await?;
+            queued += usize::from(r.is_ok());
+        }
+        if queued > 0 {
+            self.notify = true;
+        }
+        Ok(queued)
+    }
+
+    async fn release_fifo(&mut self, endpoint: &str) -> Result<usize, StoreError> {
+        self.flush().await?;
+        let rows = self
+            .txn
+            .query(
+                "SELECT id, due_ms, record FROM deliveries WHERE endpoint_id = $1 AND fifo_queue IS NOT NULL
+                 ORDER BY id FOR UPDATE",
+                &[&endpoint],
+            )
+            .await
+            .map_err(pg_error)?;
+        for r in &rows {
+            let id = self.insert_row(r);
+            let row = self.rows.get_mut(&id).expect("just inserted");
+            match &mut row.rec {
+                Ok(d) => {
+                    d.fifo = None;
+                    if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
+                        row.due = Some(at);
+                    }
+                    row.dirty = true;
+                }
+                Err(_) => {
+                    self.rows.remove(&id);
+                    self.txn
+                        .execute("UPDATE deliveries SET fifo_queue = NULL WHERE id = $1", &[&id])
+                        .await
+                        .map_err(pg_error)?;
+                }
+            }
+        }
+        if !rows.is_empty() {
+            self.notify = true;
+        }
+        Ok(rows.len())
+    }
+
+    async fn exec(&mut self, sql: &str, id: &str) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.txn.execute(sql, &[&id]).await.map(drop).map_err(pg_error)
+    }
+
+    async fn put_keyed(&mut self, table: &str, id: &str, record: Vec<u8>) -> Result<(), StoreError> {
+        // `table` is one of our own table names.
+        let sql = format!(
+            "INSERT INTO {table} (id, record) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
+        );
+        self.txn.execute(&sql, &[&id, &record]).await.map(drop).map_err(pg_error)
+    }
+
+    async fn put_token(&mut self, id: &str, tenant: &str, record: Vec<u8>) -> Result<(), StoreError> {
+        self.txn
+            .execute(
+                "INSERT INTO tokens (id, tenant, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, record = EXCLUDED.record",
+                &[&id, &tenant, &record],
+            )
+            .await
+            .map(drop)
+            .map_err(pg_error)
+    }
+
+    async fn delete_endpoint(&mut self, id: &str) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.txn.execute("DELETE FROM endpoints WHERE id = $1", &[&id]).await.map_err(pg_error)?;
+        self.txn.execute("DELETE FROM endpoint_health WHERE id = $1", &[&id]).await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Removes a tenant with its endpoints, their health and its tokens (its deliveries stay).
+    async fn delete_tenant(&mut self, id: &str) -> Result<(), StoreError> {
+        self.flush().await?;
+        let prefix = format!("{id}/");
+        let t = self.txn;
+        t.execute("DELETE FROM tenants WHERE id = $1", &[&id]).await.map_err(pg_error)?;
+        t.execute("DELETE FROM endpoint_health WHERE starts_with(id, $1)", &[&prefix]).await.map_err(pg_error)?;
+        t.execute("DELETE FROM endpoints WHERE starts_with(id, $1)", &[&prefix]).await.map_err(pg_error)?;
+        t.execute("DELETE FROM tokens WHERE tenant = $1", &[&id]).await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// One bounded retention pass, with the same answers as the redb writer's.
+    async fn prune(&mut self, req: &PruneRequest) -> Result<PruneReport, StoreError> {
+        self.flush().await?;
+        let t = self.txn;
+        t.execute(
+            "DELETE FROM idempotency WHERE key IN
+                (SELECT key FROM idempotency WHERE created_ms < $1 ORDER BY created_ms LIMIT 10000)",
+            &[&ms(req.idempotency_cutoff_ms)],
+        )
+        .await
+        .map_err(pg_error)?;
+        let after = Uuid::from_u128(req.after.unwrap_or(0));
+        let first = if req.after.is_some() { "id > $1" } else { "id >= $1" };
+        let rows = t
+            .query(
+                &format!("SELECT id, received_at_ms FROM events WHERE {first} ORDER BY id LIMIT $2"),
+                &[&after, &(req.max_events as i64)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut report = PruneReport::default();
+        let mut old: Vec<Uuid> = Vec::new();
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            let received: i64 = r.get(1);
+            // Events are in arrival order: the rest are younger.
+            if received as u64 >= req.cutoff_ms {
+                report.next = None;
+                break;
+            }
+            old.push(id);
+            report.next = Some(id.as_u128());
+        }
+        if rows.len() < req.max_events && report.next.is_some() {
+            // The table ended before the budget did: nothing is left to visit.
+            report.next = None;
+        }
+        if !old.is_empty() {
+            let n = t
+                .execute("DELETE FROM deliveries WHERE event_id = ANY($1) AND state <> 'pending'", &[&old])
+                .await
+                .map_err(pg_error)?;
+            report.deliveries = n;
+            let n = t
+                .execute(
+                    "DELETE FROM events e WHERE e.id = ANY($1)
+                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)",
+                    &[&old],
+                )
+                .await
+                .map_err(pg_error)?;
+            report.events = n;
+        }
+        // Rows this batch had read may be gone now.
+        self.rows.clear();
+        Ok(report)
+    }
+
+    /// Writes what the batch holds in memory: new events and deliveries (one multi-row
+    /// `INSERT` each), changed deliveries (one `UPDATE … FROM unnest`) and health snapshots.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let t = self.txn;
+        if !self.new_events.is_empty() {
+            let events = std::mem::take(&mut self.new_events);
+            let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+            let received: Vec<i64> = events.iter().map(|e| ms(e.received_at_ms)).collect();
+            let records: Vec<Vec<u8>> = events.iter().map(to_json).collect();
+            let stmt = t
+                .prepare_cached(
+                    "INSERT INTO events (id, received_at_ms, record)
+                     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])",
+                )
+                .await
+                .map_err(pg_error)?;
+            t.execute(&stmt, &[&ids, &received, &records]).await.map_err(pg_error)?;
+        }
+        if !self.new_deliveries.is_empty() {
+            let new = std::mem::take(&mut self.new_deliveries);
+            let ids: Vec<Uuid> = new.iter().map(|(d, _)| d.id).collect();
+            let events: Vec<Uuid> = new.iter().map(|(d, _)| d.event_id).collect();
+            let endpoints: Vec<&str> = new.iter().map(|(d, _)| d.endpoint_id.as_str()).collect();
+            let states: Vec<&str> = new.iter().map(|(d, _)| d.state.as_str()).collect();
+            let keys: Vec<String> = new.iter().map(|(d, _)| filter_keys(d)).collect();
+            let due: Vec<Option<i64>> = new.iter().map(|(_, due)| due.map(ms)).collect();
+            let fifo: Vec<Option<&str>> = new.iter().map(|(d, _)| fifo_queue(d)).collect();
+            let records: Vec<Vec<u8>> = new.iter().map(|(d, _)| to_json(d)).collect();
+            let stmt = t
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, event_id, endpoint_id, state, keys, due_ms, fifo_queue, record)
+                     SELECT id, ev, ep, st, string_to_array(k, chr(31)), due, fq, rec
+                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                                 $7::text[], $8::bytea[]) AS u(id, ev, ep, st, k, due, fq, rec)",
+                )
+                .await
+                .map_err(pg_error)?;
+            t.execute(&stmt, &[&ids, &events, &endpoints, &states, &keys, &due, &fifo, &records])
+                .await
+                .map_err(pg_error)?;
+        }
+        let dirty: Vec<Uuid> = self.rows.iter().filter(|(_, r)| r.dirty).map(|(id, _)| *id).collect();
+        if !dirty.is_empty() {
+            let mut ids = Vec::with_capacity(dirty.len());
+            let mut states = Vec::with_capacity(dirty.len());
+            let mut due = Vec::with_capacity(dirty.len());
+            let mut fifo = Vec::with_capacity(dirty.len());
+            let mut records = Vec::with_capacity(dirty.len());
+            let mut end_lease = Vec::with_capacity(dirty.len());
+            for id in dirty {
+                let row = self.rows.get_mut(&id).expect("listed above");
+                let Ok(d) = &row.rec else { continue };
+                ids.push(id);
+                states.push(d.state.as_str());
+                due.push(row.due.map(ms));
+                fifo.push(fifo_queue(d).map(str::to_owned));
+                records.push(to_json(d));
+                end_lease.push(row.end_lease);
+                row.dirty = false;
+            }
+            let stmt = t
+                .prepare_cached(
+                    "UPDATE deliveries d SET state = u.st, due_ms = u.due, fifo_queue = u.fq, record = u.rec,
+                        lease_owner = CASE WHEN u.el THEN NULL ELSE d.lease_owner END,
+                        lease_until_ms = CASE WHEN u.el THEN NULL ELSE d.lease_until_ms END
+                     FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $6::bool[])
+                        AS u(id, st, due, fq, rec, el)
+                     WHERE d.id = u.id",
+                )
+                .await
+                .map_err(pg_error)?;
+            t.execute(&stmt, &[&ids, &states, &due, &fifo, &records, &end_lease]).await.map_err(pg_error)?;
+        }
+        if !self.health.is_empty() {
+            let health = std::mem::take(&mut self.health);
+            let ids: Vec<&str> = health.keys().map(String::as_str).collect();
+            let versions: Vec<i64> = health.values().map(|h| ms(h.version)).collect();
+            let records: Vec<Vec<u8>> = health.values().map(to_json).collect();
+            // A snapshot is written unless a newer one is already stored.
+            t.execute(
+                "INSERT INTO endpoint_health (id, version, record)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
+                 ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, record = EXCLUDED.record
+                 WHERE endpoint_health.version < EXCLUDED.version",
+                &[&ids, &versions, &records],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `keys` column: every index key but the state and endpoint (which are columns), joined
+/// with U+001F, which canonical JSON always escapes and ids never contain.
+fn filter_keys(d: &DeliveryRecord) -> String {
+    let mut keys = index_keys(d);
+    keys.retain(|k| !k.starts_with("s:") && !k.starts_with("e:"));
+    keys.join("\u{1f}")
+}
+
+/// The `fifo_queue` column: the queue while the delivery is pending in it.
+fn fifo_queue(d: &DeliveryRecord) -> Option<&str> {
+    (d.state == DeliveryState::Pending).then_some(d.fifo.as_deref()).flatten()
+}
