@@ -8,6 +8,8 @@ mod util;
 mod api;
 /// `hookgate check` and `--help`.
 mod cli;
+/// Several nodes on one PostgreSQL database: sharing, kill -9, a database restart.
+mod cluster;
 /// The dashboard in headless Chromium.
 mod dashboard;
 /// Signatures, retries, timeouts, redirects, SSRF, fan-out, concurrency limits.

@@ -1,0 +1,310 @@
+//! Several nodes on one PostgreSQL database, with the real binary: deliveries shared between
+//! the nodes (each arrives once, signed), idempotency keys unique across nodes, a node killed
+//! with kill -9 whose work the other node finishes, and a database restart under a running node
+//! (ingest answers 503 meanwhile, nothing acknowledged is lost, the node reconnects by itself).
+//!
+//! These need a PostgreSQL server: `HOOKGATE_TEST_POSTGRES_URL` (started by `.ci/run`), and for
+//! the restart test the server's binaries (`HOOKGATE_TEST_PG_BIN`, run as
+//! `HOOKGATE_TEST_PG_USER` when the tests run as root). Locally, without them, each test says
+//! how to run it and passes; under `CI` it fails.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+/// The test server's URL, or `None` locally (after saying how to get one). Fails under CI.
+fn pg_server() -> Option<String> {
+    let var = hookgate::store::pg::testing::ENV;
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set: under CI the cluster tests must run"),
+        _ => {
+            eprintln!("SKIPPED: set {var} to a throwaway PostgreSQL server's URL (.ci/run starts one)");
+            None
+        }
+    }
+}
+
+async fn fresh_database() -> Option<String> {
+    let base = pg_server()?;
+    Some(hookgate::store::pg::testing::fresh_database(&base).await.unwrap())
+}
+
+fn node_config(data_dir: &Path, port: u16, receiver_url: &str, db: &str) -> String {
+    let cfg = base_config(data_dir) + &endpoint("r", receiver_url, r#"["*"]"#);
+    let cfg = set(&cfg, "server", "listen", &format!("\"127.0.0.1:{port}\""));
+    let cfg = set(&cfg, "delivery", "max_retries", "50");
+    let cfg = set(&cfg, "delivery", "backoff_max", "\"200ms\"");
+    let cfg = set(&cfg, "storage", "backend", "\"postgres\"");
+    let cfg = set(&cfg, "storage", "postgres_url", &format!("\"{db}\""));
+    set(&cfg, "storage", "lease", "\"2s\"")
+}
+
+async fn start_node(dir: &tempfile::TempDir, name: &str, receiver: &Receiver, db: &str) -> GatewayProcess {
+    let port = free_port();
+    let cfg = node_config(&dir.path().join(name), port, &receiver.url("/hook"), db);
+    GatewayProcess::spawn(&dir.path().join(format!("{name}.toml")), &cfg, port).await
+}
+
+async fn post(base: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    response(req).await
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    response(
+        reqwest::Client::new().get(format!("{base}{path}")).header("authorization", format!("Bearer {ADMIN_TOKEN}")),
+    )
+    .await
+}
+
+/// Waits until every event's delivery has succeeded (asking `base`), at most `within`.
+async fn all_succeed(base: &str, events: &[String], within: Duration) {
+    let mut deliveries = Vec::new();
+    for id in events {
+        let (s, e) = get(base, &format!("/v1/events/{id}")).await;
+        assert_eq!(s, 200, "event {id} was acknowledged but is missing: {e}");
+        deliveries.push(e["deliveries"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let mut pending: HashSet<String> = deliveries.into_iter().collect();
+    let deadline = Instant::now() + within;
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "{} deliveries never succeeded", pending.len());
+        let mut done = Vec::new();
+        for d in &pending {
+            let (_, body) = get(base, &format!("/v1/deliveries/{d}")).await;
+            if body["state"] == "succeeded" {
+                done.push(d.clone());
+            }
+        }
+        for d in done {
+            pending.remove(&d);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Everything the receiver gets until it has been quiet for `quiet`: webhook-id → times seen.
+async fn drain(rx: &mut Receiver, quiet: Duration) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    while let Ok(Some(r)) = tokio::time::timeout(quiet, rx.next_opt()).await {
+        r.assert_signed();
+        *seen.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    seen
+}
+
+/// Two nodes, events ingested round-robin: every delivery arrives exactly once and verifies,
+/// both nodes answer for every event, and an idempotency key is one key across the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_every_event_once() {
+    let Some(db) = fresh_database().await else { return };
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let a = start_node(&dir, "a", &rx, &db).await;
+    let b = start_node(&dir, "b", &rx, &db).await;
+    let bases = [a.base.clone(), b.base.clone()];
+
+    let mut tasks = Vec::new();
+    for worker in 0..8usize {
+        let base = bases[worker % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..40 {
+                let (s, v) =
+                    post(&base, &json!({"trigger": "cluster.test", "data": {"w": worker, "i": i}}), None).await;
+                assert_eq!(s, 202, "{v}");
+                ids.push(v["event_id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }));
+    }
+    let mut events = Vec::new();
+    for t in tasks {
+        events.extend(t.await.unwrap());
+    }
+    assert_eq!(events.len(), 320);
+    // Each node answers for the other's events.
+    all_succeed(&bases[1], &events[..160], Duration::from_secs(60)).await;
+    all_succeed(&bases[0], &events[160..], Duration::from_secs(60)).await;
+    let seen = drain(&mut rx, Duration::from_millis(1500)).await;
+    assert_eq!(seen.len(), 320, "every delivery arrived");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "no node crashed, so nothing may arrive twice: {twice:?}");
+
+    // An Idempotency-Key taken on one node is taken on the other.
+    let body = json!({"trigger": "cluster.key", "data": {"n": 1}});
+    let (s1, first) = post(&bases[0], &body, Some("order-77")).await;
+    assert_eq!(s1, 202, "{first}");
+    let (_, again) = post(&bases[1], &body, Some("order-77")).await;
+    assert_eq!(again["event_id"], first["event_id"], "a repeat on the other node is answered, not stored");
+    let (s3, other) = post(&bases[1], &json!({"trigger": "cluster.key", "data": {"n": 2}}), Some("order-77")).await;
+    assert_eq!((s3, other["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{other}");
+}
+
+/// Kill -9 of a node under load: every event it acknowledged, and every delivery it held a
+/// lease on, is delivered by the other node once the lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_node_finishes_a_killed_nodes_work() {
+    let Some(db) = fresh_database().await else { return };
+    // Deliveries fail at first, so the killed node holds retries and leases when it dies.
+    let mut rx = Receiver::start(Behavior::Status(503)).await;
+    let dir = temp_dir();
+    let mut a = start_node(&dir, "a", &rx, &db).await;
+    let b = start_node(&dir, "b", &rx, &db).await;
+
+    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut senders = Vec::new();
+    for worker in 0..6 {
+        let (tx, base) = (tx.clone(), a.base.clone());
+        senders.push(tokio::spawn(async move {
+            for i in 0..1000 {
+                let body = json!({"trigger": "crash.test", "data": {"w": worker, "i": i}});
+                match post(&base, &body, None).await {
+                    (202, v) => drop(tx.send(v["event_id"].as_str().unwrap().to_owned())),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut events = Vec::new();
+    while events.len() < 150 {
+        events.push(accepted.recv().await.expect("ingest works before the crash"));
+    }
+    rx.next(Duration::from_secs(10)).await;
+    a.kill9();
+    for s in senders {
+        let _ = s.await;
+    }
+    while let Ok(id) = accepted.try_recv() {
+        events.push(id);
+    }
+    rx.set_default(Behavior::Status(200));
+    // Node b answers for a's events from the shared database, and delivers every one of them.
+    all_succeed(&b.base, &events, Duration::from_secs(90)).await;
+}
+
+/// A throwaway PostgreSQL cluster of this test's own, which it can stop and start.
+struct PrivateCluster {
+    bin: std::path::PathBuf,
+    user: Option<String>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateCluster {
+    /// `None` locally when no PostgreSQL binaries are configured; fails under CI.
+    fn create() -> Option<PrivateCluster> {
+        let Some(bin) = std::env::var_os("HOOKGATE_TEST_PG_BIN") else {
+            assert!(std::env::var_os("CI").is_none(), "HOOKGATE_TEST_PG_BIN is not set: under CI this test must run");
+            eprintln!("SKIPPED: set HOOKGATE_TEST_PG_BIN (and HOOKGATE_TEST_PG_USER when root), as .ci/run does");
+            return None;
+        };
+        let user = std::env::var("HOOKGATE_TEST_PG_USER").ok().filter(|u| !u.is_empty());
+        let dir = temp_dir();
+        let c = PrivateCluster { bin: bin.into(), user, dir, port: free_port() };
+        if let Some(u) = &c.user {
+            let ok = std::process::Command::new("chown").arg(u).arg(c.dir.path()).status().unwrap().success();
+            assert!(ok, "chown the cluster's directory");
+        }
+        c.run("initdb", &["-D", &c.data(), "-A", "trust", "-U", "hookgate"]);
+        c.start();
+        Some(c)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let mut cmd = match &self.user {
+            Some(u) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(&exe);
+                c
+            }
+            None => std::process::Command::new(&exe),
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn start(&self) {
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let log = self.dir.path().join("log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"]);
+    }
+
+    fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://hookgate@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", self.user.as_deref().unwrap_or("root"), "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The database goes away under a running node and comes back: ingest answers 503 with a JSON
+/// error meanwhile, everything acknowledged before and after is delivered, and the node
+/// reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_costs_a_503_not_an_event() {
+    if pg_server().is_none() {
+        return;
+    }
+    let Some(cluster) = PrivateCluster::create() else { return };
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let node = start_node(&dir, "a", &rx, &cluster.url()).await;
+    let mut events = Vec::new();
+    for i in 0..20 {
+        let (s, v) = post(&node.base, &json!({"trigger": "restart.test", "data": {"i": i}}), None).await;
+        assert_eq!(s, 202, "{v}");
+        events.push(v["event_id"].as_str().unwrap().to_owned());
+    }
+    cluster.stop();
+    let (s, v) = post(&node.base, &json!({"trigger": "restart.test", "data": {"down": true}}), None).await;
+    assert_eq!(s, 503, "ingest while the database is down: {v}");
+    assert_eq!(v["error"]["code"], "store_unavailable", "a JSON error body naming the problem: {v}");
+    cluster.start();
+    // The node reconnects by itself: ingest works again within a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let (s, v) = post(&node.base, &json!({"trigger": "restart.test", "data": {"after": i}}), None).await;
+        if s == 202 {
+            events.push(v["event_id"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert_eq!(s, 503, "{v}");
+        assert!(Instant::now() < deadline, "ingest did not recover after the database came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    all_succeed(&node.base, &events, Duration::from_secs(60)).await;
+    let seen = drain(&mut rx, Duration::from_millis(500)).await;
+    assert!(seen.len() >= events.len(), "{} deliveries for {} events", seen.len(), events.len());
+}
