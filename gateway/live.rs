@@ -206,7 +206,7 @@ impl Reloader {
 /// the data dir and what is sized once at start.
 fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 11] = [
         ("server.listen", o.listen != n.listen),
         ("server.data_dir", o.data_dir != n.data_dir),
         ("server.cache_size", o.cache_size != n.cache_size),
@@ -223,6 +223,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
             old.delivery.max_in_flight_per_tenant != new.delivery.max_in_flight_per_tenant,
         ),
         ("retention.deliveries", old.retention.deliveries != new.retention.deliveries),
+        ("storage", old.storage != new.storage),
     ];
     checks.into_iter().filter(|(_, differs)| *differs).map(|(k, _)| k).collect()
 }

@@ -308,3 +308,53 @@ async fn a_database_restart_costs_a_503_not_an_event() {
     let seen = drain(&mut rx, Duration::from_millis(500)).await;
     assert!(seen.len() >= events.len(), "{} deliveries for {} events", seen.len(), events.len());
 }
+
+fn hookgate(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// `check` reaches the database and reports its schema; `migrate` applies the migrations once;
+/// `serve --no-migrate` refuses a database without the schema; an unreachable server and a
+/// misspelt backend are clear errors. The shipped cluster example is the config used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_check_report_the_schema() {
+    let Some(db) = fresh_database().await else { return };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cluster-example.toml");
+    let env = [("DATABASE_URL", db.as_str())];
+    let (ok, out, err) = hookgate(&["check", "--config", example], &env);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("storage:  postgres") && out.contains("schema version 0 (needs `hookgate migrate`"), "{out}");
+    assert!(!out.contains(&db), "the URL is never printed: {out}");
+
+    let dir = temp_dir();
+    let port = free_port();
+    let cfg = node_config(&dir.path().join("n"), port, "http://127.0.0.1:9/", &db);
+    let path = dir.path().join("n.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let (ok, _, err) = hookgate(&["serve", "--no-migrate", "--config", path.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("run `hookgate migrate"), "{err}");
+
+    let (ok, out, err) = hookgate(&["migrate", "--config", example], &env);
+    assert!(ok && out.contains("applied migration(s) 1; schema version 1"), "{out}{err}");
+    let (ok, out, _) = hookgate(&["migrate", "--config", example], &env);
+    assert!(ok && out.contains("up to date"), "{out}");
+    let (ok, out, err) = hookgate(&["check", "--config", example], &env);
+    assert!(ok && out.contains("schema version 1 (up to date)"), "{out}{err}");
+
+    // Nothing listens on the port of a server that is not there.
+    let gone = format!("postgres://hookgate:sekrit@127.0.0.1:{}/postgres", free_port());
+    let (ok, _, err) = hookgate(&["check", "--config", example], &[("DATABASE_URL", gone.as_str())]);
+    assert!(!ok && err.contains("storage.postgres_url") && err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("sekrit"), "the password is never printed: {err}");
+
+    let typo = cfg.replace("backend = \"postgres\"", "backend = \"postgress\"");
+    std::fs::write(&path, typo).unwrap();
+    let (ok, _, err) = hookgate(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("storage.backend") && err.contains("\"postgress\" is not a storage backend"), "{err}");
+    assert!(err.contains("n.toml:"), "names the line: {err}");
+}
