@@ -583,3 +583,45 @@ proptest::proptest! {
         });
     }
 }
+
+/// Leases (PostgreSQL): a delivery one node's scan took is not offered to another node until
+/// the lease runs out or is handed back, and a finished attempt ends it; other nodes' live
+/// leases count against the endpoint's cluster-wide bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_keep_a_delivery_with_one_node_until_they_end() {
+    let Some(mut first) = TestStore::open(Kind::Postgres).await else { return };
+    let a = first.store();
+    // A second node on the same database.
+    let (b, b_writer) = TestStore::connect(Kind::Postgres, first.dir.path(), first.url.as_deref()).await;
+    let ev = Uuid::now_v7();
+    let ds = vec![delivery(ev, "x", 10), delivery(ev, "x", 11), delivery(ev, "y", 12)];
+    a.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
+    let lease = a.postgres().unwrap().lease().as_millis() as u64;
+    let ids = |scan: &DueScan| scan.items.iter().map(|i| i.delivery_id).collect::<Vec<_>>();
+
+    let took = a.scan_due(1_000, HashSet::new(), per_endpoint(1), ScanLimits::global(10)).await.unwrap();
+    assert_eq!(ids(&took), [ds[0].id, ds[2].id]);
+    // The other node sees only what is not leased; with one in flight at "x" cluster-wide and
+    // a bound of 1, it takes nothing of "x".
+    let limits = ScanLimits { global_free: 10, per_endpoint: 10, cluster_per_endpoint: 1 };
+    let other = b.scan_due(1_000, HashSet::new(), per_endpoint(10), limits).await.unwrap();
+    assert!(other.items.is_empty(), "{:?}", ids(&other));
+    assert_eq!(other.next_due_ms, Some(1_000 + lease), "the next look is when the leases run out");
+    // Without the cluster bound it takes the one nobody holds.
+    let other = b.scan_due(1_000, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
+    assert_eq!(ids(&other), [ds[1].id]);
+    // Leases that ran out (their node died) are taken over.
+    let later = b.scan_due(1_000 + lease, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
+    assert_eq!(ids(&later), [ds[0].id, ds[1].id, ds[2].id]);
+    // Recording the attempt ends the lease; a retry is due for anyone again.
+    b.record_attempt(ds[0].id, attempt(1), Next::RetryAt(5), None).await.unwrap();
+    let again = a.scan_due(1_000 + lease, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
+    assert_eq!(ids(&again), [ds[0].id]);
+    // Handing back is immediate.
+    a.release_leases(Some(vec![ds[0].id])).await.unwrap();
+    let back = b.scan_due(1_000 + lease, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
+    assert_eq!(ids(&back), [ds[0].id]);
+    drop((a, b));
+    b_writer.finish().await;
+    first.close_writer().await;
+}

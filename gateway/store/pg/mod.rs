@@ -433,7 +433,7 @@ impl Pg {
                  )
                  SELECT d.id, d.endpoint_id, d.due_ms,
                         (SELECT count(*) FROM deliveries o
-                          WHERE o.due_ms IS NOT NULL AND o.endpoint_id = eps.ep
+                          WHERE o.lease_until_ms IS NOT NULL AND o.endpoint_id = eps.ep
                             AND o.lease_until_ms > $1 AND o.lease_owner <> $3) AS others
                  FROM eps CROSS JOIN LATERAL (
                     SELECT id, endpoint_id, due_ms FROM deliveries
