@@ -111,6 +111,8 @@ http {
   upstream hookgate { server 127.0.0.1:18082; server 127.0.0.1:18083; keepalive 128; }
   server {
     listen 127.0.0.1:18090;
+    # The default (1000 requests) closes the load generator's keep-alive connections mid-run.
+    keepalive_requests 1000000;
     location / { proxy_pass http://hookgate; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
