@@ -12,6 +12,7 @@
 #
 #   bash benches/cluster.sh                 # all three setups, RUNS=3 rounds each
 #   SETUPS="pg1 pg2" RUNS=1 QUICK=1 bash benches/cluster.sh
+#   PG_STATS=1 SETUPS=pg1 RUNS=1 bash benches/cluster.sh   # + the statements PostgreSQL spent its time on
 #
 # Needs: a release build (cargo build --release), PostgreSQL's binaries (Debian: apt-get
 # install postgresql), nginx for pg2 (apt-get install nginx-light), and hookbench (built by
@@ -61,7 +62,8 @@ PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0))
 as_pg "$PG_BIN/initdb" -D "$WORK/pg/data" -A trust -U hookgate >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w -o "-p $PG_PORT -k $WORK/pg \
   -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB -c wal_buffers=16MB \
-  -c max_wal_size=4GB -c checkpoint_timeout=15min" start >/dev/null
+  -c max_wal_size=4GB -c checkpoint_timeout=15min ${PG_STATS:+-c shared_preload_libraries=pg_stat_statements}" \
+  start >/dev/null
 PG_PID=$(head -1 "$WORK/pg/data/postmaster.pid")
 
 node_config() {  # $1 file $2 port $3 backend $4 database
@@ -94,11 +96,13 @@ for setup in $SETUPS; do
       ;;
     pg1)
       as_pg "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U hookgate -d postgres -c "CREATE DATABASE $db"
+      [ -n "${PG_STATS:-}" ] && as_pg "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U hookgate -d "$db" -c "CREATE EXTENSION pg_stat_statements"
       a=$(start_node 18081 postgres "$db"); PIDS+=("$a"); URL=http://127.0.0.1:18081
       WATCH=(--watch "hookgate=$a" --watch "postgres=$PG_PID+")
       ;;
     pg2)
       as_pg "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U hookgate -d postgres -c "CREATE DATABASE $db"
+      [ -n "${PG_STATS:-}" ] && as_pg "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U hookgate -d "$db" -c "CREATE EXTENSION pg_stat_statements"
       a=$(start_node 18082 postgres "$db"); PIDS+=("$a")
       b=$(start_node 18083 postgres "$db"); PIDS+=("$b")
       cat >"$WORK/nginx.conf" <<EOF
@@ -137,6 +141,14 @@ print("  %s: %s events/s, %s deliveries/s (%s/%s), cpu %s" % (d.get("label"), d[
 d["delivery"]["deliveries_per_s"], d["delivery"]["delivered"], d["delivery"]["expected"], d.get("cpu")))'
     done
   done
+  if [ -n "${PG_STATS:-}" ] && [ "$setup" != redb ]; then
+    echo "-- $setup: statements by total time (pg_stat_statements)"
+    as_pg "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U hookgate -d "$db" -c "SELECT calls,
+      round(total_exec_time) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms, rows,
+      left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
+      FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$db')
+      ORDER BY total_exec_time DESC LIMIT 12" | tee -a "$OUT/statements.txt"
+  fi
   # Stop this setup's processes before the next one starts.
   [ -f "$WORK/nginx.pid" ] && { kill "$(cat "$WORK/nginx.pid")"; rm -f "$WORK/nginx.pid"; }
   for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done

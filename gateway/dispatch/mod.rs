@@ -72,6 +72,11 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 /// the scheduler for them, and this poll covers a notification lost while reconnecting.
 const MAX_IDLE_SHARED: Duration = Duration::from_secs(5);
 
+/// The shortest time between two scheduler rounds on PostgreSQL, where a round is a claim
+/// transaction: wake-ups within it are served by one round. Slots are handed from a finished
+/// attempt to a claimed one without a round, so this adds latency only to new work.
+const MIN_ROUND_SHARED: Duration = Duration::from_millis(2);
+
 /// How far the scan reads ahead of the slots: it claims up to this many times the concurrency
 /// limits, and the extra passes wait for a slot in memory (their due entries stay on disk). A
 /// finished attempt hands its slot straight to the next one, so a slot never idles waiting for
@@ -175,6 +180,8 @@ impl Dispatcher {
         let mut tasks = JoinSet::new();
         let mut read_failures = 0u32;
         let max_idle = if ctx.store.postgres().is_some() { MAX_IDLE_SHARED } else { MAX_IDLE };
+        let min_round = if ctx.store.postgres().is_some() { MIN_ROUND_SHARED } else { Duration::ZERO };
+        let mut last_round = tokio::time::Instant::now();
         let renewals =
             ctx.store.postgres().map(|pg| tokio::spawn(renew_leases(ctx.clone(), pg.lease(), shutdown.clone())));
         loop {
@@ -198,6 +205,12 @@ impl Dispatcher {
                 _ = ctx.wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
             }
+            // On a shared database every round is a claim transaction: gather the wake-ups of
+            // a few milliseconds (finished attempts, new events) into one round.
+            if let Some(rest) = min_round.checked_sub(last_round.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+            last_round = tokio::time::Instant::now();
         }
         let grace = ctx.live.config().server.shutdown_grace;
         if !tasks.is_empty() {

@@ -299,6 +299,11 @@ pub fn per_endpoint(n: usize) -> impl FnMut(&str) -> bool + Send + 'static {
 #[derive(Clone)]
 pub struct Store {
     writer: mpsc::Sender<Op>,
+    /// PostgreSQL: a second writer, on its own connection, for ingests without FIFO
+    /// deliveries, so that new events commit beside (not behind) the batches that record
+    /// attempts. Everything else, and every ingest that joins a FIFO queue, goes through
+    /// `writer`, which keeps the queues' upkeep in one order.
+    ingest_writer: Option<mpsc::Sender<Op>>,
     stats: Arc<WriterStats>,
     faults: Arc<Faults>,
     settings: Arc<Settings>,
@@ -325,7 +330,7 @@ pub struct WriterStats {
 /// batch it holds, commit it and exit.
 pub enum WriterThread {
     Redb(std::thread::JoinHandle<()>),
-    /// The PostgreSQL writer is a task; it says when it is done.
+    /// The PostgreSQL writers are tasks; the channel closes when the last one is done.
     Postgres(std::sync::mpsc::Receiver<()>),
 }
 
@@ -335,7 +340,7 @@ impl WriterThread {
     pub fn join(self) {
         match self {
             WriterThread::Redb(h) => drop(h.join()),
-            WriterThread::Postgres(done) => drop(done.recv()),
+            WriterThread::Postgres(done) => while done.recv().is_ok() {},
         }
     }
 
@@ -400,7 +405,7 @@ impl Store {
                 .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?
         };
         let backend = Backend::Redb { db, path };
-        Ok((Store { writer: tx, stats, faults, settings, backend }, WriterThread::Redb(handle)))
+        Ok((Store { writer: tx, ingest_writer: None, stats, faults, settings, backend }, WriterThread::Redb(handle)))
     }
 
     /// Which backend this is: `redb` or `postgres`.
@@ -440,14 +445,26 @@ impl Store {
 
     /// Sends one operation to the writer and waits for its answer, which comes after the commit.
     async fn write<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op) -> Result<T, StoreError> {
+        Self::send(&self.writer, op).await
+    }
+
+    async fn send<T>(
+        writer: &mpsc::Sender<Op>,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(op(reply)).await.map_err(|_| StoreError::Closed)?;
+        writer.send(op(reply)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Stores an event and its pending deliveries durably, or replays an idempotent repeat.
     pub async fn ingest(&self, write: IngestWrite) -> Result<IngestOutcome, StoreError> {
-        self.write(|reply| Op::Ingest(write, reply)).await
+        match &self.ingest_writer {
+            Some(lane) if write.deliveries.iter().all(|d| d.fifo.is_none()) => {
+                Self::send(lane, |reply| Op::Ingest(write, reply)).await
+            }
+            _ => self.write(|reply| Op::Ingest(write, reply)).await,
+        }
     }
 
     /// Records how a pass through the attempt pipeline ended, durably.

@@ -21,9 +21,10 @@ use deadpool_postgres::Transaction;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::rows::{INSERT_ROWS, NewRows, fifo_queue};
 use super::{CHANNEL, ms, pg_error, pool_error};
 use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EventRecord};
-use crate::store::write::{Op, Reply, index_keys, split, to_json};
+use crate::store::write::{Op, Reply, split, to_json};
 use crate::store::{
     Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, PruneRequest, Settings,
     StoreError, WriterStats,
@@ -98,6 +99,9 @@ async fn apply_batch(
         Ok(c) => c,
         Err(e) => return fail_all(ops, pool_error(e)),
     };
+    if ops.iter().all(plain_ingest) {
+        return plain_ingests(&client, ops, faults).await;
+    }
     let txn = match client.transaction().await {
         Ok(t) => t,
         Err(e) => return fail_all(ops, pg_error(e)),
@@ -188,6 +192,54 @@ async fn apply_batch(
     }
     let committed = txn.commit().await.map_err(pg_error);
     (replies, committed)
+}
+
+/// An ingest that needs nothing but inserts: no idempotency key to claim, no FIFO queue to
+/// consult.
+fn plain_ingest(op: &Op) -> bool {
+    matches!(op, Op::Ingest(w, _) if w.idempotency.is_none() && w.deliveries.iter().all(|d| d.fifo.is_none()))
+}
+
+/// The common batch, new events only, as one statement in its own (implicit) transaction: one
+/// round trip and one commit for the whole batch, with the wake-up for the other nodes sent
+/// beside it (pipelined; delivered after the insert commits).
+async fn plain_ingests(
+    client: &deadpool_postgres::Object,
+    ops: Vec<Op>,
+    faults: &Faults,
+) -> (Vec<Reply>, Result<(), StoreError>) {
+    if faults.fail_commits.load(Ordering::Relaxed) {
+        return fail_all(ops, StoreError::Storage("commit refused by the test fault switch".into()));
+    }
+    let mut events = Vec::with_capacity(ops.len());
+    let mut deliveries = Vec::new();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut txs = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::Ingest(w, tx) = op else { unreachable!("checked by plain_ingest") };
+        outcomes.push(IngestOutcome::Created { event_id: w.event.id, deliveries: w.deliveries.len() });
+        for d in w.deliveries {
+            let due = match (d.state, d.next_attempt_at_ms) {
+                (DeliveryState::Pending, Some(at)) => Some(at),
+                _ => None,
+            };
+            deliveries.push((d, due));
+        }
+        events.push(w.event);
+        txs.push(tx);
+    }
+    let rows = NewRows::new(&events, &deliveries);
+    let result = async {
+        let stmt = client.prepare_cached(INSERT_ROWS).await.map_err(pg_error)?;
+        let params = rows.params();
+        let (inserted, notified) =
+            tokio::join!(client.execute(&stmt, &params), client.execute("SELECT pg_notify($1, '')", &[&CHANNEL]));
+        inserted.map_err(pg_error)?;
+        notified.map(drop).map_err(pg_error)
+    }
+    .await;
+    let replies = txs.into_iter().zip(outcomes).map(|(tx, o)| Reply::Ingest(tx, Ok(o))).collect();
+    (replies, result)
 }
 
 /// A delivery row as the batch sees it: its record (or why it cannot be read), its due entry,
@@ -747,42 +799,10 @@ impl<'a, 't> Batch<'a, 't> {
     /// `INSERT` each), changed deliveries (one `UPDATE … FROM unnest`) and health snapshots.
     async fn flush(&mut self) -> Result<(), StoreError> {
         let t = self.txn;
-        if !self.new_events.is_empty() {
-            let events = std::mem::take(&mut self.new_events);
-            let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-            let received: Vec<i64> = events.iter().map(|e| ms(e.received_at_ms)).collect();
-            let records: Vec<Vec<u8>> = events.iter().map(to_json).collect();
-            let stmt = t
-                .prepare_cached(
-                    "INSERT INTO events (id, received_at_ms, record)
-                     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])",
-                )
-                .await
-                .map_err(pg_error)?;
-            t.execute(&stmt, &[&ids, &received, &records]).await.map_err(pg_error)?;
-        }
-        if !self.new_deliveries.is_empty() {
-            let new = std::mem::take(&mut self.new_deliveries);
-            let ids: Vec<Uuid> = new.iter().map(|(d, _)| d.id).collect();
-            let events: Vec<Uuid> = new.iter().map(|(d, _)| d.event_id).collect();
-            let endpoints: Vec<&str> = new.iter().map(|(d, _)| d.endpoint_id.as_str()).collect();
-            let states: Vec<&str> = new.iter().map(|(d, _)| d.state.as_str()).collect();
-            let keys: Vec<String> = new.iter().map(|(d, _)| filter_keys(d)).collect();
-            let due: Vec<Option<i64>> = new.iter().map(|(_, due)| due.map(ms)).collect();
-            let fifo: Vec<Option<&str>> = new.iter().map(|(d, _)| fifo_queue(d)).collect();
-            let records: Vec<Vec<u8>> = new.iter().map(|(d, _)| to_json(d)).collect();
-            let stmt = t
-                .prepare_cached(
-                    "INSERT INTO deliveries (id, event_id, endpoint_id, state, keys, due_ms, fifo_queue, record)
-                     SELECT id, ev, ep, st, string_to_array(k, chr(31)), due, fq, rec
-                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                                 $7::text[], $8::bytea[]) AS u(id, ev, ep, st, k, due, fq, rec)",
-                )
-                .await
-                .map_err(pg_error)?;
-            t.execute(&stmt, &[&ids, &events, &endpoints, &states, &keys, &due, &fifo, &records])
-                .await
-                .map_err(pg_error)?;
+        if !self.new_events.is_empty() || !self.new_deliveries.is_empty() {
+            let rows = NewRows::new(&std::mem::take(&mut self.new_events), &std::mem::take(&mut self.new_deliveries));
+            let stmt = t.prepare_cached(INSERT_ROWS).await.map_err(pg_error)?;
+            t.execute(&stmt, &rows.params()).await.map_err(pg_error)?;
         }
         let dirty: Vec<Uuid> = self.rows.iter().filter(|(_, r)| r.dirty).map(|(id, _)| *id).collect();
         if !dirty.is_empty() {
@@ -834,17 +854,4 @@ impl<'a, 't> Batch<'a, 't> {
         }
         Ok(())
     }
-}
-
-/// The `keys` column: every index key but the state and endpoint (which are columns), joined
-/// with U+001F, which canonical JSON always escapes and ids never contain.
-fn filter_keys(d: &DeliveryRecord) -> String {
-    let mut keys = index_keys(d);
-    keys.retain(|k| !k.starts_with("s:") && !k.starts_with("e:"));
-    keys.join("\u{1f}")
-}
-
-/// The `fifo_queue` column: the queue while the delivery is pending in it.
-fn fifo_queue(d: &DeliveryRecord) -> Option<&str> {
-    (d.state == DeliveryState::Pending).then_some(d.fifo.as_deref()).flatten()
 }
