@@ -78,6 +78,15 @@ impl Registry {
         *self.current.write().expect("registry lock") = Arc::new(Index::new(next));
     }
 
+    /// Replaces every API endpoint with `records` as stored (another node changed them), in
+    /// one swap, laid over the config file's endpoints as at start.
+    pub fn replace_api_endpoints(&self, config_endpoints: &[Endpoint], records: Vec<EndpointRecord>) {
+        let fresh = Registry::new(config_endpoints, records);
+        let (index, records) = (fresh.index(), fresh.records.into_inner().expect("registry lock"));
+        *self.records.write().expect("registry lock") = records;
+        *self.current.write().expect("registry lock") = index;
+    }
+
     pub fn insert(&self, e: Endpoint) {
         let mut cur = self.current.write().expect("registry lock");
         let mut next = cur.all.as_ref().clone();

@@ -115,8 +115,11 @@ pub async fn run_with(
     .await?;
     let wake = hooks.wake.clone();
     let stop = CancellationToken::new();
-    // On a shared database, other nodes announce new due work; this node listens for it.
-    let listener_task = store.postgres().map(|pg| pg.spawn_listener(wake.clone(), stop.clone()));
+    // On a shared database, other nodes announce new due work and changed settings; this node
+    // listens for both.
+    let settings_changed = Arc::new(Notify::new());
+    let listener_task =
+        store.postgres().map(|pg| pg.spawn_listener(wake.clone(), settings_changed.clone(), stop.clone()));
     let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));
     store.set_idempotency_ttl(config.retention.idempotency);
     let metrics = Arc::new(metrics::Metrics::default());
@@ -158,6 +161,16 @@ pub async fn run_with(
         metrics.clone(),
         stop.clone(),
     ));
+    let refresher = store.postgres().is_some().then(|| {
+        tokio::spawn(refresh_settings(
+            settings_changed,
+            store.clone(),
+            live.clone(),
+            registry.clone(),
+            tenants.clone(),
+            stop.clone(),
+        ))
+    });
     let endpoint_count = registry.snapshot().len();
     let reloads = tokio::spawn(live::watch_for_reloads(reloader.clone(), hooks.watch, stop.clone()));
     let state = http::AppState::new(http::Shared {
@@ -194,7 +207,7 @@ pub async fn run_with(
     let dispatched = scheduler.await;
     let _ = pruner.await;
     let _ = reloads.await;
-    if let Some(t) = listener_task {
+    for t in [listener_task, refresher].into_iter().flatten() {
         let _ = t.await;
     }
     drop(store);
@@ -206,6 +219,36 @@ pub async fn run_with(
     dispatched??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Several nodes on one database: when another node announces changed endpoints, tenants or
+/// tokens (created through its API), reload this node's copies from the store. A read that
+/// fails is retried at the next announcement or reconnect.
+async fn refresh_settings(
+    changed: Arc<Notify>,
+    store: store::Store,
+    live: Arc<live::Live>,
+    registry: Arc<endpoints::Registry>,
+    tenants: Arc<tenants::Tenants>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = changed.notified() => {}
+        }
+        let read = async {
+            Ok::<_, store::StoreError>((store.endpoints().await?, store.tenants().await?, store.tokens().await?))
+        };
+        match read.await {
+            Ok((endpoints, stored_tenants, tokens)) => {
+                registry.replace_api_endpoints(&live.config().endpoints, endpoints);
+                tenants.replace_stored(stored_tenants, tokens);
+                tracing::debug!("reloaded endpoints, tenants and tokens changed by another node");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reload endpoints and tenants changed by another node"),
+        }
+    }
 }
 
 /// Compiles (or loads from the cache) every configured plugin, off the async runtime: Cranelift

@@ -248,6 +248,28 @@ impl Tenants {
         *self.settings.write().expect("tenants lock") = (config.tenant_defaults, config.signing.rotation_overlap);
     }
 
+    /// Replaces the API tenants and every token with what is stored (another node changed
+    /// them). Tenants from the file stay; a stored one they shadow is ignored, as at start.
+    pub fn replace_stored(&self, records: Vec<TenantRecord>, tokens: Vec<TokenRecord>) {
+        let defaults = self.defaults();
+        let mut tenants = self.tenants.write().expect("tenants lock");
+        tenants.retain(|_, t| t.origin == TenantOrigin::Config);
+        let mut kept = HashMap::new();
+        for r in records {
+            match Tenant::from_record(&r, defaults) {
+                Ok(t) if !tenants.contains_key(&t.id) => {
+                    tenants.insert(t.id.clone(), Arc::new(t));
+                    kept.insert(r.id.clone(), r);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(tenant = %r.id, error = %e, "stored tenant is invalid; ignored"),
+            }
+        }
+        *self.records.write().expect("tenants lock") = kept;
+        *self.tokens.write().expect("tenants lock") =
+            tokens.into_iter().filter_map(|t| Some((unhex(&t.hash)?, t))).collect();
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
         self.tenants.read().expect("tenants lock").get(id).cloned()
     }

@@ -151,6 +151,45 @@ async fn two_nodes_deliver_every_event_once() {
     assert_eq!(again["event_id"], first["event_id"], "a repeat on the other node is answered, not stored");
     let (s3, other) = post(&bases[1], &json!({"trigger": "cluster.key", "data": {"n": 2}}), Some("order-77")).await;
     assert_eq!((s3, other["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{other}");
+
+    // An endpoint created through one node's API is used by the other at once (NOTIFY), and
+    // its removal too.
+    let created = response(
+        reqwest::Client::new()
+            .post(format!("{}/v1/endpoints", bases[0]))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(json!({"url": rx.url("/late"), "triggers": ["cluster.late"]}).to_string()),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    let id = created.1["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), || async {
+        (get(&bases[1], &format!("/v1/endpoints/{id}")).await.0 == 200).then_some(())
+    })
+    .await;
+    let (s, v) = post(&bases[1], &json!({"trigger": "cluster.late", "data": {}}), None).await;
+    // The config endpoint takes every trigger; the new one is the second receiver.
+    assert_eq!((s, v["deliveries"].as_u64()), (202, Some(2)), "node b fans out to the new endpoint: {v}");
+    // (Deliveries of the idempotency checks above may still be ahead of it.)
+    let mut late = 0;
+    for _ in 0..4 {
+        late += usize::from(rx.next(Duration::from_secs(10)).await.path == "/late");
+        if late > 0 {
+            break;
+        }
+    }
+    assert_eq!(late, 1, "the endpoint created on node a got node b's delivery");
+    let removed = response(
+        reqwest::Client::new()
+            .delete(format!("{}/v1/endpoints/{id}", bases[0]))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}")),
+    )
+    .await;
+    assert!(removed.0 == 200 || removed.0 == 204, "{removed:?}");
+    eventually(Duration::from_secs(10), || async {
+        (get(&bases[1], &format!("/v1/endpoints/{id}")).await.0 == 404).then_some(())
+    })
+    .await;
 }
 
 /// Kill -9 of a node under load: every event it acknowledged, and every delivery it held a

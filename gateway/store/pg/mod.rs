@@ -60,6 +60,10 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("001_init.sql"))];
 /// The channel on which a node announces that something became due.
 const CHANNEL: &str = "hookgate_due";
 
+/// The channel on which a node announces that endpoints, tenants or tokens changed through
+/// its API: every node reloads its copies from the database.
+const SETTINGS_CHANNEL: &str = "hookgate_settings";
+
 /// An advisory lock key ("hookgate" in ASCII, truncated), held while migrating so that nodes
 /// starting together apply each migration once.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465;
@@ -579,15 +583,21 @@ impl Pg {
         Ok(())
     }
 
-    /// Listens on the wake-up channel and notifies `wake` for every announcement, until `stop`.
-    /// A lost connection is re-established with a growing pause (0.2 s to 5 s); the scheduler
-    /// is woken after each reconnect, since announcements may have been missed meanwhile.
-    pub fn spawn_listener(&self, wake: Arc<Notify>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// Listens on the wake-up channels until `stop`: `wake` is notified when another node made
+    /// work due, `settings` when one changed endpoints, tenants or tokens. A lost connection is
+    /// re-established with a growing pause (0.2 s to 5 s); both are notified after each
+    /// reconnect, since announcements may have been missed meanwhile.
+    pub fn spawn_listener(
+        &self,
+        wake: Arc<Notify>,
+        settings: Arc<Notify>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let config = self.config.clone();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
             loop {
-                let connected = listen_once(&config, &wake, &stop).await;
+                let connected = listen_once(&config, &wake, &settings, &stop).await;
                 if stop.is_cancelled() {
                     return;
                 }
@@ -602,6 +612,7 @@ impl Pg {
                 }
                 pause = (pause * 2).min(Duration::from_secs(5));
                 wake.notify_one();
+                settings.notify_one();
             }
         })
     }
@@ -611,15 +622,16 @@ impl Pg {
 async fn listen_once(
     config: &tokio_postgres::Config,
     wake: &Notify,
+    settings: &Notify,
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(pg_error)?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<bool>();
     let driver = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                    if tx.send(()).is_err() {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if tx.send(n.channel() == SETTINGS_CHANNEL).is_err() {
                         return;
                     }
                 }
@@ -628,13 +640,15 @@ async fn listen_once(
             }
         }
     });
-    let listening = client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(pg_error);
+    let listening =
+        client.batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {SETTINGS_CHANNEL}")).await.map_err(pg_error);
     let result = match listening {
         Ok(()) => loop {
             tokio::select! {
                 () = stop.cancelled() => break Ok(()),
                 got = rx.recv() => match got {
-                    Some(()) => wake.notify_one(),
+                    Some(false) => wake.notify_one(),
+                    Some(true) => settings.notify_one(),
                     None => break Err(StoreError::Storage("the LISTEN connection closed".into())),
                 },
             }

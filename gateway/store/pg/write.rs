@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::rows::{INSERT_ROWS, NewRows, fifo_queue};
-use super::{CHANNEL, ms, pg_error, pool_error};
+use super::{CHANNEL, SETTINGS_CHANNEL, ms, pg_error, pool_error};
 use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EventRecord};
 use crate::store::write::{Op, Reply, split, to_json};
 use crate::store::{
@@ -106,6 +106,18 @@ async fn apply_batch(
         Ok(t) => t,
         Err(e) => return fail_all(ops, pg_error(e)),
     };
+    // Endpoints, tenants and tokens created through one node's API: the others reload theirs.
+    let changes_settings = ops.iter().any(|op| {
+        matches!(
+            op,
+            Op::PutEndpoint(..)
+                | Op::DeleteEndpoint(..)
+                | Op::PutTenant(..)
+                | Op::DeleteTenant(..)
+                | Op::PutToken(..)
+                | Op::DeleteToken(..)
+        )
+    });
     let mut b = Batch::new(&txn, now);
     let verdicts = match b.prepare(&ops, ttl).await {
         Ok(v) => v,
@@ -178,6 +190,12 @@ async fn apply_batch(
     if failure.is_none()
         && b.notify
         && let Err(e) = txn.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await
+    {
+        failure = Some(pg_error(e));
+    }
+    if failure.is_none()
+        && changes_settings
+        && let Err(e) = txn.execute("SELECT pg_notify($1, '')", &[&SETTINGS_CHANNEL]).await
     {
         failure = Some(pg_error(e));
     }
