@@ -252,6 +252,10 @@ impl Dispatcher {
             return Err(ResendError::WaitingInOrder);
         }
         let mut claim = try_claim(ctx, id, &delivery.endpoint_id).ok_or(ResendError::InProgress)?;
+        // On a shared database another node may be attempting it right now.
+        if !ctx.store.try_lease(id, crate::model::now_ms()).await? {
+            return Err(ResendError::InProgress);
+        }
         claim.acquire_slot().await;
         let prepared = attempt::prepare_loaded(ctx, delivery, event, Mode::Manual).await;
         let (claim, decided) = run_to_decision(ctx, claim, prepared).await;

@@ -661,6 +661,15 @@ impl Store {
         }
     }
 
+    /// Takes the lease of one delivery for a manual attempt, unless another node holds it (its
+    /// attempt is in progress). Always `true` on redb, where this process is the only one.
+    pub async fn try_lease(&self, id: Uuid, now_ms: u64) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Redb { .. } => Ok(true),
+            Backend::Postgres(p) => p.try_lease(id, now_ms).await,
+        }
+    }
+
     /// Keeps this node's leases on `ids` (deliveries it is still working on). No-op on redb.
     pub async fn renew_leases(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         match &self.backend {

@@ -618,6 +618,9 @@ async fn leases_keep_a_delivery_with_one_node_until_they_end() {
     b.record_attempt(ds[0].id, attempt(1), Next::RetryAt(5), None).await.unwrap();
     let again = a.scan_due(1_000 + lease, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();
     assert_eq!(ids(&again), [ds[0].id]);
+    // A manual resend on the other node is refused while the lease is held.
+    assert!(!b.try_lease(ds[0].id, 1_000 + lease).await.unwrap());
+    assert!(a.try_lease(ds[0].id, 1_000 + lease).await.unwrap(), "its own lease");
     // Handing back is immediate.
     a.release_leases(Some(vec![ds[0].id])).await.unwrap();
     let back = b.scan_due(1_000 + lease, HashSet::new(), per_endpoint(10), ScanLimits::global(10)).await.unwrap();

@@ -526,6 +526,19 @@ impl Pg {
         Ok(scan)
     }
 
+    pub(super) async fn try_lease(&self, id: Uuid, now_ms: u64) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE deliveries SET lease_owner = $2, lease_until_ms = $3
+                 WHERE id = $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $4 OR lease_owner = $2)",
+                &[&id, &self.node, &ms(now_ms.saturating_add(self.lease_ms)), &ms(now_ms)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(n == 1)
+    }
+
     /// Extends this node's leases on `ids`.
     pub(super) async fn renew_leases(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         let now = crate::model::now_ms();
