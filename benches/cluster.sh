@@ -69,6 +69,8 @@ PG_PID=$(head -1 "$WORK/pg/data/postmaster.pid")
 node_config() {  # $1 file $2 port $3 backend $4 database
   bash "$TOOLS/compare.sh" --hookgate-config "$1" >/dev/null
   sed -i -e "s|^listen = .*|listen = \"127.0.0.1:$2\"|" -e "s|^data_dir = .*|data_dir = \"$WORK/data-$2\"|" "$1"
+  # DELIVERY="max_in_flight_per_endpoint = 64" (say) adds keys to [delivery], for experiments.
+  [ -n "${DELIVERY:-}" ] && sed -i -e "s|^allow_private_networks = true|allow_private_networks = true\n$DELIVERY|" "$1"
   if [ "$3" = postgres ]; then
     printf '\n[storage]\nbackend = "postgres"\npostgres_url = "postgres://hookgate@127.0.0.1:%s/%s"\n' "$PG_PORT" "$4" >>"$1"
   fi
