@@ -165,6 +165,8 @@ pub async fn check(pc: &PostgresConfig) -> Result<SchemaStatus, StoreError> {
 pub async fn migrate(pc: &PostgresConfig) -> Result<Vec<i32>, StoreError> {
     let mut client = connect(pc).await?;
     let txn = client.transaction().await.map_err(pg_error)?;
+    // `IF NOT EXISTS` below would otherwise log a NOTICE at every start.
+    txn.batch_execute("SET LOCAL client_min_messages = warning").await.map_err(pg_error)?;
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
     txn.batch_execute("CREATE TABLE IF NOT EXISTS hookgate_schema (version integer NOT NULL)")
         .await
