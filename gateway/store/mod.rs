@@ -38,7 +38,10 @@
 pub mod pg;
 mod read;
 mod schema;
+mod types;
 mod write;
+
+pub use types::*;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -50,8 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::model::{
-    AttemptRecord, DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, EventRecord, PluginNote,
-    TenantRecord, TokenRecord,
+    AttemptRecord, DeliveryRecord, EndpointHealth, EndpointRecord, EventRecord, TenantRecord, TokenRecord,
 };
 #[cfg(test)]
 use schema::DUE;
@@ -68,34 +70,6 @@ pub(crate) struct Settings {
     idempotency_ttl_ms: AtomicU64,
 }
 
-/// What is written with the end of an attempt (or with a change by hand), in the same
-/// transaction: the endpoint's new health and the operational events announcing a change.
-#[derive(Debug, Default)]
-pub struct Effects {
-    pub health: Option<EndpointHealth>,
-    pub events: Vec<IngestWrite>,
-}
-
-/// One retention pass: what is old enough to go, and where the previous pass stopped.
-#[derive(Debug, Clone)]
-pub struct PruneRequest {
-    /// Events (and their final deliveries) received before this go.
-    pub cutoff_ms: u64,
-    /// Idempotency keys stored before this go.
-    pub idempotency_cutoff_ms: u64,
-    /// Continue after this event id.
-    pub after: Option<u128>,
-    /// Events visited at most (bounds the transaction).
-    pub max_events: usize,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PruneReport {
-    pub events: u64,
-    pub deliveries: u64,
-    /// Where the next pass continues; `None`: nothing older than the cutoff is left to visit.
-    pub next: Option<u128>,
-}
 /// The most operations one commit carries. Large enough to amortise an fsync over a burst,
 /// small enough that one transaction stays short and its callers are answered promptly.
 pub const MAX_BATCH: usize = 1024;
@@ -131,168 +105,6 @@ pub(crate) fn storage<E: Into<redb::Error>>(e: E) -> StoreError {
 pub struct Faults {
     /// Every commit fails while set; the batch is discarded and its callers get an error.
     pub fail_commits: AtomicBool,
-}
-
-/// A new event with its deliveries, written atomically by ingest.
-#[derive(Debug)]
-pub struct IngestWrite {
-    pub event: EventRecord,
-    pub deliveries: Vec<DeliveryRecord>,
-    pub idempotency: Option<IdempotencyClaim>,
-}
-
-/// An ingest `Idempotency-Key` and the hash of the canonical request it came with.
-#[derive(Debug, Clone)]
-pub struct IdempotencyClaim {
-    pub key: String,
-    pub request_hash: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum IngestOutcome {
-    /// Stored now.
-    Created { event_id: Uuid, deliveries: usize },
-    /// The key was seen within 24 h with the same request: nothing new was stored.
-    Replayed { event_id: Uuid, deliveries: usize },
-    /// The key was seen within 24 h with a different request.
-    KeyReused,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct IdempotencyRecord {
-    request_hash: String,
-    event_id: Uuid,
-    deliveries: usize,
-    created_ms: u64,
-}
-
-/// What follows an attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Next {
-    RetryAt(u64),
-    Succeeded,
-    Failed,
-    /// State and schedule stay as they are (a failed manual resend).
-    Keep,
-}
-
-/// The plugin chain's result, stored with the first attempt so retries reuse it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prepared {
-    /// The transformed body, or `None` when every plugin kept the envelope.
-    pub body: Option<String>,
-}
-
-/// The durable end of one pass through the attempt pipeline. Every pass ends in exactly one of
-/// these, so a due delivery never stays due without a record of why.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
-    /// An attempt was made: append it and move the delivery to `next`. `prepared` stores the
-    /// plugin chain's result with the delivery's first attempt.
-    Attempt { delivery_id: Uuid, attempt: AttemptRecord, next: Next, prepared: Option<Prepared> },
-    /// The delivery ends without an attempt: a plugin dropped or failed it, or its stored event
-    /// cannot be read.
-    Settle { delivery_id: Uuid, state: DeliveryState, note: PluginNote },
-    /// A due entry whose delivery record is missing, unreadable or no longer pending: remove it
-    /// so the scheduler stops finding it.
-    DropDue { endpoint_id: String, due_ms: u64, delivery_id: Uuid },
-}
-
-/// A listing request: every given filter must match.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryQuery {
-    pub state: Option<DeliveryState>,
-    pub endpoint_id: Option<String>,
-    pub trigger: Option<String>,
-    pub tenant: Option<String>,
-    /// Resource fields: (name, canonical JSON value).
-    pub fields: Vec<(String, String)>,
-    /// Created at or after (epoch ms).
-    pub since_ms: Option<u64>,
-    /// Created at or before (epoch ms).
-    pub until_ms: Option<u64>,
-    /// Continue after this delivery (exclusive): the previous page's cursor.
-    pub after: Option<Uuid>,
-    pub limit: usize,
-}
-
-impl DeliveryQuery {
-    fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.fields.iter().map(|(f, v)| schema::field_key(f, v)).collect();
-        if let Some(e) = &self.endpoint_id {
-            keys.push(schema::endpoint_key(e));
-        }
-        if let Some(t) = &self.trigger {
-            keys.push(schema::trigger_key(t));
-        }
-        if let Some(s) = self.state {
-            keys.push(schema::state_key(s));
-        }
-        if let Some(t) = &self.tenant {
-            keys.push(schema::tenant_key(t));
-        }
-        keys
-    }
-
-    /// The id range this query may return, newest end first.
-    fn id_bounds(&self) -> Option<(u128, u128)> {
-        let lo = self.since_ms.map_or(0, |ms| u128::from(ms) << 80);
-        let mut hi = self.until_ms.map_or(u128::MAX, |ms| ((u128::from(ms) + 1) << 80) - 1);
-        if let Some(after) = self.after {
-            hi = hi.min(after.as_u128().checked_sub(1)?);
-        }
-        (lo <= hi).then_some((lo, hi))
-    }
-}
-
-/// A page of deliveries, newest first, and the cursor of the next page if there is one. A page
-/// may hold fewer than `limit` deliveries (even none) while `next` is set: the request used up
-/// its work budget; following `next` continues the search.
-#[derive(Debug, Default)]
-pub struct DeliveryPage {
-    pub deliveries: Vec<DeliveryRecord>,
-    pub next: Option<Uuid>,
-}
-
-/// One due delivery found by [`Store::scan_due`], with its records as of the scan.
-#[derive(Debug)]
-pub struct DueItem {
-    pub delivery_id: Uuid,
-    pub endpoint_id: String,
-    /// The due time its entry is filed under (needed to remove the entry).
-    pub due_ms: u64,
-    pub loaded: Loaded,
-}
-
-/// What the scan found behind a due entry.
-#[derive(Debug)]
-pub enum Loaded {
-    Ready(Box<DeliveryRecord>, Box<EventRecord>),
-    /// The due entry has no delivery record.
-    NoDelivery,
-    /// The delivery record cannot be deserialised.
-    Unreadable(String),
-    /// The delivery's event is missing.
-    NoEvent(Box<DeliveryRecord>),
-    /// The delivery's event cannot be deserialised.
-    UnreadableEvent(Box<DeliveryRecord>, String),
-}
-
-#[derive(Debug, Default)]
-pub struct DueScan {
-    pub items: Vec<DueItem>,
-    /// The earliest due time after `now` among the endpoints scanned, for the scheduler's sleep.
-    pub next_due_ms: Option<u64>,
-}
-
-/// An `admit` for [`Store::scan_due`] that takes at most `n` of each endpoint's deliveries.
-pub fn per_endpoint(n: usize) -> impl FnMut(&str) -> bool + Send + 'static {
-    let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    move |ep| {
-        let t = taken.entry(ep.to_owned()).or_default();
-        *t += 1;
-        *t <= n
-    }
 }
 
 /// A cheap, cloneable handle to the store: the writer's queue and the backend's read path.
@@ -705,25 +517,6 @@ impl Store {
         txn.open_table(schema::FIFO).unwrap().insert((endpoint_id, queue, id.as_u128()), ()).unwrap();
         txn.open_table(DUE).unwrap().insert((endpoint_id, 1, id.as_u128()), ()).unwrap();
         txn.commit().unwrap();
-    }
-}
-
-/// Bounds of one due scan.
-#[derive(Debug, Clone, Copy)]
-pub struct ScanLimits {
-    /// Deliveries taken at most in all.
-    pub global_free: usize,
-    /// Deliveries of one endpoint taken at most (PostgreSQL also counts other nodes' leases
-    /// against `cluster_per_endpoint`).
-    pub per_endpoint: usize,
-    /// Deliveries of one endpoint leased at once across every node (PostgreSQL only).
-    pub cluster_per_endpoint: usize,
-}
-
-impl ScanLimits {
-    /// No per-endpoint bound beyond `admit`: for tests and benches.
-    pub fn global(n: usize) -> ScanLimits {
-        ScanLimits { global_free: n, per_endpoint: n, cluster_per_endpoint: usize::MAX }
     }
 }
 

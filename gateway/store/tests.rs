@@ -4,7 +4,7 @@
 //! that variable the PostgreSQL half says how to run it and passes locally; under `CI` it fails.
 
 use super::*;
-use crate::model::DeliveryState;
+use crate::model::{DeliveryState, PluginNote};
 use std::sync::atomic::Ordering;
 
 fn delivery(event: Uuid, ep: &str, at: u64) -> DeliveryRecord {

@@ -13,7 +13,7 @@
 //! Rare paths (FIFO queues, retention, tenants) write what is pending first ("flush") and then
 //! run their own statements, so they see the batch's earlier changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use deadpool_postgres::Pool;
@@ -21,13 +21,18 @@ use deadpool_postgres::Transaction;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+mod ingest;
+mod upkeep;
+
+use ingest::{plain_ingest, plain_ingests};
+
 use super::rows::{INSERT_ROWS, NewRows, fifo_queue};
 use super::{CHANNEL, SETTINGS_CHANNEL, ms, pg_error, pool_error};
 use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EventRecord};
 use crate::store::write::{Op, Reply, split, to_json};
 use crate::store::{
-    Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, PruneRequest, Settings,
-    StoreError, WriterStats,
+    Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, Settings, StoreError,
+    WriterStats,
 };
 
 pub(super) async fn writer_loop(
@@ -212,54 +217,6 @@ async fn apply_batch(
     (replies, committed)
 }
 
-/// An ingest that needs nothing but inserts: no idempotency key to claim, no FIFO queue to
-/// consult.
-fn plain_ingest(op: &Op) -> bool {
-    matches!(op, Op::Ingest(w, _) if w.idempotency.is_none() && w.deliveries.iter().all(|d| d.fifo.is_none()))
-}
-
-/// The common batch, new events only, as one statement in its own (implicit) transaction: one
-/// round trip and one commit for the whole batch, with the wake-up for the other nodes sent
-/// beside it (pipelined; delivered after the insert commits).
-async fn plain_ingests(
-    client: &deadpool_postgres::Object,
-    ops: Vec<Op>,
-    faults: &Faults,
-) -> (Vec<Reply>, Result<(), StoreError>) {
-    if faults.fail_commits.load(Ordering::Relaxed) {
-        return fail_all(ops, StoreError::Storage("commit refused by the test fault switch".into()));
-    }
-    let mut events = Vec::with_capacity(ops.len());
-    let mut deliveries = Vec::new();
-    let mut outcomes = Vec::with_capacity(ops.len());
-    let mut txs = Vec::with_capacity(ops.len());
-    for op in ops {
-        let Op::Ingest(w, tx) = op else { unreachable!("checked by plain_ingest") };
-        outcomes.push(IngestOutcome::Created { event_id: w.event.id, deliveries: w.deliveries.len() });
-        for d in w.deliveries {
-            let due = match (d.state, d.next_attempt_at_ms) {
-                (DeliveryState::Pending, Some(at)) => Some(at),
-                _ => None,
-            };
-            deliveries.push((d, due));
-        }
-        events.push(w.event);
-        txs.push(tx);
-    }
-    let rows = NewRows::new(&events, &deliveries);
-    let result = async {
-        let stmt = client.prepare_cached(INSERT_ROWS).await.map_err(pg_error)?;
-        let params = rows.params();
-        let (inserted, notified) =
-            tokio::join!(client.execute(&stmt, &params), client.execute("SELECT pg_notify($1, '')", &[&CHANNEL]));
-        inserted.map_err(pg_error)?;
-        notified.map(drop).map_err(pg_error)
-    }
-    .await;
-    let replies = txs.into_iter().zip(outcomes).map(|(tx, o)| Reply::Ingest(tx, Ok(o))).collect();
-    (replies, result)
-}
-
 /// A delivery row as the batch sees it: its record (or why it cannot be read), its due entry,
 /// and whether it must be written back.
 struct Row {
@@ -341,113 +298,6 @@ impl<'a, 't> Batch<'a, 't> {
         let rec = serde_json::from_slice(r.get::<_, &[u8]>(2)).map_err(|e| format!("{id}: {e}"));
         self.rows.insert(id, Row { rec, due: due.map(|d| d as u64), dirty: false, end_lease: false });
         id
-    }
-
-    /// One `INSERT … ON CONFLICT` for every key of the batch (sorted, so concurrent batches
-    /// lock keys in the same order), then one read of the keys that were already held.
-    async fn claim_keys(&mut self, ops: &[Op], ttl: u64) -> Result<HashMap<usize, Verdict>, StoreError> {
-        struct Claim<'o> {
-            index: usize,
-            key: &'o str,
-            hash: &'o str,
-            event_id: Uuid,
-            deliveries: usize,
-        }
-        let mut first: HashMap<&str, usize> = HashMap::new();
-        let mut claims: Vec<Claim<'_>> = Vec::new();
-        let mut repeats: Vec<Claim<'_>> = Vec::new();
-        for (index, op) in ops.iter().enumerate() {
-            let Op::Ingest(w, _) = op else { continue };
-            let Some(c) = &w.idempotency else { continue };
-            let claim = Claim {
-                index,
-                key: &c.key,
-                hash: &c.request_hash,
-                event_id: w.event.id,
-                deliveries: w.deliveries.len(),
-            };
-            if first.contains_key(c.key.as_str()) {
-                repeats.push(claim);
-            } else {
-                first.insert(&c.key, claims.len());
-                claims.push(claim);
-            }
-        }
-        let mut verdicts = HashMap::new();
-        if claims.is_empty() {
-            return Ok(verdicts);
-        }
-        let mut order: Vec<usize> = (0..claims.len()).collect();
-        order.sort_by_key(|&i| claims[i].key);
-        let keys: Vec<&str> = order.iter().map(|&i| claims[i].key).collect();
-        let hashes: Vec<&str> = order.iter().map(|&i| claims[i].hash).collect();
-        let events: Vec<Uuid> = order.iter().map(|&i| claims[i].event_id).collect();
-        let counts: Vec<i32> = order.iter().map(|&i| claims[i].deliveries as i32).collect();
-        // A key stored at or before this has expired and may be claimed again.
-        let expired = ms(self.now.saturating_sub(ttl));
-        let stmt = self
-            .txn
-            .prepare_cached(
-                "INSERT INTO idempotency (key, request_hash, event_id, deliveries, created_ms)
-                 SELECT k, h, e, n, $5 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[]) AS u(k, h, e, n)
-                 ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id,
-                    deliveries = EXCLUDED.deliveries, created_ms = EXCLUDED.created_ms
-                 WHERE idempotency.created_ms <= $6
-                 RETURNING key",
-            )
-            .await
-            .map_err(pg_error)?;
-        let won: HashSet<String> = self
-            .txn
-            .query(&stmt, &[&keys, &hashes, &events, &counts, &ms(self.now), &expired])
-            .await
-            .map_err(pg_error)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let lost: Vec<&str> = keys.iter().copied().filter(|k| !won.contains(*k)).collect();
-        // The record each key stands for now: (request hash, event, deliveries).
-        let mut held: HashMap<String, (String, Uuid, usize)> = HashMap::new();
-        if !lost.is_empty() {
-            let rows = self
-                .txn
-                .query("SELECT key, request_hash, event_id, deliveries FROM idempotency WHERE key = ANY($1)", &[&lost])
-                .await
-                .map_err(pg_error)?;
-            for r in rows {
-                held.insert(r.get(0), (r.get(1), r.get(2), r.get::<_, i32>(3) as usize));
-            }
-        }
-        let answer = |hash: &str, rec: &(String, Uuid, usize)| {
-            Verdict::Answer(Ok(if rec.0 == hash {
-                IngestOutcome::Replayed { event_id: rec.1, deliveries: rec.2 }
-            } else {
-                IngestOutcome::KeyReused
-            }))
-        };
-        for c in &claims {
-            let v = if won.contains(c.key) {
-                held.insert(c.key.to_owned(), (c.hash.to_owned(), c.event_id, c.deliveries));
-                Verdict::Store
-            } else {
-                match held.get(c.key) {
-                    Some(rec) => answer(c.hash, rec),
-                    // Removed between the two statements (retention): the caller retries.
-                    None => Verdict::Answer(Err(StoreError::Storage(
-                        "the idempotency key changed during the request; retry".into(),
-                    ))),
-                }
-            };
-            verdicts.insert(c.index, v);
-        }
-        for c in &repeats {
-            let v = match held.get(c.key) {
-                Some(rec) => answer(c.hash, rec),
-                None => verdicts.get(&claims[first[c.key]].index).cloned().unwrap_or(Verdict::Store),
-            };
-            verdicts.insert(c.index, v);
-        }
-        Ok(verdicts)
     }
 
     async fn ingest(
@@ -590,67 +440,6 @@ impl<'a, 't> Batch<'a, 't> {
         Ok(!row.get::<_, bool>(0))
     }
 
-    /// Gives the first pending delivery of a FIFO queue its due entry (if it has none yet).
-    async fn promote(&mut self, endpoint: &str, queue: &str) -> Result<(), StoreError> {
-        loop {
-            self.flush().await?;
-            let row = self
-                .txn
-                .query_opt(
-                    "SELECT id, due_ms, record FROM deliveries WHERE endpoint_id = $1 AND fifo_queue = $2
-                     ORDER BY id LIMIT 1 FOR UPDATE",
-                    &[&endpoint, &queue],
-                )
-                .await
-                .map_err(pg_error)?;
-            let Some(row) = row else { return Ok(()) };
-            let id = self.insert_row(&row);
-            let r = self.rows.get_mut(&id).expect("just inserted");
-            match &r.rec {
-                Ok(next) if next.state == DeliveryState::Pending => {
-                    if let (None, Some(at)) = (r.due, next.next_attempt_at_ms) {
-                        r.due = Some(at);
-                        r.dirty = true;
-                        self.notify = true;
-                    }
-                    return Ok(());
-                }
-                // A queue entry without a readable pending delivery would block the queue.
-                _ => {
-                    self.rows.remove(&id);
-                    self.txn
-                        .execute("UPDATE deliveries SET fifo_queue = NULL WHERE id = $1", &[&id])
-                        .await
-                        .map_err(pg_error)?;
-                }
-            }
-        }
-    }
-
-    /// A due entry whose delivery is unreadable or not pending: remove it (and the delivery's
-    /// place in its FIFO queue, letting the next one go).
-    async fn drop_due(&mut self, endpoint: &str, due_ms: u64, id: Uuid) -> Result<(), StoreError> {
-        self.flush().await?;
-        self.rows.remove(&id);
-        let row = self
-            .txn
-            .query_opt(
-                "UPDATE deliveries SET due_ms = NULL, lease_owner = NULL, lease_until_ms = NULL
-                 WHERE id = $1 AND endpoint_id = $2 AND due_ms = $3 RETURNING fifo_queue",
-                &[&id, &endpoint, &ms(due_ms)],
-            )
-            .await
-            .map_err(pg_error)?;
-        if let Some(queue) = row.and_then(|r| r.get::<_, Option<String>>(0)) {
-            self.txn
-                .execute("UPDATE deliveries SET fifo_queue = NULL WHERE id = $1", &[&id])
-                .await
-                .map_err(pg_error)?;
-            self.promote(endpoint, &queue).await?;
-        }
-        Ok(())
-    }
-
     async fn requeue(&mut self, ids: &[Uuid], at_ms: u64) -> Result<usize, StoreError> {
         let mut queued = 0;
         for &id in ids {
@@ -672,145 +461,6 @@ impl<'a, 't> Batch<'a, 't> {
             self.notify = true;
         }
         Ok(queued)
-    }
-
-    async fn release_fifo(&mut self, endpoint: &str) -> Result<usize, StoreError> {
-        self.flush().await?;
-        let rows = self
-            .txn
-            .query(
-                "SELECT id, due_ms, record FROM deliveries WHERE endpoint_id = $1 AND fifo_queue IS NOT NULL
-                 ORDER BY id FOR UPDATE",
-                &[&endpoint],
-            )
-            .await
-            .map_err(pg_error)?;
-        for r in &rows {
-            let id = self.insert_row(r);
-            let row = self.rows.get_mut(&id).expect("just inserted");
-            match &mut row.rec {
-                Ok(d) => {
-                    d.fifo = None;
-                    if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-                        row.due = Some(at);
-                    }
-                    row.dirty = true;
-                }
-                Err(_) => {
-                    self.rows.remove(&id);
-                    self.txn
-                        .execute("UPDATE deliveries SET fifo_queue = NULL WHERE id = $1", &[&id])
-                        .await
-                        .map_err(pg_error)?;
-                }
-            }
-        }
-        if !rows.is_empty() {
-            self.notify = true;
-        }
-        Ok(rows.len())
-    }
-
-    async fn exec(&mut self, sql: &str, id: &str) -> Result<(), StoreError> {
-        self.flush().await?;
-        self.txn.execute(sql, &[&id]).await.map(drop).map_err(pg_error)
-    }
-
-    async fn put_keyed(&mut self, table: &str, id: &str, record: Vec<u8>) -> Result<(), StoreError> {
-        // `table` is one of our own table names.
-        let sql = format!(
-            "INSERT INTO {table} (id, record) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
-        );
-        self.txn.execute(&sql, &[&id, &record]).await.map(drop).map_err(pg_error)
-    }
-
-    async fn put_token(&mut self, id: &str, tenant: &str, record: Vec<u8>) -> Result<(), StoreError> {
-        self.txn
-            .execute(
-                "INSERT INTO tokens (id, tenant, record) VALUES ($1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant, record = EXCLUDED.record",
-                &[&id, &tenant, &record],
-            )
-            .await
-            .map(drop)
-            .map_err(pg_error)
-    }
-
-    async fn delete_endpoint(&mut self, id: &str) -> Result<(), StoreError> {
-        self.flush().await?;
-        self.txn.execute("DELETE FROM endpoints WHERE id = $1", &[&id]).await.map_err(pg_error)?;
-        self.txn.execute("DELETE FROM endpoint_health WHERE id = $1", &[&id]).await.map_err(pg_error)?;
-        Ok(())
-    }
-
-    /// Removes a tenant with its endpoints, their health and its tokens (its deliveries stay).
-    async fn delete_tenant(&mut self, id: &str) -> Result<(), StoreError> {
-        self.flush().await?;
-        let prefix = format!("{id}/");
-        let t = self.txn;
-        t.execute("DELETE FROM tenants WHERE id = $1", &[&id]).await.map_err(pg_error)?;
-        t.execute("DELETE FROM endpoint_health WHERE starts_with(id, $1)", &[&prefix]).await.map_err(pg_error)?;
-        t.execute("DELETE FROM endpoints WHERE starts_with(id, $1)", &[&prefix]).await.map_err(pg_error)?;
-        t.execute("DELETE FROM tokens WHERE tenant = $1", &[&id]).await.map_err(pg_error)?;
-        Ok(())
-    }
-
-    /// One bounded retention pass, with the same answers as the redb writer's.
-    async fn prune(&mut self, req: &PruneRequest) -> Result<PruneReport, StoreError> {
-        self.flush().await?;
-        let t = self.txn;
-        t.execute(
-            "DELETE FROM idempotency WHERE key IN
-                (SELECT key FROM idempotency WHERE created_ms < $1 ORDER BY created_ms LIMIT 10000)",
-            &[&ms(req.idempotency_cutoff_ms)],
-        )
-        .await
-        .map_err(pg_error)?;
-        let after = Uuid::from_u128(req.after.unwrap_or(0));
-        let first = if req.after.is_some() { "id > $1" } else { "id >= $1" };
-        let rows = t
-            .query(
-                &format!("SELECT id, received_at_ms FROM events WHERE {first} ORDER BY id LIMIT $2"),
-                &[&after, &(req.max_events as i64)],
-            )
-            .await
-            .map_err(pg_error)?;
-        let mut report = PruneReport::default();
-        let mut old: Vec<Uuid> = Vec::new();
-        for r in &rows {
-            let id: Uuid = r.get(0);
-            let received: i64 = r.get(1);
-            // Events are in arrival order: the rest are younger.
-            if received as u64 >= req.cutoff_ms {
-                report.next = None;
-                break;
-            }
-            old.push(id);
-            report.next = Some(id.as_u128());
-        }
-        if rows.len() < req.max_events && report.next.is_some() {
-            // The table ended before the budget did: nothing is left to visit.
-            report.next = None;
-        }
-        if !old.is_empty() {
-            let n = t
-                .execute("DELETE FROM deliveries WHERE event_id = ANY($1) AND state <> 'pending'", &[&old])
-                .await
-                .map_err(pg_error)?;
-            report.deliveries = n;
-            let n = t
-                .execute(
-                    "DELETE FROM events e WHERE e.id = ANY($1)
-                     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)",
-                    &[&old],
-                )
-                .await
-                .map_err(pg_error)?;
-            report.events = n;
-        }
-        // Rows this batch had read may be gone now.
-        self.rows.clear();
-        Ok(report)
     }
 
     /// Writes what the batch holds in memory: new events and deliveries (one multi-row
