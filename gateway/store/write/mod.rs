@@ -347,30 +347,12 @@ impl<'t> Tables<'t> {
 
     fn finish_one(&mut self, f: Finish) -> Result<Result<(), StoreError>, StoreError> {
         match f {
-            Finish::Attempt { delivery_id, attempt, next, prepared } => self.update_delivery(delivery_id, |d| {
-                if let Some(p) = prepared {
-                    d.prepared = true;
-                    d.body = p.body;
-                }
-                d.attempts.push(attempt);
-                d.requeued = false;
-                // An attempt was made, so no earlier verdict stands any more.
-                d.note = None;
-                match next {
-                    Next::RetryAt(at) => (d.state, d.next_attempt_at_ms) = (DeliveryState::Pending, Some(at)),
-                    Next::Succeeded => (d.state, d.next_attempt_at_ms) = (DeliveryState::Succeeded, None),
-                    Next::Failed => (d.state, d.next_attempt_at_ms) = (DeliveryState::Failed, None),
-                    Next::Keep => {}
-                }
-            }),
-            Finish::Settle { delivery_id, state, note } => self.update_delivery(delivery_id, |d| {
-                d.state = state;
-                d.next_attempt_at_ms = None;
-                // A filtered delivery is final; a failed chain runs again on a resend (the
-                // plugin may have been fixed).
-                d.prepared = state == DeliveryState::Filtered;
-                d.note = Some(note);
-            }),
+            Finish::Attempt { delivery_id, attempt, next, prepared } => {
+                self.update_delivery(delivery_id, |d| apply_attempt(d, attempt, next, prepared))
+            }
+            Finish::Settle { delivery_id, state, note } => {
+                self.update_delivery(delivery_id, |d| apply_settle(d, state, note))
+            }
             Finish::DropDue { endpoint_id, due_ms, delivery_id } => {
                 self.due.remove((endpoint_id.as_str(), due_ms, delivery_id.as_u128())).map_err(storage)?;
                 self.drop_fifo_orphan(&endpoint_id, delivery_id)?;
@@ -469,6 +451,39 @@ impl<'t> Tables<'t> {
         }
         Ok(queued)
     }
+}
+
+/// What an attempt's record does to its delivery (both backends).
+pub(super) fn apply_attempt(
+    d: &mut DeliveryRecord,
+    attempt: crate::model::AttemptRecord,
+    next: Next,
+    prepared: Option<super::Prepared>,
+) {
+    if let Some(p) = prepared {
+        d.prepared = true;
+        d.body = p.body;
+    }
+    d.attempts.push(attempt);
+    d.requeued = false;
+    // An attempt was made, so no earlier verdict stands any more.
+    d.note = None;
+    match next {
+        Next::RetryAt(at) => (d.state, d.next_attempt_at_ms) = (DeliveryState::Pending, Some(at)),
+        Next::Succeeded => (d.state, d.next_attempt_at_ms) = (DeliveryState::Succeeded, None),
+        Next::Failed => (d.state, d.next_attempt_at_ms) = (DeliveryState::Failed, None),
+        Next::Keep => {}
+    }
+}
+
+/// What settling a delivery without an attempt does to it (both backends).
+pub(super) fn apply_settle(d: &mut DeliveryRecord, state: DeliveryState, note: crate::model::PluginNote) {
+    d.state = state;
+    d.next_attempt_at_ms = None;
+    // A filtered delivery is final; a failed chain runs again on a resend (the plugin may have
+    // been fixed).
+    d.prepared = state == DeliveryState::Filtered;
+    d.note = Some(note);
 }
 
 /// Every `delivery_index` key of a delivery (see the `store` header).

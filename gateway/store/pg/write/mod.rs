@@ -29,10 +29,9 @@ use ingest::{plain_ingest, plain_ingests};
 use super::rows::{INSERT_ROWS, NewRows, fifo_queue};
 use super::{CHANNEL, SETTINGS_CHANNEL, ms, pg_error, pool_error};
 use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EventRecord};
-use crate::store::write::{Op, Reply, split, to_json};
+use crate::store::write::{Op, Reply, apply_attempt, apply_settle, split, to_json};
 use crate::store::{
-    Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, Settings, StoreError,
-    WriterStats,
+    Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, PruneReport, Settings, StoreError, WriterStats,
 };
 
 pub(super) async fn writer_loop(
@@ -326,31 +325,10 @@ impl<'a, 't> Batch<'a, 't> {
     async fn finish(&mut self, f: Finish, effects: Effects) -> Result<Result<(), StoreError>, StoreError> {
         let own = match f {
             Finish::Attempt { delivery_id, attempt, next, prepared } => {
-                self.update_delivery(delivery_id, true, |d| {
-                    if let Some(p) = prepared {
-                        d.prepared = true;
-                        d.body = p.body;
-                    }
-                    d.attempts.push(attempt);
-                    d.requeued = false;
-                    d.note = None;
-                    match next {
-                        Next::RetryAt(at) => (d.state, d.next_attempt_at_ms) = (DeliveryState::Pending, Some(at)),
-                        Next::Succeeded => (d.state, d.next_attempt_at_ms) = (DeliveryState::Succeeded, None),
-                        Next::Failed => (d.state, d.next_attempt_at_ms) = (DeliveryState::Failed, None),
-                        Next::Keep => {}
-                    }
-                })
-                .await?
+                self.update_delivery(delivery_id, true, |d| apply_attempt(d, attempt, next, prepared)).await?
             }
             Finish::Settle { delivery_id, state, note } => {
-                self.update_delivery(delivery_id, true, |d| {
-                    d.state = state;
-                    d.next_attempt_at_ms = None;
-                    d.prepared = state == DeliveryState::Filtered;
-                    d.note = Some(note);
-                })
-                .await?
+                self.update_delivery(delivery_id, true, |d| apply_settle(d, state, note)).await?
             }
             Finish::DropDue { endpoint_id, due_ms, delivery_id } => {
                 self.drop_due(&endpoint_id, due_ms, delivery_id).await?;
