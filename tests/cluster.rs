@@ -385,6 +385,18 @@ async fn migrate_and_check_report_the_schema() {
     let (ok, out, err) = hookgate(&["check", "--config", example], &env);
     assert!(ok && out.contains("schema version 1 (up to date)"), "{out}{err}");
 
+    // A database migrated by a newer hookgate is refused, not misread.
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    client.execute("UPDATE hookgate_schema SET version = 99", &[]).await.unwrap();
+    let (ok, _, err) = hookgate(&["check", "--config", example], &env);
+    assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 1"), "{err}");
+    let (ok, _, err) = hookgate(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("schema version 99"), "{err}");
+    client.execute("UPDATE hookgate_schema SET version = 1", &[]).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+
     // Nothing listens on the port of a server that is not there.
     let gone = format!("postgres://hookgate:sekrit@127.0.0.1:{}/postgres", free_port());
     let (ok, _, err) = hookgate(&["check", "--config", example], &[("DATABASE_URL", gone.as_str())]);

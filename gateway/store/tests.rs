@@ -629,3 +629,142 @@ async fn leases_keep_a_delivery_with_one_node_until_they_end() {
     b_writer.finish().await;
     first.close_writer().await;
 }
+
+contract! {
+/// Every listing filter (state, endpoint, trigger, tenant, resource fields, time range) and the
+/// cursor answer the same on both backends: newest first, each match exactly once.
+async fn listing_filters_and_cursors(t) {
+    let store = t.store();
+    let mut all = Vec::new();
+    for i in 0..12u64 {
+        let mut d = delivery(Uuid::now_v7(), if i % 2 == 0 { "a" } else { "b" }, 1);
+        d.trigger = if i % 3 == 0 { "bot.state_change".into() } else { "transcript.update".into() };
+        d.tenant = (i % 4 == 0).then(|| "acme".to_owned());
+        d.resource = vec![("bot_id".into(), format!("\"bot_{}\"", i % 2))];
+        d.created_at_ms = (d.id.as_u128() >> 80) as u64;
+        if i % 5 == 0 {
+            d.state = DeliveryState::Failed;
+            d.next_attempt_at_ms = None;
+        }
+        store.ingest(IngestWrite { event: event(std::slice::from_ref(&d)), deliveries: vec![d.clone()], idempotency: None })
+            .await
+            .unwrap();
+        all.push(d);
+    }
+    let newest_first = |f: &dyn Fn(&DeliveryRecord) -> bool| {
+        let mut ids: Vec<Uuid> = all.iter().filter(|d| f(d)).map(|d| d.id).collect();
+        ids.sort();
+        ids.reverse();
+        ids
+    };
+    let pages = |q: DeliveryQuery| {
+        let store = store.clone();
+        async move {
+            let (mut q, mut out) = (q, Vec::new());
+            loop {
+                let page = store.list_deliveries(q.clone()).await.unwrap();
+                out.extend(page.deliveries.iter().map(|d| d.id));
+                match page.next {
+                    Some(n) => q.after = Some(n),
+                    None => return out,
+                }
+            }
+        }
+    };
+    let q = |f: fn(&mut DeliveryQuery)| {
+        let mut q = DeliveryQuery { limit: 2, ..DeliveryQuery::default() };
+        f(&mut q);
+        q
+    };
+    assert_eq!(pages(q(|_| {})).await, newest_first(&|_| true));
+    assert_eq!(pages(q(|q| q.state = Some(DeliveryState::Failed))).await, newest_first(&|d| d.state == DeliveryState::Failed));
+    assert_eq!(pages(q(|q| q.endpoint_id = Some("b".into()))).await, newest_first(&|d| d.endpoint_id == "b"));
+    assert_eq!(
+        pages(q(|q| q.trigger = Some("bot.state_change".into()))).await,
+        newest_first(&|d| d.trigger == "bot.state_change")
+    );
+    assert_eq!(pages(q(|q| q.tenant = Some("acme".into()))).await, newest_first(&|d| d.tenant.as_deref() == Some("acme")));
+    assert_eq!(
+        pages(q(|q| {
+            q.fields = vec![("bot_id".into(), "\"bot_1\"".into())];
+            q.trigger = Some("transcript.update".into());
+        }))
+        .await,
+        newest_first(&|d| d.resource[0].1 == "\"bot_1\"" && d.trigger == "transcript.update")
+    );
+    // A time range is an id range: from the 4th delivery's millisecond to the 9th's.
+    let (since, until) = (all[3].created_at_ms, all[8].created_at_ms);
+    let mut range = DeliveryQuery { limit: 3, since_ms: Some(since), until_ms: Some(until), ..DeliveryQuery::default() };
+    range.endpoint_id = Some("a".into());
+    assert_eq!(
+        pages(range).await,
+        newest_first(&|d| d.endpoint_id == "a" && (since..=until).contains(&d.created_at_ms))
+    );
+}
+}
+
+contract! {
+/// Endpoints, their health, tenants and tokens: stored, replaced, listed in id order, and
+/// removed with what goes with them.
+async fn endpoints_health_tenants_and_tokens(t) {
+    let store = t.store();
+    let endpoint = |id: &str, url: &str| EndpointRecord {
+        id: id.into(),
+        tenant: id.split_once('/').map(|(t, _)| t.to_owned()),
+        url: url.into(),
+        triggers: vec!["*".into()],
+        matches: vec![],
+        secret: None,
+        created_at_ms: 1,
+        rate_limit: None,
+        ordering: None,
+        ordering_key: None,
+    };
+    store.put_endpoint(endpoint("x", "https://one.example/")).await.unwrap();
+    store.put_endpoint(endpoint("x", "https://two.example/")).await.unwrap();
+    store.put_endpoint(endpoint("acme/e1", "https://acme.example/")).await.unwrap();
+    let urls: Vec<String> = store.endpoints().await.unwrap().into_iter().map(|e| e.url).collect();
+    assert_eq!(urls, ["https://acme.example/", "https://two.example/"], "replaced, in id order");
+
+    let health = |id: &str, version: u64| EndpointHealth { endpoint_id: id.into(), version, opens: version as u32, ..EndpointHealth::default() };
+    store.put_health(Effects { health: Some(health("x", 2)), events: vec![] }).await.unwrap();
+    // An older snapshot does not overwrite a newer one.
+    store.put_health(Effects { health: Some(health("x", 1)), events: vec![] }).await.unwrap();
+    store.put_health(Effects { health: Some(health("acme/e1", 1)), events: vec![] }).await.unwrap();
+    let h: Vec<(String, u64)> = store.health_records().await.unwrap().into_iter().map(|h| (h.endpoint_id, h.version)).collect();
+    assert_eq!(h, [("acme/e1".to_owned(), 1), ("x".to_owned(), 2)]);
+
+    let tenant = TenantRecord {
+        id: "acme".into(),
+        name: Some("Acme".into()),
+        metadata: None,
+        secrets: vec![],
+        max_endpoints: None,
+        max_events_per_second: None,
+        created_at_ms: 1,
+    };
+    store.put_tenant(tenant.clone()).await.unwrap();
+    let token = |id: &str, tenant: &str| TokenRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        hash: "00".repeat(32),
+        created_at_ms: 1,
+        expires_at_ms: None,
+        portal: false,
+    };
+    store.put_token(token("tok_1", "acme")).await.unwrap();
+    store.put_token(token("tok_2", "other")).await.unwrap();
+    assert_eq!(store.tenants().await.unwrap(), [tenant]);
+    store.delete_token("tok_2".into()).await.unwrap();
+    assert_eq!(store.tokens().await.unwrap().len(), 1);
+    // Removing a tenant takes its endpoints, their health and its tokens; others stay.
+    store.delete_tenant("acme".into()).await.unwrap();
+    assert!(store.tenants().await.unwrap().is_empty());
+    assert!(store.tokens().await.unwrap().is_empty());
+    let ids: Vec<String> = store.endpoints().await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["x"]);
+    store.delete_endpoint("x".into()).await.unwrap();
+    assert!(store.endpoints().await.unwrap().is_empty());
+    assert!(store.health_records().await.unwrap().is_empty(), "health goes with its endpoint");
+}
+}
