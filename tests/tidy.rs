@@ -39,6 +39,8 @@ fn every_module_opens_with_a_header() {
 fn crates_stay_inside_their_stage() {
     let owners = [
         ("redb", "store"),
+        ("tokio_postgres", "store"),
+        ("deadpool_postgres", "store"),
         ("reqwest", "deliver"),
         ("wasmtime", "plugin"),
         ("hyper", "serve"),

@@ -710,7 +710,7 @@ impl Config {
                     ));
                 }
                 // The parser's message never repeats the URL, so a password cannot leak here.
-                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                if let Err(e) = crate::store::pg::validate_url(&url) {
                     return Err(ctx.error(
                         "storage.postgres_url",
                         url_line,
