@@ -234,3 +234,30 @@ fn tenants_and_their_endpoints() {
         assert!(e.message.contains(needle), "{text}\n=> {e}");
     }
 }
+
+/// `[storage]`: redb by default; postgres needs a valid URL (from the environment here), whose
+/// password never reaches an error or `Debug`; every bad value names its key and line.
+#[test]
+fn storage_backend_and_its_errors() {
+    assert_eq!(parse(&minimal("")).unwrap().storage, StorageConfig::Redb);
+    let pg = |extra: &str| minimal(&format!("[storage]\nbackend = \"postgres\"\n{extra}"));
+    let c = parse(&pg(
+        "postgres_url = \"postgres://u:hunter2@db:5432/hg?application_name=${HOOK_TOKEN}\"\nlease = \"10s\"",
+    ))
+    .unwrap();
+    let StorageConfig::Postgres(p) = &c.storage else { panic!("{:?}", c.storage) };
+    assert_eq!((p.pool, p.lease), (16, Duration::from_secs(10)));
+    assert!(p.url.ends_with("application_name=from-env"), "env references are expanded");
+    assert!(!format!("{c:?}").contains("hunter2"), "Debug hides the URL");
+
+    let e = parse(&pg("")).unwrap_err();
+    assert_eq!(e.key, "storage.postgres_url");
+    assert!(e.message.contains("required"), "{e}");
+    let e = parse(&pg("postgres_url = \"postgres://u:hunter2@db:notaport/hg\"")).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("storage.postgres_url", Some(7)), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = parse(&pg("postgres_url = \"postgres://db/hg\"\nlease = \"1s\"")).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("storage.lease", Some(8)), "{e}");
+    let e = parse(&minimal("[storage]\nbackend = \"sqlite\"")).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("storage.backend", Some(6)), "{e}");
+}
