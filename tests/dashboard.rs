@@ -2,7 +2,6 @@
 //! `chromedriver`) loads the page, filters by bot, opens a failed delivery, presses Resend and
 //! sees the new attempt, then disables and enables the endpoint from the endpoints view.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use serde_json::json;
@@ -24,12 +23,11 @@ fn browser_available() -> bool {
         webdriver::CHROMIUM,
         webdriver::CHROMEDRIVER
     );
-    let _ = writeln!(
-        std::io::stderr(),
-        "\nSKIPPED dashboard browser test: {} / {} not found.\n  To run it: apt-get install chromium chromium-driver, then cargo test --locked\n",
+    skipped(&format!(
+        "{} / {} not found. To run it: apt-get install chromium chromium-driver, then cargo test --locked",
         webdriver::CHROMIUM,
         webdriver::CHROMEDRIVER
-    );
+    ));
     false
 }
 

@@ -72,3 +72,38 @@ fn unsafe_only_in_the_plugin_cache() {
     let cache = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway/plugin/cache.rs")).unwrap();
     assert!(cache.contains("// SAFETY:"), "the unsafe block must carry a SAFETY comment");
 }
+
+/// A skipped test must be seen: the harness captures `eprintln!`/`println!`, so a skip printed
+/// that way shows as a plain `ok`. Skips go through `util::skipped` (or write to
+/// `std::io::stderr()` directly), and `.ci/run` sets `CI` itself so that nothing skips there.
+#[test]
+fn skips_reach_the_terminal_and_ci_never_skips() {
+    // Spelt in two parts so that this file does not match itself.
+    let marker = concat!("SKIP", "PED");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("gateway"), &mut files);
+    sources(&root.join("tests"), &mut files);
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            // The macro call and its format string may sit on the next lines.
+            let call = lines[i..lines.len().min(i + 3)].concat();
+            let printed = ["eprintln!(", "println!(", "eprint!(", "print!("].iter().any(|m| line.contains(m));
+            assert!(
+                !(printed && call.contains(marker)),
+                "{}:{}: a skip line printed with a capturable macro; use util::skipped",
+                path.display(),
+                i + 1
+            );
+        }
+    }
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let exported = ci.lines().position(|l| l.trim() == "export CI=true");
+    let tested = ci.lines().position(|l| l.trim_start().starts_with("cargo test"));
+    assert!(
+        matches!((exported, tested), (Some(e), Some(t)) if e < t),
+        ".ci/run must `export CI=true` before it runs the tests, so that no test can skip there"
+    );
+}

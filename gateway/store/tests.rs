@@ -59,8 +59,13 @@ pub(crate) fn test_server() -> Option<String> {
             panic!("{} is not set: under CI the PostgreSQL tests must run (see .ci/run)", pg::testing::ENV)
         }
         _ => {
-            eprintln!(
-                "SKIPPED: set {}=postgres://user@127.0.0.1:port/postgres (a throwaway server; .ci/run starts one) to run the PostgreSQL half",
+            // Written to the terminal directly: the harness captures `eprintln!`, and a skip
+            // must not look like a pass.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED the PostgreSQL half of {}: set {}=postgres://user@127.0.0.1:port/postgres (a throwaway server; .ci/run starts one)\n",
+                std::thread::current().name().unwrap_or("a store test"),
                 pg::testing::ENV
             );
             None

@@ -113,6 +113,13 @@ impl TestGateway {
         Self::start_config(config, hookgate::Hooks::default()).await
     }
 
+    /// [`start_from_file`](Self::start_from_file) with test hooks (`watch`, a manual clock).
+    pub async fn start_from_file_with(path: &Path, config_text: &str, hooks: hookgate::Hooks) -> TestGateway {
+        std::fs::write(path, config_text).unwrap();
+        let config = hookgate::Config::load(path, &|_| None).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        Self::start_config(config, hooks).await
+    }
+
     /// Starts a gateway with test hooks: a manual clock, the store's fault switches.
     pub async fn start_with(config_text: &str, hooks: hookgate::Hooks) -> TestGateway {
         let config = hookgate::Config::parse(config_text, "test.toml", Path::new("/"), &|_| None)
@@ -329,6 +336,53 @@ impl Drop for GatewayProcess {
 /// A free port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Says that a test skipped and why, on the terminal: the harness captures `eprintln!`, so a
+/// skipped test would otherwise show as a plain `ok`. Callers decide first that they may skip
+/// (never under `CI`).
+pub fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED {}: {why}\n", std::thread::current().name().unwrap_or("test"));
+}
+
+/// The throwaway PostgreSQL server's URL (`HOOKGATE_TEST_POSTGRES_URL`, started by `.ci/run`),
+/// or `None` locally after saying how to get one. Under `CI` a missing server fails the test.
+pub fn pg_server() -> Option<String> {
+    let var = hookgate::store::pg::testing::ENV;
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set: under CI the PostgreSQL tests must run"),
+        _ => {
+            skipped(&format!("set {var} to a throwaway PostgreSQL server's URL (.ci/run starts one)"));
+            None
+        }
+    }
+}
+
+/// A new, empty database on the test server (see [`pg_server`]).
+pub async fn fresh_database() -> Option<String> {
+    let base = pg_server()?;
+    Some(hookgate::store::pg::testing::fresh_database(&base).await.unwrap())
+}
+
+/// A config transform that puts a test's gateway on one storage backend.
+pub type OnBackend = Box<dyn Fn(String) -> String + Send + Sync>;
+
+/// The storage backends a test runs on: redb always, and PostgreSQL on a fresh database when a
+/// test server is configured (always under `CI`).
+pub async fn backends() -> Vec<(&'static str, OnBackend)> {
+    let mut out: Vec<(&'static str, OnBackend)> = vec![("redb", Box::new(|c| c))];
+    if let Some(db) = fresh_database().await {
+        out.push((
+            "postgres",
+            Box::new(move |c: String| {
+                let c = set(&c, "storage", "backend", "\"postgres\"");
+                set(&c, "storage", "postgres_url", &format!("\"{db}\""))
+            }),
+        ));
+    }
+    out
 }
 
 pub fn temp_dir() -> tempfile::TempDir {

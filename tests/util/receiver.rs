@@ -20,6 +20,9 @@ pub enum Behavior {
     Delay(Duration),
     /// Never answer.
     Hang,
+    /// Hold the request until the test calls `notify_one` on this, then answer 200: an
+    /// attempt that is in flight for exactly as long as the test needs.
+    Held(Arc<tokio::sync::Notify>),
     /// 302 to this location.
     Redirect(String),
 }
@@ -141,6 +144,10 @@ async fn handle(State(s): State<Shared>, method: Method, uri: Uri, headers: Head
             (StatusCode::OK, "ok after delay").into_response()
         }
         Behavior::Hang => std::future::pending::<Response>().await,
+        Behavior::Held(release) => {
+            release.notified().await;
+            (StatusCode::OK, "ok after release").into_response()
+        }
         Behavior::Redirect(to) => (StatusCode::FOUND, [("location", to)], "moved").into_response(),
     }
 }
