@@ -205,3 +205,37 @@ async fn zero_receivers_is_still_accepted() {
     assert_eq!(e["deliveries"], json!([]));
     gw.stop().await.unwrap();
 }
+
+/// An `Idempotency-Key` lives exactly `retention.idempotency` (24 h by default), on both
+/// backends: a repeat a millisecond before then is answered from the first request; at the
+/// 24 hours it is a new event, and that new event's key lives its own 24 hours. The manual
+/// clock stands in for the day.
+#[tokio::test]
+async fn idempotency_keys_live_exactly_their_retention() {
+    for (backend, on) in backends().await {
+        let dir = temp_dir();
+        let rx = Receiver::start(Behavior::Status(200)).await;
+        let cfg = on(base_config(dir.path()) + &endpoint("all", &rx.url("/"), r#"["*"]"#));
+        let clock = hookgate::clock::ManualClock::starting_now();
+        let gw = TestGateway::start_with(&cfg, hookgate::Hooks { clock: clock.clone(), ..Default::default() }).await;
+        let body = state_change("b").to_string().into_bytes();
+        let send = || gw.ingest_raw(body.clone(), &[("idempotency-key", "order-9")]);
+        const DAY: u64 = 86_400_000;
+
+        let (s, first) = send().await;
+        assert_eq!(s, 202, "{backend}: {first}");
+        clock.advance(Duration::from_millis(DAY - 1));
+        let (s, repeat) = send().await;
+        assert_eq!((s, &repeat), (202, &first), "{backend}: a repeat within the day is the first event");
+        clock.advance(Duration::from_millis(1));
+        let (s, fresh) = send().await;
+        assert_eq!(s, 202, "{backend}: {fresh}");
+        assert_ne!(fresh["event_id"], first["event_id"], "{backend}: after the day the key is free again");
+        // The new event holds the key from its own time on.
+        clock.advance(Duration::from_millis(DAY - 1));
+        let (_, again) = send().await;
+        assert_eq!(again["event_id"], fresh["event_id"], "{backend}");
+        drop(rx);
+        gw.stop().await.unwrap();
+    }
+}

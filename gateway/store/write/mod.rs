@@ -94,11 +94,10 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        let now = crate::model::now_ms();
         let mut replies = Vec::with_capacity(batch.len());
         let ops = batch.len() as u64;
         let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
-        let result = apply_batch(db, batch.drain(..), &mut replies, now, ttl, faults);
+        let result = apply_batch(db, batch.drain(..), &mut replies, ttl, faults);
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +121,6 @@ fn apply_batch(
     db: &Database,
     ops: impl Iterator<Item = Op>,
     replies: &mut Vec<Reply>,
-    now: u64,
     idempotency_ttl_ms: u64,
     faults: &Faults,
 ) -> Result<(), StoreError> {
@@ -137,15 +135,15 @@ fn apply_batch(
             let skip = failure.is_some();
             let reply = match op {
                 Op::Ingest(w, tx) => {
-                    let r = if skip { Err(StoreError::Closed) } else { t.ingest(w, now, idempotency_ttl_ms) };
+                    let r = if skip { Err(StoreError::Closed) } else { t.ingest(w, idempotency_ttl_ms) };
                     split(r, &mut failure, |r| Reply::Ingest(tx, r))
                 }
                 Op::Finish(f, effects, tx) => {
-                    let r = if skip { Ok(Ok(())) } else { t.finish(f, effects, now) };
+                    let r = if skip { Ok(Ok(())) } else { t.finish(f, effects) };
                     split(r, &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::PutHealth(effects, tx) => {
-                    let r = if skip { Ok(()) } else { t.effects(effects, now) };
+                    let r = if skip { Ok(()) } else { t.effects(effects) };
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::Prune(req, tx) => {
@@ -266,10 +264,12 @@ impl<'t> Tables<'t> {
     fn ingest(
         &mut self,
         w: IngestWrite,
-        now: u64,
         idempotency_ttl_ms: u64,
     ) -> Result<Result<IngestOutcome, StoreError>, StoreError> {
         if let Some(claim) = &w.idempotency {
+            // A key's life is measured on the clock that stamped the request (the gateway's,
+            // which tests move), not the writer's: the same time the event carries.
+            let now = w.event.received_at_ms;
             let existing = self
                 .idem
                 .get(claim.key.as_str())
@@ -313,21 +313,21 @@ impl<'t> Tables<'t> {
         Ok(Ok(IngestOutcome::Created { event_id: w.event.id, deliveries: w.deliveries.len() }))
     }
 
-    fn finish(&mut self, f: Finish, effects: Effects, now: u64) -> Result<Result<(), StoreError>, StoreError> {
+    fn finish(&mut self, f: Finish, effects: Effects) -> Result<Result<(), StoreError>, StoreError> {
         let own = self.finish_one(f)?;
         // The health change and the operational events belong to the attempt: they commit with
         // it or not at all.
-        self.effects(effects, now)?;
+        self.effects(effects)?;
         Ok(own)
     }
 
-    fn effects(&mut self, effects: Effects, now: u64) -> Result<(), StoreError> {
+    fn effects(&mut self, effects: Effects) -> Result<(), StoreError> {
         if let Some(h) = effects.health {
             self.put_health(&h)?;
         }
         for w in effects.events {
             // Operational events carry no idempotency key, so this cannot be refused.
-            self.ingest(w, now, 0)?.map(drop).ok();
+            self.ingest(w, 0)?.map(drop).ok();
         }
         Ok(())
     }

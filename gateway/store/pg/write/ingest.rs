@@ -74,6 +74,8 @@ impl Batch<'_, '_> {
             hash: &'o str,
             event_id: Uuid,
             deliveries: usize,
+            /// The request's time on the gateway's clock: a key's life is measured on it.
+            at_ms: u64,
         }
         let mut first: HashMap<&str, usize> = HashMap::new();
         let mut claims: Vec<Claim<'_>> = Vec::new();
@@ -87,6 +89,7 @@ impl Batch<'_, '_> {
                 hash: &c.request_hash,
                 event_id: w.event.id,
                 deliveries: w.deliveries.len(),
+                at_ms: w.event.received_at_ms,
             };
             if first.contains_key(c.key.as_str()) {
                 repeats.push(claim);
@@ -105,23 +108,26 @@ impl Batch<'_, '_> {
         let hashes: Vec<&str> = order.iter().map(|&i| claims[i].hash).collect();
         let events: Vec<Uuid> = order.iter().map(|&i| claims[i].event_id).collect();
         let counts: Vec<i32> = order.iter().map(|&i| claims[i].deliveries as i32).collect();
-        // A key stored at or before this has expired and may be claimed again.
-        let expired = ms(self.now.saturating_sub(ttl));
+        let times: Vec<i64> = order.iter().map(|&i| ms(claims[i].at_ms)).collect();
+        // A key stored at or before its request's time less the TTL has expired and may be
+        // claimed again.
         let stmt = self
             .txn
             .prepare_cached(
                 "INSERT INTO idempotency (key, request_hash, event_id, deliveries, created_ms)
-                 SELECT k, h, e, n, $5 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[]) AS u(k, h, e, n)
+                 SELECT k, h, e, n, t
+                 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[], $5::bigint[]) AS u(k, h, e, n, t)
                  ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, event_id = EXCLUDED.event_id,
                     deliveries = EXCLUDED.deliveries, created_ms = EXCLUDED.created_ms
-                 WHERE idempotency.created_ms <= $6
+                 WHERE idempotency.created_ms <= EXCLUDED.created_ms - $6
                  RETURNING key",
             )
             .await
             .map_err(pg_error)?;
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
         let won: HashSet<String> = self
             .txn
-            .query(&stmt, &[&keys, &hashes, &events, &counts, &ms(self.now), &expired])
+            .query(&stmt, &[&keys, &hashes, &events, &counts, &times, &ttl])
             .await
             .map_err(pg_error)?
             .iter()

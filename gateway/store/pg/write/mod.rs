@@ -50,10 +50,9 @@ pub(super) async fn writer_loop(
                 Err(_) => break,
             }
         }
-        let now = crate::model::now_ms();
         let count = batch.len() as u64;
         let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
-        let (replies, result) = apply_batch(&pool, std::mem::take(&mut batch), now, ttl, faults).await;
+        let (replies, result) = apply_batch(&pool, std::mem::take(&mut batch), ttl, faults).await;
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -92,13 +91,7 @@ fn fail_all(ops: Vec<Op>, e: StoreError) -> (Vec<Reply>, Result<(), StoreError>)
     (replies, Err(e))
 }
 
-async fn apply_batch(
-    pool: &Pool,
-    ops: Vec<Op>,
-    now: u64,
-    ttl: u64,
-    faults: &Faults,
-) -> (Vec<Reply>, Result<(), StoreError>) {
+async fn apply_batch(pool: &Pool, ops: Vec<Op>, ttl: u64, faults: &Faults) -> (Vec<Reply>, Result<(), StoreError>) {
     let mut client = match pool.get().await {
         Ok(c) => c,
         Err(e) => return fail_all(ops, pool_error(e)),
@@ -122,7 +115,7 @@ async fn apply_batch(
                 | Op::DeleteToken(..)
         )
     });
-    let mut b = Batch::new(&txn, now);
+    let mut b = Batch::new(&txn);
     let verdicts = match b.prepare(&ops, ttl).await {
         Ok(v) => v,
         Err(e) => return fail_all(ops, e),
@@ -237,7 +230,6 @@ enum Verdict {
 
 struct Batch<'a, 't> {
     txn: &'a Transaction<'t>,
-    now: u64,
     rows: HashMap<Uuid, Row>,
     new_events: Vec<EventRecord>,
     new_deliveries: Vec<(DeliveryRecord, Option<u64>)>,
@@ -247,10 +239,9 @@ struct Batch<'a, 't> {
 }
 
 impl<'a, 't> Batch<'a, 't> {
-    fn new(txn: &'a Transaction<'t>, now: u64) -> Batch<'a, 't> {
+    fn new(txn: &'a Transaction<'t>) -> Batch<'a, 't> {
         Batch {
             txn,
-            now,
             rows: HashMap::new(),
             new_events: Vec::new(),
             new_deliveries: Vec::new(),
