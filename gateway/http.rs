@@ -137,7 +137,7 @@ impl AppState {
         let presented = bearer(headers)?;
         let missing = || ApiError::not_found(format!("no tenant with id {tenant:?}"));
         if !self.live.get().admin_tokens.matches(presented) {
-            match self.tenants.check_token(presented, crate::model::now_ms()) {
+            match self.tenants.check_token(presented, self.clock.now_ms()) {
                 Ok(t) if t.tenant == tenant => {}
                 Ok(_) => return Err(missing()),
                 Err(TokenError::Expired) => {

@@ -262,7 +262,13 @@ async fn tenant_tokens_are_scoped() {
 async fn quotas_and_bad_input_change_nothing() {
     let rx = Receiver::start(Behavior::Hang).await;
     let dir = temp_dir();
-    let gw = TestGateway::start(&base_config(dir.path())).await;
+    // The quota's bucket follows the injected clock, so its bound is exact, not a rate.
+    let clock = hookgate::clock::ManualClock::starting_now();
+    let gw = TestGateway::start_with(
+        &base_config(dir.path()),
+        hookgate::Hooks { clock: clock.clone(), ..Default::default() },
+    )
+    .await;
     create_tenant(&gw, json!({"id": "small", "max_endpoints": 2, "max_events_per_second": 2})).await;
     for _ in 0..2 {
         create_endpoint(&gw, "small", json!({"url": rx.url("/"), "triggers": ["*"]})).await;
@@ -276,28 +282,38 @@ async fn quotas_and_bad_input_change_nothing() {
     .await;
     assert_eq!((s, b["error"]["code"].as_str()), (409, Some("quota_exceeded")), "{b}");
 
-    let mut accepted = 0;
-    let mut limited = 0;
-    for _ in 0..6 {
-        let r = gw
-            .http
-            .post(format!("{}/v1/tenants/small/events", gw.base))
-            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
-            .header("content-type", "application/json")
-            .body(state_change("b").to_string())
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            202 => accepted += 1,
-            429 => {
-                assert!(r.headers().get("retry-after").is_some());
-                limited += 1;
+    // `max_events_per_second = 2` is a bucket of one second's worth: with the clock standing
+    // still, exactly 2 of 6 are accepted; half a second refills exactly one more.
+    let send = |n: usize| {
+        let gw = &gw;
+        async move {
+            let (mut accepted, mut limited) = (0, 0);
+            for _ in 0..n {
+                let r = gw
+                    .http
+                    .post(format!("{}/v1/tenants/small/events", gw.base))
+                    .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(state_change("b").to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    202 => accepted += 1,
+                    429 => {
+                        assert!(r.headers().get("retry-after").is_some());
+                        limited += 1;
+                    }
+                    other => panic!("unexpected {other}"),
+                }
             }
-            other => panic!("unexpected {other}"),
+            (accepted, limited)
         }
-    }
-    assert!(accepted >= 2 && limited >= 1, "accepted {accepted}, limited {limited}");
+    };
+    assert_eq!(send(6).await, (2, 4), "(accepted, limited) by a 2/s quota with the clock still");
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(send(3).await, (1, 2), "half a second later");
+    let accepted = 3;
     let (_, page) = gw.get("/v1/tenants/small/deliveries?limit=200").await;
     assert_eq!(page["data"].as_array().unwrap().len(), accepted * 2, "refused events stored nothing");
 
@@ -409,5 +425,61 @@ async fn tenants_from_the_file_sign_and_are_read_only() {
         let (s, b) = admin(&gw, method, path, &json!({"name": "x"})).await;
         assert_eq!((s, b["error"]["code"].as_str()), (409, Some("tenant_read_only")), "{path}: {b}");
     }
+    gw.stop().await.unwrap();
+}
+
+/// A portal link's code expires after its `expires_in`, and the session it is exchanged for
+/// lasts one hour: a second before the hour it opens the tenant's routes, at the hour it is
+/// refused (`token_expired`). The manual clock stands in for the hour.
+#[tokio::test]
+async fn portal_codes_and_sessions_expire_on_time() {
+    let dir = temp_dir();
+    let clock = hookgate::clock::ManualClock::starting_now();
+    let gw = TestGateway::start_with(
+        &base_config(dir.path()),
+        hookgate::Hooks { clock: clock.clone(), ..Default::default() },
+    )
+    .await;
+    create_tenant(&gw, json!({"id": "acme"})).await;
+    let link = |expires: &'static str| {
+        let gw = &gw;
+        async move {
+            let (s, link) =
+                admin(gw, reqwest::Method::POST, "/v1/tenants/acme/portal", &json!({"expires_in": expires})).await;
+            assert_eq!(s, 201, "{link}");
+            link["url"].as_str().unwrap().split("#portal=").nth(1).unwrap().to_owned()
+        }
+    };
+    let exchange = |code: String| {
+        let gw = &gw;
+        async move {
+            response(
+                gw.http
+                    .post(format!("{}/v1/portal/session", gw.base))
+                    .header("content-type", "application/json")
+                    .body(json!({"code": code}).to_string()),
+            )
+            .await
+        }
+    };
+
+    // A code is good until its expiry, not after.
+    let late = link("1m").await;
+    clock.advance(Duration::from_secs(60));
+    let (s, b) = exchange(late).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("portal_code_expired")), "{b}");
+    let code = link("1m").await;
+    clock.advance(Duration::from_secs(59));
+    let (s, session) = exchange(code).await;
+    assert_eq!(s, 201, "{session}");
+    let token = session["token"].as_str().unwrap().to_owned();
+
+    let read = || as_tenant(&gw, &token, reqwest::Method::GET, "/v1/tenants/acme/deliveries", None);
+    assert_eq!(read().await.0, 200);
+    clock.advance(Duration::from_millis(3_600_000 - 1));
+    assert_eq!(read().await.0, 200, "the session lasts the whole hour");
+    clock.advance(Duration::from_millis(1));
+    let (s, b) = read().await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("token_expired")), "{b}");
     gw.stop().await.unwrap();
 }

@@ -123,7 +123,7 @@ pub async fn create_tenant(State(st): State<AppState>, headers: HeaderMap, body:
         if st.tenants.get(&id).is_some() {
             return Err(ApiError::new(StatusCode::CONFLICT, "tenant_exists", format!("tenant {id:?} already exists")));
         }
-        let now = crate::model::now_ms();
+        let now = st.clock.now_ms();
         let secret = match o.get("secret") {
             None | Some(Value::Null) => crate::tenants::new_secret(now),
             Some(Value::String(s)) => {
@@ -255,7 +255,7 @@ pub async fn delete_tenant(
 pub async fn rotate_secret(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let result = async {
         let mut record = api_tenant(&st, &headers, &id)?;
-        let now = crate::model::now_ms();
+        let now = st.clock.now_ms();
         let secret = crate::tenants::rotate(&mut record, now, st.tenants.overlap());
         st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
         let t = st.tenants.put(record).map_err(invalid)?;
@@ -315,7 +315,7 @@ pub async fn create_token(
         if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
             return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
         }
-        let now = crate::model::now_ms();
+        let now = st.clock.now_ms();
         let ttl = expires_in(&o, None, std::time::Duration::from_secs(3650 * 86_400))?;
         let (token, record) = st.tenants.issue_token(&id, now, ttl.map(|d| now + d.as_millis() as u64), false);
         st.store.put_token(record.clone()).await.map_err(|e| ApiError::store(&e))?;
@@ -375,7 +375,7 @@ pub async fn create_portal_link(
             return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
         }
         let ttl = expires_in(&o, Some(PORTAL_CODE_TTL), PORTAL_CODE_MAX)?.unwrap_or(PORTAL_CODE_TTL);
-        let now = crate::model::now_ms();
+        let now = st.clock.now_ms();
         let expires_at = now + ttl.as_millis() as u64;
         let code = st.tenants.portal_code(&id, expires_at, now);
         let base = match &st.config().server.public_url {
@@ -402,7 +402,7 @@ pub async fn portal_session(State(st): State<AppState>, body: axum::body::Bytes)
         let Some(Value::String(code)) = o.get("code") else {
             return Err(invalid("`code` (the portal link's code) is required"));
         };
-        let now = crate::model::now_ms();
+        let now = st.clock.now_ms();
         let tenant = st.tenants.redeem(code, now).map_err(|e| match e {
             TokenError::Expired => ApiError::new(
                 StatusCode::UNAUTHORIZED,
