@@ -16,24 +16,6 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
-/// The test server's URL, or `None` locally (after saying how to get one). Fails under CI.
-fn pg_server() -> Option<String> {
-    let var = hookgate::store::pg::testing::ENV;
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set: under CI the cluster tests must run"),
-        _ => {
-            eprintln!("SKIPPED: set {var} to a throwaway PostgreSQL server's URL (.ci/run starts one)");
-            None
-        }
-    }
-}
-
-async fn fresh_database() -> Option<String> {
-    let base = pg_server()?;
-    Some(hookgate::store::pg::testing::fresh_database(&base).await.unwrap())
-}
-
 fn node_config(data_dir: &Path, port: u16, receiver_url: &str, db: &str) -> String {
     let cfg = base_config(data_dir) + &endpoint("r", receiver_url, r#"["*"]"#);
     let cfg = set(&cfg, "server", "listen", &format!("\"127.0.0.1:{port}\""));
@@ -163,10 +145,14 @@ async fn two_nodes_deliver_every_event_once() {
     .await;
     assert_eq!(created.0, 201, "{}", created.1);
     let id = created.1["id"].as_str().unwrap().to_owned();
+    let announced = Instant::now();
     eventually(Duration::from_secs(10), || async {
         (get(&bases[1], &format!("/v1/endpoints/{id}")).await.0 == 200).then_some(())
     })
     .await;
+    // Node b hears of it by NOTIFY, not by some later poll.
+    let took = announced.elapsed();
+    assert!(took < Duration::from_secs(1), "node b learnt of the new endpoint after {took:?}");
     let (s, v) = post(&bases[1], &json!({"trigger": "cluster.late", "data": {}}), None).await;
     // The config endpoint takes every trigger; the new one is the second receiver.
     assert_eq!((s, v["deliveries"].as_u64()), (202, Some(2)), "node b fans out to the new endpoint: {v}");
@@ -235,6 +221,102 @@ async fn the_other_node_finishes_a_killed_nodes_work() {
     all_succeed(&b.base, &events, Duration::from_secs(90)).await;
 }
 
+/// How many of the database's deliveries are leased, and by how many distinct nodes.
+async fn leases(db: &str) -> (i64, i64) {
+    let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(lease_owner), count(DISTINCT lease_owner) FROM deliveries WHERE lease_until_ms IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    (row.get(0), row.get(1))
+}
+
+/// An attempt three times longer than the lease (the receiver holds it 6 s, the lease is 2 s)
+/// reaches the receiver exactly once: the node attempting it renews its lease, so the other
+/// live node never takes the delivery over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_longer_than_the_lease_is_sent_once() {
+    let Some(db) = fresh_database().await else { return };
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut rx = Receiver::start(Behavior::Held(release.clone())).await;
+    let dir = temp_dir();
+    let start = |name: &'static str| {
+        let (dir, rx, db) = (&dir, &rx, &db);
+        async move {
+            let port = free_port();
+            let cfg = node_config(&dir.path().join(name), port, &rx.url("/hook"), db);
+            let cfg = set(&cfg, "delivery", "timeout", "\"30s\"");
+            GatewayProcess::spawn(&dir.path().join(format!("{name}.toml")), &cfg, port).await
+        }
+    };
+    let a = start("a").await;
+    let _b = start("b").await;
+    let (s, v) = post(&a.base, &json!({"trigger": "lease.long", "data": {}}), None).await;
+    assert_eq!(s, 202, "{v}");
+    let event = v["event_id"].as_str().unwrap().to_owned();
+    let held = rx.next(Duration::from_secs(10)).await;
+    // Three leases long, no second request: whoever holds the attempt keeps its lease.
+    rx.assert_silent(Duration::from_secs(6)).await;
+    rx.set_default(Behavior::Status(200));
+    release.notify_one();
+    all_succeed(&a.base, std::slice::from_ref(&event), Duration::from_secs(20)).await;
+    let (_, e) = get(&a.base, &format!("/v1/events/{event}")).await;
+    assert_eq!(e["deliveries"][0]["attempts"].as_array().unwrap().len(), 1, "{e}");
+    rx.assert_silent(Duration::from_millis(500)).await;
+    drop(held);
+}
+
+/// SIGTERM hands a node's leases back: what it had claimed (one attempt in flight past the
+/// grace, one waiting for a slot) is delivered by the other node at once, long before the 30 s
+/// lease would have run out, and before that node's next 5 s poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leases_back_to_the_other_node() {
+    let Some(db) = fresh_database().await else { return };
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut rx = Receiver::start(Behavior::Held(release.clone())).await;
+    let dir = temp_dir();
+    let hook = rx.url("/hook");
+    let config = |name: &str, port: u16| {
+        let cfg = node_config(&dir.path().join(name), port, &hook, &db);
+        let cfg = set(&cfg, "storage", "lease", "\"30s\"");
+        let cfg = set(&cfg, "delivery", "timeout", "\"30s\"");
+        let cfg = set(&cfg, "delivery", "max_in_flight_per_endpoint", "1");
+        set(&cfg, "server", "shutdown_grace", "\"1s\"")
+    };
+    let port = free_port();
+    let mut a = GatewayProcess::spawn(&dir.path().join("a.toml"), &config("a", port), port).await;
+    let mut events = Vec::new();
+    for i in 0..2 {
+        let (s, v) = post(&a.base, &json!({"trigger": "lease.handback", "data": {"i": i}}), None).await;
+        assert_eq!(s, 202, "{v}");
+        events.push(v["event_id"].as_str().unwrap().to_owned());
+    }
+    rx.next(Duration::from_secs(10)).await; // node a's first attempt is held
+    // Node a leases both: one in flight, the other waiting for the endpoint's only slot.
+    eventually(Duration::from_secs(10), || async { (leases(&db).await == (2, 1)).then_some(()) }).await;
+    let port_b = free_port();
+    let b = GatewayProcess::spawn(&dir.path().join("b.toml"), &config("b", port_b), port_b).await;
+    rx.set_default(Behavior::Status(200));
+    a.signal("-TERM");
+    assert!(a.wait_exit(Duration::from_secs(20)).await.success());
+    let exited = Instant::now();
+    let mut got = HashSet::new();
+    while got.len() < 2 {
+        let r = rx.next(Duration::from_secs(10)).await;
+        got.insert(r.json()["data"]["i"].as_u64().unwrap());
+    }
+    let took = exited.elapsed();
+    assert!(took < Duration::from_secs(2), "node b took {took:?} to deliver what node a handed back");
+    all_succeed(&b.base, &events, Duration::from_secs(20)).await;
+    release.notify_one();
+}
+
 /// A throwaway PostgreSQL cluster of this test's own, which it can stop and start.
 struct PrivateCluster {
     bin: std::path::PathBuf,
@@ -248,7 +330,7 @@ impl PrivateCluster {
     fn create() -> Option<PrivateCluster> {
         let Some(bin) = std::env::var_os("HOOKGATE_TEST_PG_BIN") else {
             assert!(std::env::var_os("CI").is_none(), "HOOKGATE_TEST_PG_BIN is not set: under CI this test must run");
-            eprintln!("SKIPPED: set HOOKGATE_TEST_PG_BIN (and HOOKGATE_TEST_PG_USER when root), as .ci/run does");
+            skipped("set HOOKGATE_TEST_PG_BIN (and HOOKGATE_TEST_PG_USER when root), as .ci/run does");
             return None;
         };
         let user = std::env::var("HOOKGATE_TEST_PG_USER").ok().filter(|u| !u.is_empty());

@@ -201,6 +201,9 @@ impl Pg {
         if ids.is_none() {
             client.execute("DELETE FROM nodes WHERE id = $1", &[&self.node]).await.map_err(pg_error)?;
         }
+        // What was handed back is due now: the other nodes take it at once rather than at
+        // their next poll.
+        client.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await.map_err(pg_error)?;
         Ok(())
     }
 
