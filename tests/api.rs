@@ -515,3 +515,53 @@ async fn patched_endpoints_apply_to_pending_deliveries() {
     assert!(after["ordering"].is_null(), "{after}");
     gw.stop().await.unwrap();
 }
+
+/// `since` and `until` (milliseconds, inclusive) through the HTTP API, on both backends:
+/// windows that must leave deliveries out do, alone and with another filter.
+#[tokio::test]
+async fn time_windows_leave_out_what_is_outside_them() {
+    for (backend, on) in backends().await {
+        let rx = Receiver::start(Behavior::Status(200)).await;
+        let dir = temp_dir();
+        let gw = TestGateway::start(&on(base_config(dir.path()) + &endpoint("ok", &rx.url("/"), r#"["*"]"#))).await;
+        // Three batches, each in milliseconds of its own: ids (and so times) of batch k are
+        // after bounds[k - 1] and at or before bounds[k].
+        let mut batches: Vec<Vec<String>> = Vec::new();
+        let mut bounds = Vec::new();
+        for b in 0..3 {
+            let mut ids = Vec::new();
+            for i in 0..4 {
+                let trigger = if i % 2 == 0 { "even.event" } else { "odd.event" };
+                let (s, r) = gw.ingest(&json!({"trigger": trigger, "data": {"b": b, "i": i}})).await;
+                assert_eq!(s, 202, "{backend}: {r}");
+                ids.extend(gw.delivery_ids(r["event_id"].as_str().unwrap()).await);
+            }
+            batches.push(ids);
+            let bound = hookgate::model::now_ms();
+            bounds.push(bound);
+            while hookgate::model::now_ms() <= bound {
+                tokio::task::yield_now().await;
+            }
+        }
+        let set_of = |ids: Vec<String>| ids.into_iter().collect::<HashSet<String>>();
+        let batch = |ks: &[usize]| set_of(ks.iter().flat_map(|&k| batches[k].clone()).collect());
+        let (b0, b1) = (bounds[0], bounds[1]);
+        let cases = [
+            (format!("since={}", b0 + 1), batch(&[1, 2])),
+            (format!("until={b0}"), batch(&[0])),
+            (format!("since={}&until={b1}", b0 + 1), batch(&[1])),
+            (format!("until={b1}"), batch(&[0, 1])),
+            (format!("since={}", bounds[2] + 1), HashSet::new()),
+            (
+                format!("since={}&until={b1}&trigger=odd.event", b0 + 1),
+                batches[1].iter().skip(1).step_by(2).cloned().collect(),
+            ),
+        ];
+        for (query, want) in cases {
+            let got = all_pages(&gw, &query, 3).await;
+            assert_eq!(got.len(), want.len(), "{backend}: {query}");
+            assert_eq!(set_of(got), want, "{backend}: {query}");
+        }
+        gw.stop().await.unwrap();
+    }
+}

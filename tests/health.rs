@@ -245,3 +245,43 @@ async fn retry_after_pauses_the_whole_endpoint() {
     assert_eq!(ep["circuit"], "closed", "one 429 does not open the circuit");
     gw.stop().await.unwrap();
 }
+
+/// The operations endpoint cannot feed itself: when it fails too, the announcement of another
+/// endpoint's exhausted delivery is attempted and exhausted like any delivery, and its own
+/// exhaustion announces nothing. Without the guard, each failed announcement would announce
+/// another, for ever.
+#[tokio::test]
+async fn a_failing_operations_endpoint_does_not_announce_itself() {
+    let mut bad = Receiver::start(Behavior::Status(500)).await;
+    let mut ops = Receiver::start(Behavior::Status(500)).await;
+    let dir = temp_dir();
+    let cfg =
+        base_config(dir.path()) + &endpoint("bad", &bad.url("/"), r#"["bot.state_change"]"#) + &ops_endpoint(&ops);
+    let cfg = set(&cfg, "delivery", "max_retries", "1");
+    let cfg = set(&cfg, "delivery", "backoff_initial", "\"20ms\"");
+    let gw = TestGateway::start(&cfg).await;
+    let (_, r) = gw.ingest(&state_change("bot_1")).await;
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    bad.next(WAIT).await;
+    bad.next(WAIT).await;
+    // The announcement's two attempts (it fails like any delivery)...
+    let first = ops.next(WAIT).await;
+    let second = ops.next(WAIT).await;
+    assert_eq!(first.json()["trigger"], "delivery.exhausted");
+    assert_eq!(first.header("webhook-id"), second.header("webhook-id"), "a retry of the same announcement");
+    assert_eq!(first.json()["data"]["delivery_id"], id.as_str());
+    // ...after which it is exhausted too, and nothing more is announced.
+    let announcement = eventually(WAIT, || async {
+        let (_, page) = gw.get("/v1/deliveries?endpoint_id=ops").await;
+        let data = page["data"].as_array().unwrap().clone();
+        (data.len() == 1 && data[0]["state"] == "failed").then_some(data)
+    })
+    .await;
+    assert_eq!(announcement[0]["trigger"], "delivery.exhausted");
+    ops.assert_silent(Duration::from_millis(600)).await;
+    let (_, page) = gw.get("/v1/deliveries?endpoint_id=ops").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "the failed announcement was announced: {page}");
+    let (_, events) = gw.get("/v1/deliveries?trigger=delivery.exhausted").await;
+    assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
+    gw.stop().await.unwrap();
+}

@@ -117,13 +117,18 @@ async fn kill_9_loses_nothing_accepted_and_restart_delivers_what_was_pending() {
 }
 
 /// SIGTERM while an attempt is in flight: the attempt completes and is recorded, the process
-/// exits 0, and a restart finds nothing left to do.
+/// exits 0, and a restart finds nothing left to do. The receiver holds the request until the
+/// test lets it go, so the attempt is certainly in flight when the signal arrives, whatever the
+/// machine's speed, and the process is seen waiting for it.
 #[tokio::test]
 async fn sigterm_finishes_in_flight_attempts_and_exits_zero() {
-    let mut rx = Receiver::start(Behavior::Delay(Duration::from_millis(700))).await;
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut rx = Receiver::start(Behavior::Held(release.clone())).await;
     let dir = temp_dir();
     let port = free_port();
     let cfg = process_config(&dir.path().join("data"), port, &rx.url("/hook"));
+    let cfg = set(&cfg, "delivery", "timeout", "\"20s\"");
+    let cfg = set(&cfg, "server", "shutdown_grace", "\"20s\"");
     let config_path = path_in(&dir, "hookgate.toml");
     let mut gw = GatewayProcess::spawn(&config_path, &cfg, port).await;
     let (s, r) = response(
@@ -136,8 +141,17 @@ async fn sigterm_finishes_in_flight_attempts_and_exits_zero() {
     .await;
     assert_eq!(s, 202);
     let event_id = r["event_id"].as_str().unwrap().to_owned();
-    rx.next(Duration::from_secs(10)).await; // the attempt is now in flight
+    rx.next(Duration::from_secs(10)).await; // the receiver holds the attempt now
     gw.signal("-TERM");
+    // Shutdown has begun once the listener is closed; the process must still be there,
+    // waiting for the held attempt.
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    eventually(Duration::from_secs(10), || async {
+        http.get(format!("{}/healthz", gw.base)).send().await.is_err().then_some(())
+    })
+    .await;
+    assert!(gw.child.try_wait().unwrap().is_none(), "the process exited with an attempt in flight");
+    release.notify_one();
     let status = gw.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status:?}");
 

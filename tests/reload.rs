@@ -37,18 +37,53 @@ async fn a_bad_reload_changes_nothing_and_a_good_one_applies_all_but_restart_key
     let path = dir.path().join("hookgate.toml");
     let cfg = base_config(dir.path()) + &endpoint("old", &rx.url("/old"), r#"["*"]"#);
     let cfg = set(&cfg, "delivery", "backoff_initial", "\"300ms\"");
+    // Enough retries that the pending delivery is still pending when its endpoint goes.
+    let cfg = set(&cfg, "delivery", "max_retries", "10");
     let gw = TestGateway::start_from_file(&path, &cfg).await;
     let (_, r) = gw.ingest(&state_change("b")).await;
     let pending = gw.delivery_ids(r["event_id"].as_str().unwrap()).await[0].clone();
     rx.next(WAIT).await; // its first attempt failed; it waits for a retry
 
-    // A bad file: the answer names the key and line; nothing changes.
-    std::fs::write(&path, cfg.replace("max_retries = 3", "max_retries = \"many\"")).unwrap();
-    let (s, body) = reload(&gw.base).await;
-    assert_eq!(s, 400, "{body}");
-    assert_eq!(body["error"]["code"], "invalid_config");
-    assert_eq!(body["error"]["key"], "delivery.max_retries", "{body}");
-    assert!(body["error"]["line"].as_u64().is_some(), "{body}");
+    // Bad files that also change the admin token, the endpoint's URL and its chain (a
+    // transform): one with a bad value (refused by the parser), one whose plugin does not load
+    // (refused after the file parsed). Each answer names the problem, and none of the rest is
+    // applied.
+    let recall = wasm::plugin("recall_envelope");
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm but not a component").unwrap();
+    let bad_file = |plugin: &std::path::Path, max_retries: &str| {
+        let c = base_config(dir.path()).replace(ADMIN_TOKEN, "bad-file-admin-token-0123")
+            + &format!("\n[[plugins]]\nname = \"recall\"\npath = \"{}\"\n", plugin.display())
+            + &endpoint("old", &rx.url("/moved"), r#"["*"]"#)
+            + "plugins = [\"recall\"]\n";
+        let c = set(&c, "delivery", "backoff_initial", "\"300ms\"");
+        set(&c, "delivery", "max_retries", max_retries)
+    };
+    for (bad, code) in [(bad_file(&recall, "\"many\""), "invalid_config"), (bad_file(&broken, "10"), "invalid_plugin")]
+    {
+        std::fs::write(&path, bad).unwrap();
+        let (s, body) = reload(&gw.base).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (400, Some(code)), "{body}");
+        if code == "invalid_config" {
+            assert_eq!(body["error"]["key"], "delivery.max_retries", "{body}");
+            assert!(body["error"]["line"].as_u64().is_some(), "{body}");
+        }
+        // The old admin token still works and the bad file's does not.
+        let (s, _) = gw.get("/v1/deliveries").await;
+        assert_eq!(s, 200, "{code}: the old admin token still works");
+        let (s, _) = response(
+            gw.http
+                .get(format!("{}/v1/deliveries", gw.base))
+                .header("authorization", "Bearer bad-file-admin-token-0123"),
+        )
+        .await;
+        assert_eq!(s, 401, "{code}: the bad file's admin token was not applied");
+        // The next retry goes to the old URL, without the bad file's transform.
+        let retry = rx.next(WAIT).await;
+        assert_eq!(retry.path, "/old", "{code}: the bad file's URL was not applied");
+        let body = retry.json();
+        assert_eq!(body["trigger"], "bot.state_change", "{code}: the bad file's chain was not applied: {body}");
+    }
     let (_, h) = gw.get("/healthz").await;
     assert_eq!(h["config"]["generation"], 1, "{h}");
     assert!(h["config"]["last_reload"].as_str().unwrap().starts_with("failed: "), "{h}");
@@ -219,4 +254,39 @@ async fn reload_under_load_delivers_every_event_per_the_config_that_accepted_it(
     rx.assert_silent(Duration::from_millis(300)).await;
     gw.signal("-TERM");
     assert!(gw.wait_exit(WAIT).await.success());
+}
+
+/// `--watch` looks at the plugins' components too: replacing a plugin's `.wasm` (the config
+/// file untouched) reloads, and the next delivery runs the new component.
+#[tokio::test]
+async fn watch_reloads_a_changed_plugin_component() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let component = dir.path().join("p.wasm");
+    std::fs::copy(wasm::plugin("redact"), &component).unwrap();
+    let cfg = base_config(dir.path())
+        + &format!(
+            "\n[[plugins]]\nname = \"p\"\npath = \"{}\"\nconfig = {{ pointers = \"/bot_metadata\" }}\n",
+            component.display()
+        )
+        + &endpoint("r", &rx.url("/"), r#"["*"]"#)
+        + "plugins = [\"p\"]\n";
+    let hooks = hookgate::Hooks { watch: Some(Duration::from_millis(100)), ..Default::default() };
+    let gw = TestGateway::start_from_file_with(&dir.path().join("hookgate.toml"), &cfg, hooks).await;
+    gw.ingest(&state_change("b1")).await;
+    let redacted = rx.next(WAIT).await.json();
+    assert_eq!((redacted["trigger"].as_str(), redacted.get("bot_metadata")), (Some("bot.state_change"), None));
+
+    let before = generation(&gw.base).await;
+    // Replaced as a deploy would: written beside it, then renamed over it.
+    let staged = dir.path().join("p.wasm.new");
+    std::fs::copy(wasm::plugin("recall_envelope"), &staged).unwrap();
+    std::fs::rename(&staged, &component).unwrap();
+    eventually(WAIT, || async { (generation(&gw.base).await > before).then_some(()) }).await;
+    let (_, h) = gw.get("/healthz").await;
+    assert_eq!(h["config"]["last_reload"], "ok", "{h}");
+    gw.ingest(&state_change("b2")).await;
+    let transformed = rx.next(WAIT).await.json();
+    assert_eq!(transformed["event"], "bot.done", "the new component ran: {transformed}");
+    gw.stop().await.unwrap();
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::*;
 
@@ -200,4 +200,89 @@ async fn fifo_order_holds_per_key_across_retries_and_kill_9() {
     })
     .await;
     gw.kill9();
+}
+
+/// While an ordered endpoint's circuit is open the whole queue waits: the failing head keeps
+/// its retries, nothing behind it overtakes it, and the half-open probe is the head itself;
+/// once it succeeds the queue moves on in order.
+#[tokio::test]
+async fn a_fifo_queue_waits_while_the_circuit_is_open() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    rx.then([Behavior::Status(503), Behavior::Status(503)]);
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("ordered", &rx.url("/"), r#"["*"]"#) + "ordering = \"fifo\"\n";
+    let cfg = set(&cfg, "delivery", "breaker_failures", "2");
+    let cfg = set(&cfg, "delivery", "breaker_cooldown", "\"2s\"");
+    let cfg = set(&cfg, "delivery", "backoff_initial", "\"50ms\"");
+    let cfg = set(&cfg, "delivery", "max_retries", "5");
+    let gw = TestGateway::start(&cfg).await;
+    let mut ids = Vec::new();
+    for bot in ["first", "second", "third"] {
+        let (s, r) = gw.ingest(&state_change(bot)).await;
+        assert_eq!(s, 202, "{r}");
+        ids.extend(gw.delivery_ids(r["event_id"].as_str().unwrap()).await);
+    }
+    let mut arrivals = Vec::new();
+    for _ in 0..5 {
+        let r = rx.next(WAIT).await;
+        arrivals.push((r.json()["bot_id"].as_str().unwrap().to_owned(), r.at));
+    }
+    let bots: Vec<&str> = arrivals.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(bots, ["first", "first", "first", "second", "third"], "the head is retried, then the queue moves");
+    let held = arrivals[2].1.duration_since(arrivals[1].1);
+    assert!(held >= Duration::from_millis(1800), "the probe came {held:?} after the circuit opened, not after 2 s");
+    for id in &ids {
+        assert_eq!(gw.settled(id, WAIT).await["state"], "succeeded");
+    }
+    assert_eq!(gw.delivery(&ids[0]).await["attempts"].as_array().unwrap().len(), 3);
+    rx.assert_silent(Duration::from_millis(300)).await;
+    gw.stop().await.unwrap();
+}
+
+/// With `ordering_key = "bot_id"`, events without the field share one queue: the second waits
+/// behind the first (whose retry is an hour away) while a keyed event goes ahead. PATCHing
+/// ordering off releases the waiting one at once; the head keeps its own schedule.
+#[tokio::test]
+async fn keyless_events_share_a_queue_and_turning_ordering_off_releases_it() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    rx.then([Behavior::Status(503)]);
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "delivery", "backoff_initial", "\"1h\"");
+    let gw = TestGateway::start(&cfg).await;
+    let (s, created) = gw
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/endpoints",
+            &json!({"url": rx.url("/"), "triggers": ["*"], "ordering": "fifo", "ordering_key": "bot_id"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let endpoint_id = created["id"].as_str().unwrap().to_owned();
+    let send = |body: Value| {
+        let gw = &gw;
+        async move {
+            let (s, r) = gw.ingest(&body).await;
+            assert_eq!(s, 202, "{r}");
+            gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0)
+        }
+    };
+    let head = send(json!({"trigger": "t.keyless", "data": {"n": 1}})).await;
+    assert_eq!(rx.next(WAIT).await.json()["data"]["n"], 1);
+    eventually(WAIT, || async { (gw.delivery(&head).await["attempts"].as_array().unwrap().len() == 1).then_some(()) })
+        .await;
+    let behind = send(json!({"trigger": "t.keyless", "data": {"n": 2}})).await;
+    send(json!({"trigger": "t.keyed", "bot_id": "A", "data": {"n": 3}})).await;
+    assert_eq!(rx.next(WAIT).await.json()["data"]["n"], 3, "another key's queue goes ahead");
+    rx.assert_silent(Duration::from_millis(500)).await;
+    assert_eq!(gw.delivery(&behind).await["attempts"].as_array().unwrap().len(), 0, "it waits behind the head");
+
+    let (s, b) =
+        gw.patch(&format!("/v1/endpoints/{endpoint_id}"), &json!({"ordering": null, "ordering_key": null})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(rx.next(WAIT).await.json()["data"]["n"], 2, "released at once");
+    assert_eq!(gw.settled(&behind, WAIT).await["state"], "succeeded");
+    let h = gw.delivery(&head).await;
+    assert_eq!((h["state"].as_str(), h["attempts"].as_array().unwrap().len()), (Some("pending"), 1), "{h}");
+    rx.assert_silent(Duration::from_millis(300)).await;
+    gw.stop().await.unwrap();
 }
