@@ -3,6 +3,7 @@
 //! stay within a tenant, rotation overlap, scoped tokens, quotas, refusals, and isolation of a
 //! tenant with hanging endpoints.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -482,4 +483,86 @@ async fn portal_codes_and_sessions_expire_on_time() {
     let (s, b) = read().await;
     assert_eq!((s, b["error"]["code"].as_str()), (401, Some("token_expired")), "{b}");
     gw.stop().await.unwrap();
+}
+
+/// Hostile top-level field names (U+001F, NUL, `:`, `/`, 10 KB) are accepted, stay in their
+/// tenant's log (never in another's, whatever the name spells), can be filtered on, and fail
+/// nothing, on both backends. A tenant's `Idempotency-Key` works on both backends and fails none
+/// of the requests committed with it.
+#[tokio::test]
+async fn hostile_field_names_and_tenant_keys_stay_in_their_tenant() {
+    let hostile = [
+        "x\u{1f}n:globex\u{1f}y".to_owned(),
+        "a\u{0}b".to_owned(),
+        "n:globex".to_owned(),
+        "f:x=1/y".to_owned(),
+        "x".repeat(10_000),
+    ];
+    for (backend, on) in backends().await {
+        let rx = Receiver::start(Behavior::Status(200)).await;
+        let dir = temp_dir();
+        let gw = TestGateway::start(&on(base_config(dir.path()))).await;
+        for t in ["acme", "globex"] {
+            create_tenant(&gw, json!({"id": t})).await;
+            create_endpoint(&gw, t, json!({"url": rx.url(&format!("/{t}")), "triggers": ["*"]})).await;
+        }
+        // Keyed tenant ingests and plain ones at once, so that they share group commits.
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let (http, base) = (gw.http.clone(), gw.base.clone());
+            tasks.push(tokio::spawn(async move {
+                let (path, key) = if i % 2 == 0 {
+                    ("/v1/tenants/acme/events".to_owned(), Some(format!("key-{}", i / 4)))
+                } else {
+                    ("/v1/events".to_owned(), None)
+                };
+                let mut req = http
+                    .post(format!("{base}{path}"))
+                    .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(json!({"trigger": "keyed.test", "data": {"n": i / 4}}).to_string());
+                if let Some(k) = key {
+                    req = req.header("idempotency-key", k);
+                }
+                response(req).await
+            }));
+        }
+        let mut acme_events = HashSet::new();
+        for t in tasks {
+            let (s, v) = t.await.unwrap();
+            assert_eq!(s, 202, "{backend}: {v}");
+            if v["event_id"].is_string() {
+                acme_events.insert(v["event_id"].as_str().unwrap().to_owned());
+            }
+        }
+        // 12 keyed requests in 6 keys (each twice), 12 plain ones.
+        assert_eq!(acme_events.len(), 12 / 2 + 12, "{backend}: one event per key");
+
+        for name in &hostile {
+            let mut body = serde_json::Map::new();
+            body.insert("trigger".into(), json!("hostile.names"));
+            body.insert(name.clone(), json!("v"));
+            body.insert("data".into(), json!({}));
+            let (s, v) = ingest_for(&gw, "acme", &Value::Object(body), &[]).await;
+            assert_eq!(s, 202, "{backend}: field name of {} bytes: {v}", name.len());
+        }
+        let count = |path: String| {
+            let gw = &gw;
+            async move {
+                let (s, page) = gw.get(&path).await;
+                assert_eq!(s, 200, "{backend}: {path}: {page}");
+                page["data"].as_array().unwrap().len()
+            }
+        };
+        assert_eq!(count("/v1/tenants/globex/deliveries?limit=200".into()).await, 0, "{backend}");
+        assert_eq!(count("/v1/deliveries?tenant=globex&limit=200".into()).await, 0, "{backend}");
+        assert_eq!(count("/v1/tenants/acme/deliveries?trigger=hostile.names".into()).await, hostile.len());
+        assert_eq!(count("/v1/deliveries?trigger=hostile.names".into()).await, hostile.len(), "{backend}");
+        // A filter on a hostile name finds its own event only.
+        for name in hostile.iter().filter(|n| n.len() <= 128) {
+            let q: String = url::form_urlencoded::Serializer::new(String::new()).append_pair(name, "v").finish();
+            assert_eq!(count(format!("/v1/deliveries?{q}")).await, 1, "{backend}: filter on {name:?}");
+        }
+        gw.stop().await.unwrap();
+    }
 }

@@ -112,6 +112,10 @@ impl Pg {
             params.push(Box::new(s.as_str().to_owned()));
             conditions.push(format!("state = ${}", params.len()));
         }
+        // No endpoint id holds a NUL, which `text` cannot carry: nothing matches.
+        if q.endpoint_id.as_ref().is_some_and(|e| e.contains('\0')) {
+            return Ok(page);
+        }
         if let Some(e) = &q.endpoint_id {
             params.push(Box::new(e.clone()));
             conditions.push(format!("endpoint_id = ${}", params.len()));
@@ -122,6 +126,7 @@ impl Pg {
             .map(|(f, v)| crate::store::schema::field_key(f, v))
             .chain(q.trigger.iter().map(|t| crate::store::schema::trigger_key(t)))
             .chain(q.tenant.iter().map(|t| crate::store::schema::tenant_key(t)))
+            .map(|k| super::rows::pg_key(&k).into_owned())
             .collect();
         if !keys.is_empty() {
             params.push(Box::new(keys));

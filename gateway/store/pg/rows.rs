@@ -73,12 +73,36 @@ impl NewRows {
     }
 }
 
-/// The `keys` column: every index key but the state and endpoint (which are columns), joined
-/// with U+001F, which canonical JSON always escapes and ids never contain.
+/// The `keys` column: every index key but the state and endpoint (which are columns), each as
+/// [`pg_key`], joined with U+001F (which `pg_key` never leaves in a key).
 pub(super) fn filter_keys(d: &DeliveryRecord) -> String {
     let mut keys = index_keys(d);
     keys.retain(|k| !k.starts_with("s:") && !k.starts_with("e:"));
-    keys.join("\u{1f}")
+    keys.iter().map(|k| pg_key(k)).collect::<Vec<_>>().join("\u{1f}")
+}
+
+/// The longest index key stored as itself; a longer one is stored as its hash (a GIN index
+/// entry must fit in a third of a page, and a longer key filters nothing useful).
+const MAX_PLAIN_KEY: usize = 512;
+
+/// An index key as the `keys` column holds it, for writes and queries alike. A key that
+/// PostgreSQL's `text` cannot hold (NUL), that would split into several keys (U+001F, from a
+/// field *name*: values are canonical JSON, which escapes both) or that is too long for a GIN
+/// entry is replaced by `#` and the hex SHA-256 of the key: no input can forge another key
+/// (every other key starts with a letter and a colon), and no input can fail the batch it is
+/// written with.
+pub(super) fn pg_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.len() <= MAX_PLAIN_KEY && !key.contains(['\0', '\u{1f}']) {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut out = String::with_capacity(65);
+    out.push('#');
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The `fifo_queue` column: the queue while the delivery is pending in it.

@@ -70,31 +70,39 @@ impl Batch<'_, '_> {
     pub(super) async fn claim_keys(&mut self, ops: &[Op], ttl: u64) -> Result<HashMap<usize, Verdict>, StoreError> {
         struct Claim<'o> {
             index: usize,
-            key: &'o str,
+            /// As stored: a tenant's keys are `tenant` NUL `key` in the store's contract, and
+            /// `text` cannot hold a NUL, so it is stored as U+001F, which neither a tenant id
+            /// nor a key (visible ASCII) contains.
+            key: std::borrow::Cow<'o, str>,
             hash: &'o str,
             event_id: Uuid,
             deliveries: usize,
             /// The request's time on the gateway's clock: a key's life is measured on it.
             at_ms: u64,
         }
-        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut first: HashMap<String, usize> = HashMap::new();
         let mut claims: Vec<Claim<'_>> = Vec::new();
         let mut repeats: Vec<Claim<'_>> = Vec::new();
         for (index, op) in ops.iter().enumerate() {
             let Op::Ingest(w, _) = op else { continue };
             let Some(c) = &w.idempotency else { continue };
+            let key = if c.key.contains('\0') {
+                std::borrow::Cow::Owned(c.key.replace('\0', "\u{1f}"))
+            } else {
+                std::borrow::Cow::Borrowed(c.key.as_str())
+            };
             let claim = Claim {
                 index,
-                key: &c.key,
+                key,
                 hash: &c.request_hash,
                 event_id: w.event.id,
                 deliveries: w.deliveries.len(),
                 at_ms: w.event.received_at_ms,
             };
-            if first.contains_key(c.key.as_str()) {
+            if first.contains_key(claim.key.as_ref()) {
                 repeats.push(claim);
             } else {
-                first.insert(&c.key, claims.len());
+                first.insert(claim.key.clone().into_owned(), claims.len());
                 claims.push(claim);
             }
         }
@@ -103,8 +111,8 @@ impl Batch<'_, '_> {
             return Ok(verdicts);
         }
         let mut order: Vec<usize> = (0..claims.len()).collect();
-        order.sort_by_key(|&i| claims[i].key);
-        let keys: Vec<&str> = order.iter().map(|&i| claims[i].key).collect();
+        order.sort_by(|&a, &b| claims[a].key.cmp(&claims[b].key));
+        let keys: Vec<&str> = order.iter().map(|&i| claims[i].key.as_ref()).collect();
         let hashes: Vec<&str> = order.iter().map(|&i| claims[i].hash).collect();
         let events: Vec<Uuid> = order.iter().map(|&i| claims[i].event_id).collect();
         let counts: Vec<i32> = order.iter().map(|&i| claims[i].deliveries as i32).collect();
@@ -154,11 +162,11 @@ impl Batch<'_, '_> {
             }))
         };
         for c in &claims {
-            let v = if won.contains(c.key) {
-                held.insert(c.key.to_owned(), (c.hash.to_owned(), c.event_id, c.deliveries));
+            let v = if won.contains(c.key.as_ref()) {
+                held.insert(c.key.clone().into_owned(), (c.hash.to_owned(), c.event_id, c.deliveries));
                 Verdict::Store
             } else {
-                match held.get(c.key) {
+                match held.get(c.key.as_ref()) {
                     Some(rec) => answer(c.hash, rec),
                     // Removed between the two statements (retention): the caller retries.
                     None => Verdict::Answer(Err(StoreError::Storage(
@@ -169,9 +177,9 @@ impl Batch<'_, '_> {
             verdicts.insert(c.index, v);
         }
         for c in &repeats {
-            let v = match held.get(c.key) {
+            let v = match held.get(c.key.as_ref()) {
                 Some(rec) => answer(c.hash, rec),
-                None => verdicts.get(&claims[first[c.key]].index).cloned().unwrap_or(Verdict::Store),
+                None => verdicts.get(&claims[first[c.key.as_ref()]].index).cloned().unwrap_or(Verdict::Store),
             };
             verdicts.insert(c.index, v);
         }
