@@ -485,6 +485,20 @@ async fn migrate_and_check_report_the_schema() {
     assert!(!ok && err.contains("storage.postgres_url") && err.contains("cannot connect"), "{err}");
     assert!(!err.contains("sekrit"), "the password is never printed: {err}");
 
+    // A database that does not exist: the server's own words, never the password.
+    let (server, _) = db.rsplit_once('/').unwrap();
+    let missing = format!("{}/no_such_db", server.replacen("hookgate@", "hookgate:sekrit@", 1));
+    let (ok, _, err) = hookgate(&["check", "--config", example], &[("DATABASE_URL", missing.as_str())]);
+    assert!(!ok && err.contains("database \"no_such_db\" does not exist"), "{err}");
+    assert!(!err.contains("sekrit"), "the password is never printed: {err}");
+    let port = free_port();
+    let cfg_missing = node_config(&dir.path().join("m"), port, "http://127.0.0.1:9/", &missing);
+    let path_missing = dir.path().join("m.toml");
+    std::fs::write(&path_missing, cfg_missing).unwrap();
+    let (ok, _, err) = hookgate(&["serve", "--config", path_missing.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("database \"no_such_db\" does not exist"), "serve names the cause: {err}");
+    assert!(!err.contains("sekrit"), "the password is never printed: {err}");
+
     let typo = cfg.replace("backend = \"postgres\"", "backend = \"postgress\"");
     std::fs::write(&path, typo).unwrap();
     let (ok, _, err) = hookgate(&["check", "--config", path.to_str().unwrap()], &[]);

@@ -62,13 +62,34 @@ const SETTINGS_CHANNEL: &str = "hookgate_settings";
 /// requests fail (503) quickly instead of hanging.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) fn pg_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Storage(format!("postgres: {e}"))
+pub(super) fn pg_error(e: impl std::error::Error) -> StoreError {
+    StoreError::Storage(format!("postgres: {}", describe(&e)))
 }
 
 /// Only the SQL error's text: tokio-postgres' errors never hold the connection URL.
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Storage(format!("postgres: no connection: {e}"))
+    StoreError::Storage(format!("postgres: no connection: {}", describe(&e)))
+}
+
+/// An error with what the server said: tokio-postgres shows a server's refusal as just "db
+/// error" and keeps the message (`database "x" does not exist`, `password authentication
+/// failed for user "y"`) in its source chain. Neither holds the URL or the password.
+fn describe(e: &(dyn std::error::Error + '_)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = match c.downcast_ref::<tokio_postgres::error::DbError>() {
+            // Not the detail: it can quote row values.
+            Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+            None => c.to_string(),
+        };
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// The PostgreSQL side of a [`Store`]: the pool, this node's identity and its lease length.
@@ -124,7 +145,7 @@ async fn connect(pc: &PostgresConfig) -> Result<tokio_postgres::Client, StoreErr
     let (client, connection) = client_config(pc)?
         .connect(NoTls)
         .await
-        .map_err(|e| StoreError::Storage(format!("cannot connect to PostgreSQL: {e}")))?;
+        .map_err(|e| StoreError::Storage(format!("cannot connect to PostgreSQL: {}", describe(&e))))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
