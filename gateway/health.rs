@@ -35,6 +35,8 @@ pub struct Policy {
     pub breaker_cooldown: Duration,
     /// The longest open period (`delivery.backoff_max`, or the cooldown if that is longer).
     pub cooldown_max: Duration,
+    /// The longest `Retry-After` pause (`delivery.backoff_max`).
+    pub pause_max: Duration,
     pub disable_after: Option<Duration>,
 }
 
@@ -44,6 +46,7 @@ impl Policy {
             breaker_failures: d.breaker_failures,
             breaker_cooldown: d.breaker_cooldown,
             cooldown_max: d.retry.max,
+            pause_max: d.retry.max,
             disable_after: d.disable_after,
         }
     }
@@ -372,9 +375,9 @@ impl HealthBook {
             e.probe_in_flight = false;
             if let (Some(429), Some(wait)) = (outcome.status_code, outcome.retry_after) {
                 // The receiver asked for a pause: the whole endpoint waits, not just this one,
-                // for as long as asked, up to the longest open period (a receiver cannot park
-                // an endpoint for a year).
-                let wait = wait.min(p.cooldown_max.max(p.breaker_cooldown));
+                // for as long as asked, up to `backoff_max`, like every retry wait (a receiver
+                // cannot park an endpoint for a year, nor longer than the operator allows).
+                let wait = wait.min(p.pause_max);
                 e.paused_until_ms = e.paused_until_ms.max(now_ms + wait.as_millis() as u64);
             }
             if v == Verdict::NotTried {
@@ -458,8 +461,29 @@ mod tests {
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(30),
             cooldown_max: Duration::from_secs(100),
+            pause_max: Duration::from_secs(3),
             disable_after: Some(Duration::from_millis(1000)),
         }
+    }
+
+    /// A `Retry-After` longer than `backoff_max` pauses the endpoint for `backoff_max`, however
+    /// long the circuit's cooldown is; a shorter one for as long as asked.
+    #[test]
+    fn retry_after_pauses_at_most_backoff_max() {
+        let book = HealthBook::new(policy(), vec![]);
+        let limited = |secs: u64| Outcome {
+            status_code: Some(429),
+            error: Some(err(ErrorKind::Status)),
+            response_body: String::new(),
+            duration: Duration::ZERO,
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        book.observe("a", &limited(60), 1_000);
+        assert_eq!(book.allowance("a", 1_000), Allowance::WaitUntil(4_000));
+        assert_eq!(book.begin_attempt("a", 3_999), None);
+        assert_eq!(book.begin_attempt("a", 4_000), Some(false));
+        book.observe("b", &limited(2), 1_000);
+        assert_eq!(book.allowance("b", 1_000), Allowance::WaitUntil(3_000));
     }
 
     fn err(kind: ErrorKind) -> AttemptError {
