@@ -212,8 +212,11 @@ async fn spawn(config: &std::path::Path, http: &reqwest::Client, base: &str) -> 
 }
 
 async fn pending(http: &reqwest::Client, base: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&http.get(format!("{base}/healthz")).send().await.unwrap().text().await.unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        // The counts are for the admin (see `/healthz`).
+        &http.get(format!("{base}/healthz")).bearer_auth("a").send().await.unwrap().text().await.unwrap(),
+    )
+    .unwrap();
     v["pending_deliveries"].as_u64().unwrap()
 }
 

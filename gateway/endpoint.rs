@@ -292,22 +292,39 @@ pub fn validate(spec: EndpointSpec, allow_http: bool) -> Result<ValidSpec, SpecE
 
 /// Checks an endpoint URL: absolute, http(s) with a host, no credentials, https unless allowed.
 pub fn validate_url(text: &str, allow_http: bool) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
+    // Messages show the URL without its userinfo: after `${ENV}` expansion it may hold a
+    // password, and these messages reach logs and API answers.
+    let shown = without_userinfo(text);
+    let url = url::Url::parse(text).map_err(|e| format!("{shown:?} is not a valid URL: {e}"))?;
     match url.scheme() {
         "https" => {}
         "http" if allow_http => {}
         "http" => {
-            return Err(format!("{text:?} uses http://; only https:// is allowed unless delivery.allow_http = true"));
+            return Err(format!("{shown:?} uses http://; only https:// is allowed unless delivery.allow_http = true"));
         }
-        other => return Err(format!("{text:?} has scheme {other:?}; use https://")),
+        other => return Err(format!("{shown:?} has scheme {other:?}; use https://")),
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{text:?} carries credentials; put secrets in the endpoint's secret, not its URL"));
+        return Err(format!("{shown:?} carries credentials; put secrets in the endpoint's secret, not its URL"));
     }
     Ok(url)
+}
+
+/// A URL (or what was meant as one) with anything between `//` and the host's `@` replaced by
+/// `***`, so that no message shows a password.
+pub fn without_userinfo(text: &str) -> String {
+    let (prefix, rest) = match text.find("//") {
+        Some(i) => text.split_at(i + 2),
+        None => ("", text),
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{prefix}***{}", &rest[at..]),
+        None => text.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +340,17 @@ mod tests {
             secret: None,
             ..EndpointSpec::default()
         }
+    }
+
+    #[test]
+    fn messages_never_show_userinfo() {
+        for text in ["https://user:pa55word@hooks.example/x", "ftp://user:pa55word@hooks.example", "user:pa55word@host"]
+        {
+            let e = validate_url(text, false).unwrap_err();
+            assert!(!e.contains("pa55word"), "{e}");
+        }
+        assert_eq!(without_userinfo("https://u:p@h.example/a@b"), "https://***@h.example/a@b");
+        assert_eq!(without_userinfo("https://h.example/a@b"), "https://h.example/a@b");
     }
 
     #[test]

@@ -41,6 +41,35 @@ fn check_rejects_a_bad_config_naming_key_and_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
 
+/// A secret in the wrong shape, or a password in an endpoint URL that came from the
+/// environment, is named by key and line but never echoed.
+#[test]
+fn config_errors_never_echo_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let base =
+        "[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
+    std::fs::write(&path, base.replace("ingest_tokens = [\"t\"]", "ingest_tokens = \"s3cret-ingest-token-0123\""))
+        .unwrap();
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("c.toml:2") && stderr.contains("auth.ingest_tokens"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "the token is never echoed: {stderr}");
+
+    std::fs::write(&path, format!("{base}[[endpoints]]\nid = \"e\"\nurl = \"${{HOOK_URL}}\"\ntriggers = [\"*\"]\n"))
+        .unwrap();
+    for url in ["https://user:pa55word@hooks.example/x", "gopher://user:pa55word@hooks.example/x"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["check", "--config", path.to_str().unwrap()])
+            .env("HOOK_URL", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("url"), "{url}: {stderr}");
+        assert!(!stderr.contains("pa55word"), "the URL's password is never echoed: {stderr}");
+    }
+}
+
 #[test]
 fn check_warns_about_literal_private_targets() {
     let dir = tempfile::tempdir().unwrap();

@@ -410,6 +410,8 @@ async fn a_database_restart_costs_a_503_not_an_event() {
     let (s, v) = post(&node.base, &json!({"trigger": "restart.test", "data": {"down": true}}), None).await;
     assert_eq!(s, 503, "ingest while the database is down: {v}");
     assert_eq!(v["error"]["code"], "store_unavailable", "a JSON error body naming the problem: {v}");
+    let (s, h) = response(reqwest::Client::new().get(format!("{}/healthz", node.base))).await;
+    assert_eq!((s, h["error"]["code"].as_str()), (503, Some("store_unavailable")), "{h}");
     cluster.start();
     // The node reconnects by itself: ingest works again within a bounded time.
     let deadline = Instant::now() + Duration::from_secs(30);

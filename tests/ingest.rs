@@ -91,7 +91,7 @@ async fn bad_requests_are_refused_with_clear_errors_and_store_nothing() {
     let (s, b) = gw.get(&format!("/v1/deliveries/{}", uuid::Uuid::new_v4())).await;
     assert_error(s, &b, 404, "not_found", "no delivery");
 
-    let (s, health) = response(gw.http.get(format!("{}/healthz", gw.base))).await;
+    let (s, health) = gw.get("/healthz").await;
     assert_eq!(s, 200);
     assert_eq!(health["pending_deliveries"], 0, "nothing may be stored by refused requests");
     rx.assert_silent(Duration::from_millis(300)).await;

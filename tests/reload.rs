@@ -84,6 +84,11 @@ async fn a_bad_reload_changes_nothing_and_a_good_one_applies_all_but_restart_key
         let body = retry.json();
         assert_eq!(body["trigger"], "bot.state_change", "{code}: the bad file's chain was not applied: {body}");
     }
+    // Without the admin token, /healthz says only that the reload failed: its message quotes
+    // the file.
+    let (s, open) = response(gw.http.get(format!("{}/healthz", gw.base))).await;
+    assert_eq!((s, open["config"]["last_reload"].as_str()), (200, Some("failed")), "{open}");
+    assert!(open.get("pending_deliveries").is_none() && open.get("store").is_none(), "status only: {open}");
     let (_, h) = gw.get("/healthz").await;
     assert_eq!(h["config"]["generation"], 1, "{h}");
     assert!(h["config"]["last_reload"].as_str().unwrap().starts_with("failed: "), "{h}");

@@ -242,8 +242,21 @@ fn localize(v: &mut serde_json::Value, d: &DeliveryRecord, scoped: bool) {
     }
 }
 
-/// `GET /healthz`: 200 while the store answers reads, 503 otherwise.
-pub async fn health(State(st): State<AppState>) -> Response {
+/// `GET /healthz`: 200 while the store answers reads, 503 otherwise. Without the admin token
+/// it says only that (and the config generation and whether the last reload applied): a load
+/// balancer's probe needs no more, and the details (counts, a reload's error, which may quote
+/// the config file) are for operators.
+pub async fn health(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if st.live.get().admin_tokens.check(&headers).is_err() {
+        // One cheap indexed read proves the store answers.
+        return match st.store.oldest_pending_ms().await {
+            Ok(_) => json_response(
+                StatusCode::OK,
+                serde_json::json!({ "status": "ok", "config": config_status(&st, false) }).to_string(),
+            ),
+            Err(_) => unavailable(None),
+        };
+    }
     let counts = async {
         Ok::<_, crate::store::StoreError>((st.store.pending_count().await?, st.store.oldest_pending_ms().await?))
     };
@@ -262,19 +275,29 @@ pub async fn health(State(st): State<AppState>) -> Response {
                     "commits": stats.commits.load(std::sync::atomic::Ordering::Relaxed),
                     "operations": stats.operations.load(std::sync::atomic::Ordering::Relaxed),
                 },
-                "config": config_status(&st),
+                "config": config_status(&st, true),
             });
             json_response(StatusCode::OK, body.to_string())
         }
-        Err(e) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "status": "unavailable", "error": e.to_string() }).to_string(),
-        ),
+        Err(e) => unavailable(Some(e.to_string())),
     }
 }
 
+/// `/healthz`'s 503, in the API's error shape; the store's own words only for the admin.
+fn unavailable(detail: Option<String>) -> Response {
+    let mut error = serde_json::json!({ "code": "store_unavailable", "message": "the store does not answer reads" });
+    if let Some(d) = detail {
+        error["detail"] = d.into();
+    }
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({ "status": "unavailable", "error": error }).to_string(),
+    )
+}
+
 /// The running config generation and the last reload, for `/healthz` and the reload answer.
-fn config_status(st: &AppState) -> serde_json::Value {
+/// A failed reload's message (which may quote the file) only with `details`.
+fn config_status(st: &AppState, details: bool) -> serde_json::Value {
     let status = st.live.status();
     serde_json::json!({
         "generation": st.live.get().number,
@@ -282,7 +305,8 @@ fn config_status(st: &AppState) -> serde_json::Value {
         "last_reload": match (&status.at_ms, &status.error) {
             (None, _) => serde_json::Value::Null,
             (Some(_), None) => "ok".into(),
-            (Some(_), Some(e)) => format!("failed: {e}").into(),
+            (Some(_), Some(e)) if details => format!("failed: {e}").into(),
+            (Some(_), Some(_)) => "failed".into(),
         },
     })
 }

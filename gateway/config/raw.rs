@@ -332,5 +332,34 @@ pub(super) fn toml_error(e: &toml::de::Error, text: &str, file: &str) -> ConfigE
         }
         None => (None, String::new()),
     };
-    ConfigError { file: file.to_owned(), line, key, message: e.message().trim().to_owned() }
+    ConfigError { file: file.to_owned(), line, key, message: without_values(e.message().trim()) }
+}
+
+/// A deserializer's message without the values it quotes (`invalid type: string "…",
+/// expected a sequence`): the value may be a token or a secret put in the wrong shape, and the
+/// message reaches logs. The line and key already say where to look.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i]);
+        out.push_str("a string");
+        let quoted = &rest[i + "string \"".len()..];
+        // The closing quote: the first one not escaped by a backslash.
+        let mut end = quoted.len();
+        let mut escaped = false;
+        for (j, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = j + 1;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = &quoted[end.min(quoted.len())..];
+    }
+    out.push_str(rest);
+    out
 }
