@@ -254,6 +254,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{id}/portal", post(api::tenants::create_portal_link).fallback(mna))
         .route("/v1/portal/session", post(api::tenants::portal_session).fallback(mna))
         .route("/v1/admin/reload", post(api::reload).fallback(mna))
+        .route("/v1/admin/orphaned-endpoints", get(api::endpoints::list_orphaned).fallback(mna))
+        .route(
+            "/v1/admin/orphaned-endpoints/{tenant}/{endpoint}",
+            axum::routing::delete(api::endpoints::delete_orphaned).fallback(mna),
+        )
         .route("/metrics", get(api::metrics).fallback(mna))
         .route("/healthz", get(api::health).fallback(mna))
         .route("/", get(api::dashboard).fallback(mna))

@@ -185,7 +185,14 @@ impl Reloader {
         // Everything is ready; apply. Endpoints first (one swap), then the generation.
         self.registry.replace_config_endpoints(&config.endpoints);
         self.health.set_policy(crate::health::Policy::from_config(&config.delivery));
-        self.tenants.apply_config(&config);
+        // A tenant gone from the file takes its tokens with it; deleting the stored ones may
+        // fail (the store is down): they are revoked here already, and the next reload or
+        // start (which loads no tokens of tenants that are not there) tries again.
+        for token in self.tenants.apply_config(&config) {
+            if let Err(e) = self.store.delete_token(token.clone()).await {
+                tracing::warn!(token_id = %token, error = %e, "cannot delete a removed tenant's token from the store");
+            }
+        }
         self.operations.set_endpoint(config.operations_endpoint.clone());
         self.store.set_idempotency_ttl(config.retention.idempotency);
         for w in &config.warnings {

@@ -317,6 +317,9 @@ pub enum ErrorKind {
     Request,
     /// The endpoint no longer exists in the configuration. Never retried.
     EndpointGone,
+    /// The endpoint's tenant no longer exists, so there is no key of its own to sign with (and
+    /// another tenant's is never used). Never retried; resendable once the tenant is back.
+    TenantGone,
     /// A plugin trapped, ran out of time or memory, returned an error or an invalid body.
     Plugin,
     /// The gateway could not read the delivery's stored event. Never retried.
@@ -335,6 +338,7 @@ impl ErrorKind {
             ErrorKind::Blocked => "blocked",
             ErrorKind::Request => "request",
             ErrorKind::EndpointGone => "endpoint_gone",
+            ErrorKind::TenantGone => "tenant_gone",
             ErrorKind::Plugin => "plugin",
             ErrorKind::Internal => "internal",
             ErrorKind::EndpointDisabled => "endpoint_disabled",
@@ -347,6 +351,7 @@ impl ErrorKind {
             self,
             ErrorKind::Blocked
                 | ErrorKind::EndpointGone
+                | ErrorKind::TenantGone
                 | ErrorKind::Plugin
                 | ErrorKind::Internal
                 | ErrorKind::EndpointDisabled

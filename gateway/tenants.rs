@@ -212,7 +212,13 @@ impl Tenants {
                 Err(e) => tracing::warn!(tenant = %r.id, error = %e, "stored tenant is invalid; ignored"),
             }
         }
-        let tokens = tokens.into_iter().filter_map(|t| Some((unhex(&t.hash)?, t))).collect();
+        // A token whose tenant is not here opens nothing, and must not open a tenant added
+        // later under the same id.
+        let tokens = tokens
+            .into_iter()
+            .filter(|t| tenants.contains_key(&t.tenant))
+            .filter_map(|t| Some((unhex(&t.hash)?, t)))
+            .collect();
         Tenants {
             settings: RwLock::new((config.tenant_defaults, config.signing.rotation_overlap)),
             tenants: RwLock::new(tenants),
@@ -234,18 +240,37 @@ impl Tenants {
     /// Applies a reloaded file: the default tenant's keys (`[signing]`), the file's
     /// `[[tenants]]` (added, changed, removed), the defaults and the rotation overlap. Tenants
     /// created through the API are untouched.
-    pub fn apply_config(&self, config: &Config) {
+    ///
+    /// A tenant the file no longer has is gone at once, with its credentials: returns the ids
+    /// of its tokens (revoked here; the caller deletes them from the store) so that a tenant
+    /// added again later under the same id does not inherit them.
+    pub fn apply_config(&self, config: &Config) -> Vec<String> {
         let fresh = Tenants::new(config, Vec::new(), Vec::new());
         let from_file = fresh.tenants.into_inner().expect("tenants lock");
-        let mut tenants = self.tenants.write().expect("tenants lock");
-        tenants.retain(|_, t| t.origin != TenantOrigin::Config);
-        for (id, t) in from_file {
-            if tenants.contains_key(&id) {
-                tracing::warn!(tenant = %id, "a tenant from the file shadows a stored one; the file's applies");
+        let removed: Vec<String> = {
+            let mut tenants = self.tenants.write().expect("tenants lock");
+            let before: Vec<String> =
+                tenants.values().filter(|t| t.origin == TenantOrigin::Config).map(|t| t.id.clone()).collect();
+            tenants.retain(|_, t| t.origin != TenantOrigin::Config);
+            for (id, t) in from_file {
+                if tenants.contains_key(&id) {
+                    tracing::warn!(tenant = %id, "a tenant from the file shadows a stored one; the file's applies");
+                }
+                tenants.insert(id, t);
             }
-            tenants.insert(id, t);
-        }
+            before.into_iter().filter(|id| !tenants.contains_key(id)).collect()
+        };
         *self.settings.write().expect("tenants lock") = (config.tenant_defaults, config.signing.rotation_overlap);
+        removed.iter().flat_map(|id| self.revoke_credentials(id)).collect()
+    }
+
+    /// Revokes every token and unredeemed portal code of `tenant`; returns the tokens' ids.
+    fn revoke_credentials(&self, tenant: &str) -> Vec<String> {
+        self.codes.lock().expect("tenants lock").retain(|_, (t, _)| t != tenant);
+        let mut tokens = self.tokens.write().expect("tenants lock");
+        let ids = tokens.values().filter(|t| t.tenant == tenant).map(|t| t.id.clone()).collect();
+        tokens.retain(|_, t| t.tenant != tenant);
+        ids
     }
 
     /// Replaces the API tenants and every token with what is stored (another node changed
@@ -266,8 +291,11 @@ impl Tenants {
             }
         }
         *self.records.write().expect("tenants lock") = kept;
-        *self.tokens.write().expect("tenants lock") =
-            tokens.into_iter().filter_map(|t| Some((unhex(&t.hash)?, t))).collect();
+        *self.tokens.write().expect("tenants lock") = tokens
+            .into_iter()
+            .filter(|t| tenants.contains_key(&t.tenant))
+            .filter_map(|t| Some((unhex(&t.hash)?, t)))
+            .collect();
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
@@ -294,17 +322,20 @@ impl Tenants {
         Ok(t)
     }
 
+    /// Removes a tenant and revokes its tokens and portal codes at once (the store deletes the
+    /// stored tokens in the same operation as the tenant).
     pub fn remove(&self, id: &str) {
         self.tenants.write().expect("tenants lock").remove(id);
         self.records.write().expect("tenants lock").remove(id);
-        self.tokens.write().expect("tenants lock").retain(|_, t| t.tenant != id);
+        self.revoke_credentials(id);
     }
 
-    /// The secrets that sign a delivery of `tenant` now (the default tenant's if it is gone).
-    pub fn signing_keys(&self, tenant: &str, now_ms: u64) -> (Secret, Vec<Secret>) {
-        let t = self.get(tenant).or_else(|| self.get(DEFAULT_TENANT)).expect("the default tenant exists");
+    /// The secrets that sign a delivery of `tenant` now; `None` when the tenant is gone. Never
+    /// another tenant's (the default's `[signing]` secret is trusted by other receivers).
+    pub fn signing_keys(&self, tenant: &str, now_ms: u64) -> Option<(Secret, Vec<Secret>)> {
+        let t = self.get(tenant)?;
         let (current, others) = t.signing_keys(now_ms, self.overlap());
-        (current.clone(), others)
+        Some((current.clone(), others))
     }
 
     /// Takes one event from the tenant's ingest quota, or says how long until one is there.

@@ -566,3 +566,112 @@ async fn hostile_field_names_and_tenant_keys_stay_in_their_tenant() {
         gw.stop().await.unwrap();
     }
 }
+
+/// A tenant removed from the file (and reloaded) leaves endpoints behind: their deliveries are
+/// never signed with another key (the default `[signing]` secret is trusted by other
+/// receivers): they fail `tenant_gone`, an admin lists and deletes such endpoints, and a
+/// delivery is resendable once the tenant is back. Its tokens are revoked with it.
+#[tokio::test]
+async fn a_removed_tenants_endpoints_never_sign_with_another_key() {
+    let mut rx = Receiver::start(Behavior::Status(503)).await;
+    let dir = temp_dir();
+    let path = dir.path().join("hookgate.toml");
+    const FILE_SECRET: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let without = set(&base_config(dir.path()), "delivery", "backoff_initial", "\"300ms\"");
+    let without = set(&without, "delivery", "max_retries", "10");
+    let with = without.clone() + &format!("\n[[tenants]]\nid = \"filed\"\nsecret = \"{FILE_SECRET}\"\n");
+    let gw = TestGateway::start_from_file(&path, &with).await;
+    let reload = |text: String| {
+        let (gw, path) = (&gw, &path);
+        async move {
+            std::fs::write(path, text).unwrap();
+            let (s, b) = gw.send_json(reqwest::Method::POST, "/v1/admin/reload", &json!({})).await;
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+    let ep = create_endpoint(&gw, "filed", json!({"url": rx.url("/filed"), "triggers": ["*"]})).await;
+    let (s, tok) = admin(&gw, reqwest::Method::POST, "/v1/tenants/filed/tokens", &json!({})).await;
+    assert_eq!(s, 201, "{tok}");
+    let token = tok["token"].as_str().unwrap().to_owned();
+    let (s, r) = ingest_for(&gw, "filed", &state_change("b"), &[]).await;
+    assert_eq!(s, 202, "{r}");
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    assert!(verify_with(&rx.next(WAIT).await, FILE_SECRET), "signed with the tenant's own secret");
+
+    // The tenant goes: the retry sends nothing and fails tenant_gone.
+    reload(without.clone()).await;
+    let d = gw.settled(&id, WAIT).await;
+    let last = d["attempts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((d["state"].as_str(), last["error"]["kind"].as_str()), (Some("failed"), Some("tenant_gone")), "{d}");
+    rx.assert_silent(Duration::from_millis(500)).await;
+    let (_, page) = gw.get("/v1/admin/orphaned-endpoints").await;
+    let listed: Vec<(&str, &str)> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["tenant"].as_str().unwrap(), e["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("filed", ep.as_str())], "{page}");
+
+    // Back with the same id: the delivery is resendable and signed with its key; the old
+    // token stays revoked.
+    reload(with.clone()).await;
+    rx.set_default(Behavior::Status(200));
+    let (s, b) = gw.send_json(reqwest::Method::POST, &format!("/v1/deliveries/{id}/resend"), &json!({})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("succeeded")), "{b}");
+    assert!(verify_with(&rx.next(WAIT).await, FILE_SECRET));
+    let (s, b) = as_tenant(&gw, &token, reqwest::Method::GET, "/v1/tenants/filed/deliveries", None).await;
+    assert_eq!(s, 401, "a removed tenant's token is revoked: {b}");
+    let (_, page) = gw.get("/v1/admin/orphaned-endpoints").await;
+    assert_eq!(page["data"], json!([]), "{page}");
+
+    // Gone again: the admin deletes the endpoint it left.
+    reload(without).await;
+    let path_of = format!("/v1/admin/orphaned-endpoints/filed/{ep}");
+    let (s, _) = gw.send_json(reqwest::Method::DELETE, &path_of, &json!({})).await;
+    assert_eq!(s, 204);
+    let (_, page) = gw.get("/v1/admin/orphaned-endpoints").await;
+    assert_eq!(page["data"], json!([]), "{page}");
+    let (s, _) = gw.send_json(reqwest::Method::DELETE, &path_of, &json!({})).await;
+    assert_eq!(s, 404);
+    gw.stop().await.unwrap();
+}
+
+/// Deleting a tenant revokes its tokens and unredeemed portal codes at once, and its id cannot
+/// be taken by a new tenant while its history is in the log (which stays visible to admins).
+#[tokio::test]
+async fn a_deleted_tenants_id_and_credentials_are_not_inherited() {
+    let rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    create_tenant(&gw, json!({"id": "acme"})).await;
+    create_endpoint(&gw, "acme", json!({"url": rx.url("/acme"), "triggers": ["*"]})).await;
+    let (s, tok) = admin(&gw, reqwest::Method::POST, "/v1/tenants/acme/tokens", &json!({})).await;
+    assert_eq!(s, 201, "{tok}");
+    let token = tok["token"].as_str().unwrap().to_owned();
+    let (s, link) = admin(&gw, reqwest::Method::POST, "/v1/tenants/acme/portal", &json!({})).await;
+    assert_eq!(s, 201, "{link}");
+    let code = link["url"].as_str().unwrap().split("#portal=").nth(1).unwrap().to_owned();
+    let (s, r) = ingest_for(&gw, "acme", &state_change("b"), &[]).await;
+    assert_eq!(s, 202, "{r}");
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    gw.settled(&id, WAIT).await;
+
+    let (s, b) = admin(&gw, reqwest::Method::DELETE, "/v1/tenants/acme", &json!({})).await;
+    assert_eq!(s, 204, "{b}");
+    let (s, _) = as_tenant(&gw, &token, reqwest::Method::GET, "/v1/tenants/acme/deliveries", None).await;
+    assert_eq!(s, 401, "the token is revoked");
+    let (s, b) = response(
+        gw.http
+            .post(format!("{}/v1/portal/session", gw.base))
+            .header("content-type", "application/json")
+            .body(json!({"code": code}).to_string()),
+    )
+    .await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("portal_code_invalid")), "the code is revoked: {b}");
+    let (s, b) = admin(&gw, reqwest::Method::POST, "/v1/tenants", &json!({"id": "acme"})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("tenant_id_has_history")), "{b}");
+    assert_eq!(gw.delivery(&id).await["state"], "succeeded", "the history stays for admins");
+    create_tenant(&gw, json!({"id": "acme-2"})).await;
+    gw.stop().await.unwrap();
+}

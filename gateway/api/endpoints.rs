@@ -338,3 +338,41 @@ async fn delete(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, local:
     }
     .await
 }
+
+/// Whether an endpoint's tenant is gone (removed from the file and reloaded, or deleted on a
+/// node whose file differs): its deliveries fail `tenant_gone` until the tenant is back.
+fn orphaned(st: &AppState, e: &Endpoint) -> bool {
+    e.tenant != DEFAULT_TENANT && st.tenants.get(&e.tenant).is_none()
+}
+
+/// `GET /v1/admin/orphaned-endpoints` (admin): the endpoints whose tenant is gone.
+pub async fn list_orphaned(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = st.live.get().admin_tokens.check(&headers) {
+        return e.into_response();
+    }
+    let data: Vec<_> = st.endpoints.snapshot().iter().filter(|e| orphaned(&st, e)).map(|e| render(&st, e)).collect();
+    json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string())
+}
+
+/// `DELETE /v1/admin/orphaned-endpoints/{tenant}/{endpoint}` (admin): removes an endpoint whose
+/// tenant is gone; its history stays.
+pub async fn delete_orphaned(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, local)): Path<(String, String)>,
+) -> Response {
+    async {
+        st.live.get().admin_tokens.check(&headers)?;
+        let e = st
+            .endpoints
+            .get(&internal_id(&tenant, &local))
+            .filter(|e| !local.contains('/') && orphaned(&st, e))
+            .ok_or_else(|| ApiError::not_found(format!("no endpoint {local:?} of a deleted tenant {tenant:?}")))?;
+        st.store.delete_endpoint(e.id.clone()).await.map_err(|e| ApiError::store(&e))?;
+        st.endpoints.remove(&e.id);
+        tracing::info!(endpoint = %e.id, "endpoint of a deleted tenant removed through the API");
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}

@@ -104,6 +104,18 @@ fn apply_fields(o: &json::Object, r: &mut TenantRecord, allowed_extra: &[&str]) 
     Ok(())
 }
 
+/// Whether any delivery matches `q` (its `limit` and cursor are set here).
+async fn has_deliveries(st: &AppState, q: DeliveryQuery) -> Result<bool, ApiError> {
+    let q = DeliveryQuery { limit: 1, after: None, ..q };
+    let mut page = st.store.list_deliveries(q.clone()).await.map_err(|e| ApiError::store(&e))?;
+    // A short page with a cursor means the search ran out of budget: keep looking.
+    while page.deliveries.is_empty() && page.next.is_some() {
+        let q = DeliveryQuery { after: page.next, ..q.clone() };
+        page = st.store.list_deliveries(q).await.map_err(|e| ApiError::store(&e))?;
+    }
+    Ok(!page.deliveries.is_empty())
+}
+
 /// `POST /v1/tenants` `{id, name?, metadata?, secret?, max_endpoints?, max_events_per_second?}`:
 /// answers with the tenant and, this once, its secret.
 pub async fn create_tenant(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -122,6 +134,16 @@ pub async fn create_tenant(State(st): State<AppState>, headers: HeaderMap, body:
         };
         if st.tenants.get(&id).is_some() {
             return Err(ApiError::new(StatusCode::CONFLICT, "tenant_exists", format!("tenant {id:?} already exists")));
+        }
+        // A deleted tenant's log is keyed by its id: a new tenant under that id would see it.
+        if has_deliveries(&st, DeliveryQuery { tenant: Some(id.clone()), ..DeliveryQuery::default() }).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "tenant_id_has_history",
+                format!(
+                    "a deleted tenant {id:?} left deliveries in the log (visible to admins); choose another id for a new tenant"
+                ),
+            ));
         }
         let now = st.clock.now_ms();
         let secret = match o.get("secret") {
@@ -221,16 +243,9 @@ pub async fn delete_tenant(
             let q = DeliveryQuery {
                 tenant: Some(id.clone()),
                 state: Some(DeliveryState::Pending),
-                limit: 1,
                 ..DeliveryQuery::default()
             };
-            let mut page = st.store.list_deliveries(q.clone()).await.map_err(|e| ApiError::store(&e))?;
-            // A short page with a cursor means the search ran out of budget: keep looking.
-            while page.deliveries.is_empty() && page.next.is_some() {
-                let q = DeliveryQuery { after: page.next, ..q.clone() };
-                page = st.store.list_deliveries(q).await.map_err(|e| ApiError::store(&e))?;
-            }
-            if !page.deliveries.is_empty() {
+            if has_deliveries(&st, q).await? {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "tenant_has_pending_deliveries",

@@ -194,27 +194,35 @@ fn settle(delivery: DeliveryRecord, state: DeliveryState, note: PluginNote) -> D
 pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
     let started_at_ms = ctx.clock.now_ms();
     let Ready { delivery, endpoint, body, chain, mode } = *ready;
+    let not_sent = |kind: ErrorKind, message: String| Outcome {
+        status_code: None,
+        error: Some(AttemptError { kind, message }),
+        response_body: String::new(),
+        duration: Duration::ZERO,
+        retry_after: None,
+    };
     let outcome = match endpoint {
-        None => Outcome {
-            status_code: None,
-            error: Some(AttemptError {
-                kind: ErrorKind::EndpointGone,
-                message: format!("endpoint {:?} no longer exists", delivery.endpoint_id),
-            }),
-            response_body: String::new(),
-            duration: Duration::ZERO,
-            retry_after: None,
-        },
+        None => not_sent(ErrorKind::EndpointGone, format!("endpoint {:?} no longer exists", delivery.endpoint_id)),
         Some(endpoint) => {
             // The endpoint's own secret, else its tenant's (with a rotated-out one during the
-            // overlap); the default tenant's are `[signing]`'s.
-            let (secret, previous) = match &endpoint.secret {
-                Some(s) => (s.clone(), Vec::new()),
-                None => ctx.tenants.signing_keys(&endpoint.tenant, started_at_ms),
-            };
-            let key = delivery.idempotency_key.to_string();
-            let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
-            ctx.live.get().deliverer.send(&endpoint.url, &signed.pairs(), body.into_bytes()).await
+            // overlap); the default tenant's are `[signing]`'s. An endpoint whose tenant is
+            // gone sends nothing: its deliveries must not be signed with anyone else's key.
+            let keys = ctx.tenants.signing_keys(&endpoint.tenant, started_at_ms);
+            match (keys, &endpoint.secret) {
+                (None, _) => not_sent(
+                    ErrorKind::TenantGone,
+                    format!("tenant {:?} of endpoint {:?} no longer exists", endpoint.tenant, delivery.endpoint_id),
+                ),
+                (Some(tenant_keys), own) => {
+                    let (secret, previous) = match own {
+                        Some(s) => (s.clone(), Vec::new()),
+                        None => tenant_keys,
+                    };
+                    let key = delivery.idempotency_key.to_string();
+                    let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
+                    ctx.live.get().deliverer.send(&endpoint.url, &signed.pairs(), body.into_bytes()).await
+                }
+            }
         }
     };
     Sent { delivery, chain, mode, started_at_ms, outcome }
