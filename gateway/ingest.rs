@@ -129,7 +129,7 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
             let (mut over, mut slow) = (false, false);
             while let Some(s) = chain {
                 over |= s.is::<http_body_util::LengthLimitError>();
-                slow |= s.is::<tower_http::timeout::TimeoutError>();
+                slow |= s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
                 chain = s.source();
             }
             return Err(if over {

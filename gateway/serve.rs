@@ -15,8 +15,14 @@
 //!   `header_read_timeout`. hyper starts that timer whenever it waits for a request head,
 //!   including on an idle keep-alive connection, so it also bounds how long an idle connection
 //!   lives.
-//! - **Slow bodies.** tower-http's `RequestBodyTimeoutLayer` fails a body that has not fully
-//!   arrived within `request_body_timeout`; ingest answers 408.
+//! - **Slow bodies.** A request's whole body must arrive within `request_body_timeout` from the
+//!   end of its head ([`Deadlined`]): a client sending one byte a second is cut off at the
+//!   deadline, not kept alive by each byte. The read fails with an `io::Error` of kind
+//!   `TimedOut`; ingest answers 408.
+//! - **Early answers.** A response given before its request's body was read to the end (a
+//!   401, a 429, a 413 from `Content-Length`) says `Connection: close`, and the connection is
+//!   closed after it: the unread body would otherwise be taken for the next request, or the
+//!   client would find the connection gone under its next request.
 //! - **Idle keep-alive.** A connection with no request in flight for `keep_alive_timeout` is
 //!   shut down gracefully (a request that starts meanwhile is answered first).
 
@@ -57,7 +63,6 @@ pub async fn serve(
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.request_body_timeout));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -125,12 +130,28 @@ async fn serve_connection(stream: tokio::net::TcpStream, router: Router, limits:
         Arc::new(Activity { in_flight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0), origin: Instant::now() });
     let service = {
         let activity = activity.clone();
+        let body_timeout = limits.request_body_timeout;
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight(activity.clone());
             let mut router = router.clone();
+            let finished = Arc::new(std::sync::atomic::AtomicBool::new(hyper::body::Body::is_end_stream(req.body())));
+            let req = req.map(|body| {
+                axum::body::Body::new(Deadlined {
+                    inner: body,
+                    deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                    finished: finished.clone(),
+                })
+            });
             async move {
-                let response = tower::Service::call(&mut router, req.map(axum::body::Body::new)).await;
+                let mut response = tower::Service::call(&mut router, req).await;
+                if !finished.load(Ordering::Relaxed)
+                    && let Ok(response) = &mut response
+                {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                }
                 drop(guard);
                 response
             }
@@ -165,5 +186,55 @@ async fn serve_connection(stream: tokio::net::TcpStream, router: Router, limits:
                 }
             }
         }
+    }
+}
+
+/// A request body that must arrive whole before its deadline, and that records whether it was
+/// read to the end.
+struct Deadlined {
+    inner: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for Deadlined {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.finished.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body did not arrive in time");
+            return Poll::Ready(Some(Err(Box::new(e))));
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.finished.store(true, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if hyper::body::Body::is_end_stream(&this.inner) {
+                    this.finished.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished.load(Ordering::Relaxed) || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

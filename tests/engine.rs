@@ -169,3 +169,79 @@ async fn slow_clients_and_connection_floods_do_not_block_ingest() {
     drop(flood);
     gw.stop().await.unwrap();
 }
+
+/// `request_body_timeout` bounds the whole body, not each piece: a client that sends one byte
+/// every 200 ms (each well inside the 1 s timeout) is answered 408 and cut off at about 1 s.
+/// An answer given before the body was read (a tenant over its quota, a wrong token) says
+/// `Connection: close`, so the client never sends its next request into a closed connection.
+#[tokio::test]
+async fn the_whole_body_has_one_deadline_and_early_answers_close_the_connection() {
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "server", "request_body_timeout", "\"1s\"");
+    let gw = TestGateway::start(&cfg).await;
+
+    let mut dribble = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {INGEST_TOKEN}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+    dribble.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    loop {
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(200), dribble.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {
+                if dribble.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(7), "a dribbling body is still connected after 7 s");
+    }
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_millis(2500), "cut off after {took:?}");
+
+    // Early answers: the body is not read, so the connection must not be reused.
+    let (s, _) = gw
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            &serde_json::json!({"id": "small", "max_events_per_second": 1}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    for (path, token) in [("/v1/tenants/small/events", INGEST_TOKEN), ("/v1/events", "wrong-token")] {
+        let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let body = state_change("b").to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        // Twice on one connection: the first may be accepted, the second is refused early.
+        let mut answers = String::new();
+        for _ in 0..2 {
+            if conn.write_all(request.as_bytes()).await.is_err() {
+                break;
+            }
+            let mut buf = vec![0u8; 4096];
+            match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => answers.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => break,
+            }
+        }
+        let refused =
+            answers.split("HTTP/1.1 ").filter(|a| a.starts_with("429") || a.starts_with("401")).collect::<Vec<_>>();
+        assert!(!refused.is_empty(), "{path}: {answers}");
+        for a in refused {
+            assert!(
+                a.to_ascii_lowercase().contains("connection: close"),
+                "{path}: an early answer keeps the connection: {a}"
+            );
+        }
+    }
+    gw.stop().await.unwrap();
+}
