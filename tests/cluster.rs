@@ -317,6 +317,63 @@ async fn sigterm_hands_leases_back_to_the_other_node() {
     release.notify_one();
 }
 
+/// Fencing with two real nodes: node a is stopped (SIGSTOP) in the middle of an attempt, past
+/// its lease; node b takes the delivery over and delivers it; node a is continued and its
+/// attempt ends in a 503. That late result is kept as an attempt, but the delivery stays
+/// succeeded (b's result) and is never sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_nodes_late_result_never_undoes_the_others() {
+    let Some(db) = fresh_database().await else { return };
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    rx.then([Behavior::HeldThen(release.clone(), 503)]);
+    let dir = temp_dir();
+    let hook = rx.url("/hook");
+    let start = |name: &'static str| {
+        let (dir, db, hook) = (&dir, &db, hook.clone());
+        async move {
+            let port = free_port();
+            let cfg = node_config(&dir.path().join(name), port, &hook, db);
+            let cfg = set(&cfg, "delivery", "timeout", "\"60s\"");
+            GatewayProcess::spawn(&dir.path().join(format!("{name}.toml")), &cfg, port).await
+        }
+    };
+    let a = start("a").await;
+    let (s, v) = post(&a.base, &json!({"trigger": "fence.test", "data": {}}), None).await;
+    assert_eq!(s, 202, "{v}");
+    let event = v["event_id"].as_str().unwrap().to_owned();
+    rx.next(Duration::from_secs(10)).await; // node a's attempt is held
+    let b = start("b").await;
+    a.signal("-STOP");
+    // Node b takes over once a's 2 s lease has run out, and delivers.
+    let delivery = |base: String| {
+        let event = event.clone();
+        async move {
+            let (_, e) = get(&base, &format!("/v1/events/{event}")).await;
+            e["deliveries"][0].clone()
+        }
+    };
+    let taken = rx.next(Duration::from_secs(20)).await;
+    assert_eq!(taken.path, "/hook");
+    eventually(Duration::from_secs(20), || async {
+        let d = delivery(b.base.clone()).await;
+        (d["state"] == "succeeded").then_some(())
+    })
+    .await;
+    // Node a goes on: its held attempt ends in a 503, too late to count.
+    release.notify_one();
+    a.signal("-CONT");
+    let d = eventually(Duration::from_secs(20), || async {
+        let d = delivery(b.base.clone()).await;
+        (d["attempts"].as_array().unwrap().len() == 2).then_some(d)
+    })
+    .await;
+    assert_eq!(d["state"], "succeeded", "the late 503 undid node b's success: {d}");
+    rx.assert_silent(Duration::from_millis(1500)).await;
+    let d = delivery(a.base.clone()).await;
+    assert_eq!((d["state"].as_str(), d["attempts"].as_array().unwrap().len()), (Some("succeeded"), 2), "{d}");
+}
+
 /// A throwaway PostgreSQL cluster of this test's own, which it can stop and start.
 struct PrivateCluster {
     bin: std::path::PathBuf,
@@ -463,21 +520,46 @@ async fn migrate_and_check_report_the_schema() {
     assert!(!ok && err.contains("run `hookgate migrate"), "{err}");
 
     let (ok, out, err) = hookgate(&["migrate", "--config", example], &env);
-    assert!(ok && out.contains("applied migration(s) 1; schema version 1"), "{out}{err}");
+    assert!(ok && out.contains("applied migration(s) 1, 2; schema version 2"), "{out}{err}");
     let (ok, out, _) = hookgate(&["migrate", "--config", example], &env);
     assert!(ok && out.contains("up to date"), "{out}");
     let (ok, out, err) = hookgate(&["check", "--config", example], &env);
-    assert!(ok && out.contains("schema version 1 (up to date)"), "{out}{err}");
+    assert!(ok && out.contains("schema version 2 (up to date)"), "{out}{err}");
 
     // A database migrated by a newer hookgate is refused, not misread.
     let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(conn);
     client.execute("UPDATE hookgate_schema SET version = 99", &[]).await.unwrap();
     let (ok, _, err) = hookgate(&["check", "--config", example], &env);
-    assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 1"), "{err}");
+    assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 2"), "{err}");
     let (ok, _, err) = hookgate(&["serve", "--config", path.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("schema version 99"), "{err}");
-    client.execute("UPDATE hookgate_schema SET version = 1", &[]).await.unwrap();
+    client.execute("UPDATE hookgate_schema SET version = 2", &[]).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+
+    // A database the previous release migrated (schema 1) is brought to 2, its rows kept.
+    let old = fresh_database().await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&old, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE hookgate_schema (version integer NOT NULL); INSERT INTO hookgate_schema VALUES (1); {}",
+            include_str!("../gateway/store/pg/001_init.sql")
+        ))
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO deliveries (id, event_id, endpoint_id, state, keys, record) VALUES (gen_random_uuid(), gen_random_uuid(), 'e', 'pending', '{}', '')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (ok, out, err) = hookgate(&["migrate", "--config", example], &[("DATABASE_URL", old.as_str())]);
+    assert!(ok && out.contains("applied migration(s) 2; schema version 2"), "{out}{err}");
+    let row = client.query_one("SELECT count(*), min(lease_token) FROM deliveries", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 0), "the row is kept, with a token of 0");
     drop(client);
     let _ = driver.await;
 

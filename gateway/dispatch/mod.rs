@@ -386,8 +386,15 @@ async fn renew_leases(ctx: Arc<Ctx>, lease: Duration, stop: CancellationToken) {
     let every = lease / 3;
     loop {
         let ids: Vec<Uuid> = ctx.claims.lock().expect("claims lock").ids.iter().copied().collect();
-        if let Err(e) = ctx.store.renew_leases(ids).await {
-            tracing::warn!(error = %e, "cannot renew this node's leases");
+        match ctx.store.renew_leases(ids).await {
+            Ok(lost) if !lost.is_empty() => tracing::warn!(
+                lost = lost.len(),
+                first = %lost[0],
+                "leases lost: another node took these deliveries over (this node was paused or its clock is off); \
+                 their results here will be recorded as late attempts only"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot renew this node's leases"),
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -482,10 +482,12 @@ impl Store {
         }
     }
 
-    /// Keeps this node's leases on `ids` (deliveries it is still working on). No-op on redb.
-    pub async fn renew_leases(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
+    /// Keeps this node's leases on `ids` (deliveries it is still working on). Returns those
+    /// it no longer holds (another node took them over after they ran out): what this node
+    /// then writes about them is recorded as a late attempt only. No-op on redb.
+    pub async fn renew_leases(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>, StoreError> {
         match &self.backend {
-            Backend::Redb { .. } => Ok(()),
+            Backend::Redb { .. } => Ok(Vec::new()),
             Backend::Postgres(p) => p.renew_leases(&ids).await,
         }
     }

@@ -635,6 +635,53 @@ async fn leases_keep_a_delivery_with_one_node_until_they_end() {
     first.close_writer().await;
 }
 
+/// Fencing (PostgreSQL): a node whose lease ran out and was taken over can no longer change
+/// the delivery. Its late attempt is kept in the record, but the state, due time and lease
+/// stay as the node that holds the lease left them, and its renewal reports the lease lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_cannot_change_the_delivery() {
+    let Some(mut first) = TestStore::open(Kind::Postgres).await else { return };
+    let a = first.store();
+    let (b, b_writer) = TestStore::connect(Kind::Postgres, first.dir.path(), first.url.as_deref()).await;
+    let ev = Uuid::now_v7();
+    let ds = vec![delivery(ev, "x", 10), delivery(ev, "x", 11)];
+    a.ingest(IngestWrite { event: event(&ds), deliveries: ds.clone(), idempotency: None }).await.unwrap();
+    let lease = a.postgres().unwrap().lease().as_millis() as u64;
+    let all = ScanLimits::global(10);
+    let took = a.scan_due(1_000, HashSet::new(), per_endpoint(10), all).await.unwrap();
+    assert_eq!(took.items.len(), 2);
+    // Node a stalls past its lease; node b takes both over and finishes the first.
+    let later = b.scan_due(1_000 + lease, HashSet::new(), per_endpoint(10), all).await.unwrap();
+    assert_eq!(later.items.len(), 2);
+    b.record_attempt(ds[0].id, attempt(1), Next::Succeeded, None).await.unwrap();
+    // Node a wakes up: its renewal finds both leases lost, and its late results change nothing
+    // but the attempt list.
+    let mut lost = a.renew_leases(vec![ds[0].id, ds[1].id]).await.unwrap();
+    lost.sort();
+    let mut want = vec![ds[0].id, ds[1].id];
+    want.sort();
+    assert_eq!(lost, want);
+    a.record_attempt(ds[0].id, attempt(1), Next::RetryAt(99_000), None).await.unwrap();
+    let d = a.delivery(ds[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.state, d.next_attempt_at_ms, d.attempts.len()),
+        (DeliveryState::Succeeded, None, 2),
+        "b's result stands"
+    );
+    a.record_attempt(ds[1].id, attempt(1), Next::Failed, None).await.unwrap();
+    let d = a.delivery(ds[1].id).await.unwrap().unwrap();
+    assert_eq!((d.state, d.next_attempt_at_ms, d.attempts.len()), (DeliveryState::Pending, Some(11), 1), "still b's");
+    // Node b still holds the second: nobody else is offered it, and its own result applies.
+    let none = a.scan_due(1_000 + lease, HashSet::new(), per_endpoint(10), all).await.unwrap();
+    assert!(none.items.is_empty(), "a late result must not end another node's lease");
+    b.record_attempt(ds[1].id, attempt(2), Next::Succeeded, None).await.unwrap();
+    let d = b.delivery(ds[1].id).await.unwrap().unwrap();
+    assert_eq!((d.state, d.attempts.len()), (DeliveryState::Succeeded, 2));
+    drop((a, b));
+    b_writer.finish().await;
+    first.close_writer().await;
+}
+
 contract! {
 /// Every listing filter (state, endpoint, trigger, tenant, resource fields, time range) and the
 /// cursor answer the same on both backends: newest first, each match exactly once.

@@ -23,6 +23,8 @@ pub enum Behavior {
     /// Hold the request until the test calls `notify_one` on this, then answer 200: an
     /// attempt that is in flight for exactly as long as the test needs.
     Held(Arc<tokio::sync::Notify>),
+    /// As `Held`, then answer with this status.
+    HeldThen(Arc<tokio::sync::Notify>, u16),
     /// 302 to this location.
     Redirect(String),
 }
@@ -147,6 +149,10 @@ async fn handle(State(s): State<Shared>, method: Method, uri: Uri, headers: Head
         Behavior::Held(release) => {
             release.notified().await;
             (StatusCode::OK, "ok after release").into_response()
+        }
+        Behavior::HeldThen(release, code) => {
+            release.notified().await;
+            (status(code), "after release").into_response()
         }
         Behavior::Redirect(to) => (StatusCode::FOUND, [("location", to)], "moved").into_response(),
     }

@@ -104,8 +104,9 @@ impl Pg {
             let lease_until = ms(now_ms.saturating_add(self.lease_ms));
             let stmt = txn
                 .prepare_cached(
-                    "UPDATE deliveries d SET lease_owner = $2, lease_until_ms = $3 WHERE d.id = ANY($1)
-                     RETURNING d.id, d.record, (SELECT e.record FROM events e WHERE e.id = d.event_id)",
+                    "UPDATE deliveries d SET lease_owner = $2, lease_until_ms = $3, lease_token = d.lease_token + 1
+                     WHERE d.id = ANY($1)
+                     RETURNING d.id, d.record, (SELECT e.record FROM events e WHERE e.id = d.event_id), d.lease_token",
                 )
                 .await
                 .map_err(pg_error)?;
@@ -113,6 +114,7 @@ impl Pg {
             let mut loaded: std::collections::HashMap<Uuid, Loaded> = std::collections::HashMap::new();
             for r in rows {
                 let id: Uuid = r.get(0);
+                self.fences.hold(id, r.get(3));
                 loaded.insert(id, load(id, r.get(1), r.get(2)));
             }
             for (id, endpoint_id, due_ms) in taken {
@@ -136,29 +138,46 @@ impl Pg {
 
     pub(in crate::store) async fn try_lease(&self, id: Uuid, now_ms: u64) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE deliveries SET lease_owner = $2, lease_until_ms = $3
-                 WHERE id = $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $4 OR lease_owner = $2)",
+        let row = client
+            .query_opt(
+                "UPDATE deliveries SET lease_owner = $2, lease_until_ms = $3, lease_token = lease_token + 1
+                 WHERE id = $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $4 OR lease_owner = $2)
+                 RETURNING lease_token",
                 &[&id, &self.node, &ms(now_ms.saturating_add(self.lease_ms)), &ms(now_ms)],
             )
             .await
             .map_err(pg_error)?;
-        Ok(n == 1)
+        if let Some(r) = &row {
+            self.fences.hold(id, r.get(0));
+        }
+        Ok(row.is_some())
     }
 
-    /// Extends this node's leases on `ids`.
-    pub(in crate::store) async fn renew_leases(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+    /// Extends this node's leases on `ids`, each only while the row still carries this node's
+    /// id and the token it was claimed with. Returns the leases that were lost (another node
+    /// claimed the delivery after this one's lease ran out): their passes' results will be
+    /// recorded as late attempts only.
+    pub(in crate::store) async fn renew_leases(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let now = crate::model::now_ms();
         let client = self.client().await?;
-        if !ids.is_empty() {
-            client
-                .execute(
-                    "UPDATE deliveries SET lease_until_ms = $3 WHERE id = ANY($1) AND lease_owner = $2",
-                    &[&ids, &self.node, &ms(now + self.lease_ms)],
+        let held = self.fences.tokens(ids);
+        let mut lost = Vec::new();
+        if !held.is_empty() {
+            let (ids, tokens): (Vec<Uuid>, Vec<i64>) = held.iter().copied().unzip();
+            let renewed: std::collections::HashSet<Uuid> = client
+                .query(
+                    "UPDATE deliveries d SET lease_until_ms = $3
+                     FROM unnest($1::uuid[], $4::bigint[]) AS u(id, token)
+                     WHERE d.id = u.id AND d.lease_owner = $2 AND d.lease_token = u.token
+                     RETURNING d.id",
+                    &[&ids, &self.node, &ms(now + self.lease_ms), &tokens],
                 )
                 .await
-                .map_err(pg_error)?;
+                .map_err(pg_error)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            lost = ids.into_iter().filter(|id| !renewed.contains(id)).collect();
         }
         // The heartbeat: this node is alive; count the nodes that are (for rate limits).
         let stale = ms(now.saturating_sub(2 * self.lease_ms));
@@ -172,7 +191,7 @@ impl Pg {
         client.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&stale]).await.map_err(pg_error)?;
         let live: i64 = client.query_one("SELECT count(*) FROM nodes", &[]).await.map_err(pg_error)?.get(0);
         self.nodes.store((live as usize).max(1), Ordering::Relaxed);
-        Ok(())
+        Ok(lost)
     }
 
     pub(in crate::store) async fn release_leases(&self, ids: Option<&[Uuid]>) -> Result<(), StoreError> {
@@ -198,8 +217,12 @@ impl Pg {
             }
         }
         .map_err(pg_error)?;
-        if ids.is_none() {
-            client.execute("DELETE FROM nodes WHERE id = $1", &[&self.node]).await.map_err(pg_error)?;
+        match ids {
+            Some(ids) => self.fences.drop_ids(ids),
+            None => {
+                self.fences.clear();
+                client.execute("DELETE FROM nodes WHERE id = $1", &[&self.node]).await.map_err(pg_error)?;
+            }
         }
         // What was handed back is due now: the other nodes take it at once rather than at
         // their next poll.

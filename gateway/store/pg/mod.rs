@@ -103,6 +103,47 @@ pub struct Pg {
     nodes: Arc<AtomicUsize>,
     /// Deliveries this node has leased that the scan reported, for `hookgate_leases`.
     leases_taken: Arc<AtomicU64>,
+    /// The fencing tokens of the leases this node holds.
+    fences: Arc<Fences>,
+}
+
+/// The fencing tokens of the leases this node holds, by delivery. A claim increments the row's
+/// `lease_token`; a pass's final write changes the delivery only while the row still carries
+/// this node's id and the token it was claimed with (see `write`). An entry goes when that
+/// write commits, or when the lease is handed back.
+#[derive(Debug, Default)]
+pub(super) struct Fences {
+    tokens: std::sync::Mutex<std::collections::HashMap<Uuid, i64>>,
+}
+
+impl Fences {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, i64>> {
+        self.tokens.lock().expect("fences lock")
+    }
+
+    pub(super) fn hold(&self, id: Uuid, token: i64) {
+        self.lock().insert(id, token);
+    }
+
+    pub(super) fn token(&self, id: Uuid) -> Option<i64> {
+        self.lock().get(&id).copied()
+    }
+
+    pub(super) fn tokens(&self, ids: &[Uuid]) -> Vec<(Uuid, i64)> {
+        let held = self.lock();
+        ids.iter().filter_map(|id| Some((*id, *held.get(id)?))).collect()
+    }
+
+    pub(super) fn drop_ids(&self, ids: &[Uuid]) {
+        let mut held = self.lock();
+        for id in ids {
+            held.remove(id);
+        }
+    }
+
+    pub(super) fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 /// Whether `url` is a PostgreSQL connection URL (`[storage] postgres_url`). The error never
@@ -190,6 +231,7 @@ pub(super) async fn open(
         lease_ms: pc.lease.as_millis() as u64,
         nodes: Arc::new(AtomicUsize::new(1)),
         leases_taken: Arc::default(),
+        fences: Arc::default(),
     };
     let stats = Arc::new(WriterStats::default());
     let settings = Arc::new(Settings { idempotency_ttl_ms: AtomicU64::new(IDEMPOTENCY_TTL_MS) });
@@ -200,8 +242,9 @@ pub(super) async fn open(
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (pool, stats, faults, settings, done) =
             (pool.clone(), stats.clone(), faults.clone(), settings.clone(), done_tx.clone());
+        let fence = write::Fence { node: pg.node, fences: pg.fences.clone() };
         tokio::spawn(async move {
-            write::writer_loop(pool, rx, &stats, &faults, &settings).await;
+            write::writer_loop(pool, rx, &stats, &faults, &settings, &fence).await;
             drop(done);
         });
         lanes.push(tx);

@@ -34,12 +34,19 @@ use crate::store::{
     Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, PruneReport, Settings, StoreError, WriterStats,
 };
 
+/// This node's identity and lease tokens, against which a pass's final write is checked.
+pub(in crate::store::pg) struct Fence {
+    pub node: Uuid,
+    pub fences: std::sync::Arc<super::Fences>,
+}
+
 pub(super) async fn writer_loop(
     pool: Pool,
     mut rx: mpsc::Receiver<Op>,
     stats: &WriterStats,
     faults: &Faults,
     settings: &Settings,
+    fence: &Fence,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -52,7 +59,7 @@ pub(super) async fn writer_loop(
         }
         let count = batch.len() as u64;
         let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
-        let (replies, result) = apply_batch(&pool, std::mem::take(&mut batch), ttl, faults).await;
+        let (replies, result) = apply_batch(&pool, std::mem::take(&mut batch), ttl, faults, fence).await;
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -91,7 +98,13 @@ fn fail_all(ops: Vec<Op>, e: StoreError) -> (Vec<Reply>, Result<(), StoreError>)
     (replies, Err(e))
 }
 
-async fn apply_batch(pool: &Pool, ops: Vec<Op>, ttl: u64, faults: &Faults) -> (Vec<Reply>, Result<(), StoreError>) {
+async fn apply_batch(
+    pool: &Pool,
+    ops: Vec<Op>,
+    ttl: u64,
+    faults: &Faults,
+    fence: &Fence,
+) -> (Vec<Reply>, Result<(), StoreError>) {
     let mut client = match pool.get().await {
         Ok(c) => c,
         Err(e) => return fail_all(ops, pool_error(e)),
@@ -115,7 +128,7 @@ async fn apply_batch(pool: &Pool, ops: Vec<Op>, ttl: u64, faults: &Faults) -> (V
                 | Op::DeleteToken(..)
         )
     });
-    let mut b = Batch::new(&txn);
+    let mut b = Batch::new(&txn, fence);
     let verdicts = match b.prepare(&ops, ttl).await {
         Ok(v) => v,
         Err(e) => return fail_all(ops, e),
@@ -199,6 +212,7 @@ async fn apply_batch(pool: &Pool, ops: Vec<Op>, ttl: u64, faults: &Faults) -> (V
     if failure.is_none() && faults.fail_commits.load(Ordering::Relaxed) {
         failure = Some(StoreError::Storage("commit refused by the test fault switch".into()));
     }
+    let finished = std::mem::take(&mut b.finished);
     drop(b);
     if let Some(e) = failure {
         // Dropping the transaction rolls it back: nothing of the batch is stored.
@@ -206,6 +220,10 @@ async fn apply_batch(pool: &Pool, ops: Vec<Op>, ttl: u64, faults: &Faults) -> (V
         return (replies, Err(e));
     }
     let committed = txn.commit().await.map_err(pg_error);
+    if committed.is_ok() {
+        // Those passes are over: their leases are settled (or were not theirs any more).
+        fence.fences.drop_ids(&finished);
+    }
     (replies, committed)
 }
 
@@ -217,6 +235,8 @@ struct Row {
     dirty: bool,
     /// The write ends the pass that leased it.
     end_lease: bool,
+    /// `(lease_owner, lease_token)` as read, where the query read them.
+    lease: Option<(Option<Uuid>, i64)>,
 }
 
 /// What an ingest with an `Idempotency-Key` does, decided for the whole batch at once.
@@ -230,6 +250,9 @@ enum Verdict {
 
 struct Batch<'a, 't> {
     txn: &'a Transaction<'t>,
+    fence: &'a Fence,
+    /// Deliveries whose pass this batch ends: their fences go once it commits.
+    finished: Vec<Uuid>,
     rows: HashMap<Uuid, Row>,
     new_events: Vec<EventRecord>,
     new_deliveries: Vec<(DeliveryRecord, Option<u64>)>,
@@ -239,9 +262,11 @@ struct Batch<'a, 't> {
 }
 
 impl<'a, 't> Batch<'a, 't> {
-    fn new(txn: &'a Transaction<'t>) -> Batch<'a, 't> {
+    fn new(txn: &'a Transaction<'t>, fence: &'a Fence) -> Batch<'a, 't> {
         Batch {
             txn,
+            fence,
+            finished: Vec::new(),
             rows: HashMap::new(),
             new_events: Vec::new(),
             new_deliveries: Vec::new(),
@@ -267,8 +292,11 @@ impl<'a, 't> Batch<'a, 't> {
         if !ids.is_empty() {
             ids.sort_unstable();
             ids.dedup();
-            self.load_rows("SELECT id, due_ms, record FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE", &ids)
-                .await?;
+            self.load_rows(
+                "SELECT id, due_ms, record, lease_owner, lease_token FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &ids,
+            )
+            .await?;
         }
         self.claim_keys(ops, ttl).await
     }
@@ -281,13 +309,39 @@ impl<'a, 't> Batch<'a, 't> {
         Ok(())
     }
 
-    /// Caches a `(id, due_ms, record)` row as read (clean).
+    /// Caches a `(id, due_ms, record[, lease_owner, lease_token])` row as read (clean).
     fn insert_row(&mut self, r: &tokio_postgres::Row) -> Uuid {
         let id: Uuid = r.get(0);
         let due: Option<i64> = r.get(1);
         let rec = serde_json::from_slice(r.get::<_, &[u8]>(2)).map_err(|e| format!("{id}: {e}"));
-        self.rows.insert(id, Row { rec, due: due.map(|d| d as u64), dirty: false, end_lease: false });
+        let lease = (r.len() >= 5).then(|| (r.get(3), r.get(4)));
+        self.rows.insert(id, Row { rec, due: due.map(|d| d as u64), dirty: false, end_lease: false, lease });
         id
+    }
+
+    /// Whether this node may settle `id`: the row still carries this node's id and the token
+    /// of the claim its pass was made under. A write with no claim of this node's behind it
+    /// (the store's own tests, tools) may settle a row that no node holds, never one that
+    /// another node holds.
+    async fn holds_lease(&mut self, id: Uuid) -> Result<bool, StoreError> {
+        if !matches!(self.rows.get(&id), Some(Row { lease: Some(_), .. })) {
+            // Read again with the lease columns; what this batch changed is written first.
+            self.flush().await?;
+            self.rows.remove(&id);
+            self.load_rows(
+                "SELECT id, due_ms, record, lease_owner, lease_token FROM deliveries WHERE id = ANY($1) FOR UPDATE",
+                &[id],
+            )
+            .await?;
+        }
+        let Some(Row { lease: Some((owner, token)), .. }) = self.rows.get(&id) else {
+            // No such row: the ordinary path reports it.
+            return Ok(true);
+        };
+        Ok(match self.fence.fences.token(id) {
+            Some(mine) => *owner == Some(self.fence.node) && *token == mine,
+            None => owner.is_none_or(|o| o == self.fence.node),
+        })
     }
 
     async fn ingest(
@@ -314,6 +368,22 @@ impl<'a, 't> Batch<'a, 't> {
     }
 
     async fn finish(&mut self, f: Finish, effects: Effects) -> Result<Result<(), StoreError>, StoreError> {
+        // Fencing: a pass whose lease another node has taken over since (this node was paused
+        // past it, or its clock is off) happened, so its attempt is kept, but it changes
+        // nothing else: not the state, the due time, the lease, nor health or announcements.
+        if let Finish::Attempt { delivery_id, .. } | Finish::Settle { delivery_id, .. } = &f {
+            let id = *delivery_id;
+            self.finished.push(id);
+            if !self.holds_lease(id).await? {
+                tracing::warn!(delivery_id = %id, "a late result after the lease was lost: kept as an attempt only");
+                return Ok(match f {
+                    Finish::Attempt { attempt, .. } => {
+                        self.update_delivery(id, false, |d| d.attempts.push(attempt)).await?
+                    }
+                    _ => Ok(()),
+                });
+            }
+        }
         let own = match f {
             Finish::Attempt { delivery_id, attempt, next, prepared } => {
                 self.update_delivery(delivery_id, true, |d| apply_attempt(d, attempt, next, prepared)).await?
