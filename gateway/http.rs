@@ -208,6 +208,44 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
+/// Every error answer in the API's shape, `{"error": {"code", "message"}}`: the refusals axum
+/// makes itself before a handler runs (a path that is not UTF-8, a body over the limit, a
+/// missing content type) come as plain text, and are rewritten here with their text as the
+/// message.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // axum's own refusals are a sentence or two; more is not a message.
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let message = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     use crate::api;
@@ -264,4 +302,5 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(api::dashboard).fallback(mna))
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::map_response(json_errors))
 }

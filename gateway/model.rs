@@ -146,8 +146,8 @@ impl DeliveryRecord {
 /// The most attempts one delivery may have, manual ones included (Attendee's cap).
 pub const MAX_ATTEMPTS: usize = 50;
 
-/// An endpoint created through the API, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// An endpoint created through the API, as stored. `Debug` leaves the secret out.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct EndpointRecord {
     /// The internal id (`tenant/id` outside the default tenant).
     pub id: String,
@@ -242,13 +242,45 @@ pub struct TenantRecord {
     pub created_at_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// `Debug` leaves the secret out.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredSecret {
     /// `whsec_...`
     pub secret: String,
     pub created_at_ms: u64,
     #[serde(default)]
     pub retired_at_ms: Option<u64>,
+}
+
+/// What `Debug` shows of a secret: whether there is one, never its text (records are logged
+/// with `{:?}` in errors and traces).
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("secret", &REDACTED)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("retired_at_ms", &self.retired_at_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for EndpointRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointRecord")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("triggers", &self.triggers)
+            .field("matches", &self.matches)
+            .field("secret", &self.secret.as_ref().map(|_| REDACTED))
+            .field("created_at_ms", &self.created_at_ms)
+            .field("rate_limit", &self.rate_limit)
+            .field("ordering", &self.ordering)
+            .field("ordering_key", &self.ordering_key)
+            .finish()
+    }
 }
 
 /// A bearer token scoped to one tenant, as stored: only its SHA-256.
@@ -373,6 +405,9 @@ pub fn rfc3339(ms: u64) -> String {
     }
 }
 
+/// The latest time the log can hold: ids carry 48 bits of epoch milliseconds.
+pub const MAX_TIME_MS: u64 = (1 << 48) - 1;
+
 /// Parses a time given by a user into epoch milliseconds: RFC 3339 with an offset
 /// (`2026-11-23T05:49:00Z`, `...00.123+01:00`), a calendar date (`2026-11-23`, midnight UTC) or
 /// epoch milliseconds. Impossible dates (`2023-02-31`) are refused, not rolled over. The error
@@ -381,7 +416,13 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     let t = text.trim();
     const EXPECTED: &str = "an RFC 3339 time (2026-11-23T10:00:00Z), a date (2026-11-23) or epoch milliseconds";
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().map_err(|_| format!("{t:?} is too large for epoch milliseconds"));
+        let ms: u64 = t.parse().map_err(|_| format!("{t:?} is too large for epoch milliseconds"))?;
+        // Ids carry their time in 48 bits of milliseconds (UUIDv7): a later time cannot be
+        // asked about, and must not wrap around to an early one.
+        if ms > MAX_TIME_MS {
+            return Err(format!("{t:?} is after the latest time the log can hold ({MAX_TIME_MS}, in the year 10889)"));
+        }
+        return Ok(ms);
     }
     // A calendar date is midnight UTC; jiff checks that the date exists either way.
     let full = if t.len() == 10 { format!("{t}T00:00:00Z") } else { t.to_owned() };
@@ -401,6 +442,7 @@ mod tests {
         }
         assert_eq!(parse_time("2023-11-14T23:13:20.123+01:00"), Ok(1_700_000_000_123));
         assert_eq!(parse_time("1700000000123"), Ok(1_700_000_000_123));
+        assert_eq!(parse_time("281474976710655"), Ok(super::MAX_TIME_MS));
         assert_eq!(parse_time("2000-02-29"), Ok(951_782_400_000));
         for bad in ["", "yesterday", "2023-13-01T00:00:00Z", "2023-11-14T22:13:20", "2023-11-14T22:13:20.Z"] {
             assert!(parse_time(bad).is_err(), "{bad}");
@@ -418,8 +460,41 @@ mod tests {
             "2023-11-14T22:13:20+\u{20ac}",
             "1969-12-31T23:59:59Z",
             "99999999999999999999999",
+            "281474976710656",
+            "18446744073709551615",
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let stored =
+            super::StoredSecret { secret: "whsec_c2VjcmV0LXRleHQ=".into(), created_at_ms: 1, retired_at_ms: None };
+        let tenant = super::TenantRecord {
+            id: "acme".into(),
+            name: None,
+            metadata: None,
+            secrets: vec![stored],
+            max_endpoints: None,
+            max_events_per_second: None,
+            created_at_ms: 1,
+        };
+        let endpoint = super::EndpointRecord {
+            id: "e".into(),
+            tenant: None,
+            url: "https://h.example/".into(),
+            triggers: vec!["*".into()],
+            matches: vec![],
+            secret: Some("whsec_c2VjcmV0LXRleHQ=".into()),
+            created_at_ms: 1,
+            rate_limit: None,
+            ordering: None,
+            ordering_key: None,
+        };
+        for shown in [format!("{tenant:?}"), format!("{endpoint:?}"), format!("{endpoint:#?}")] {
+            assert!(!shown.contains("c2VjcmV0"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
         }
     }
 

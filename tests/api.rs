@@ -565,3 +565,59 @@ async fn time_windows_leave_out_what_is_outside_them() {
         gw.stop().await.unwrap();
     }
 }
+
+/// Every refusal has the API's error shape, including those made before a handler runs (a
+/// path that is not UTF-8, a body over the admin routes' limit, a method a path does not
+/// take); times past what the log can hold are a 400, not a wrapped-around range; and what
+/// ingest accepts at its deepest nesting reads back through the API.
+#[tokio::test]
+async fn every_refusal_has_the_error_shape_and_limits_agree() {
+    let rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&(base_config(dir.path()) + &endpoint("ok", &rx.url("/"), r#"["*"]"#))).await;
+    let admin = |method: reqwest::Method, path: &str| {
+        gw.http.request(method, format!("{}{path}", gw.base)).header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+    };
+    let cases = [
+        (admin(reqwest::Method::PUT, "/v1/events"), 405, "method_not_allowed"),
+        (admin(reqwest::Method::GET, "/v1/deliveries/%FF%FE"), 400, "invalid_request"),
+        (
+            admin(reqwest::Method::POST, "/v1/tenants")
+                .header("content-type", "application/json")
+                .body(format!("{{\"id\": \"x\", \"name\": \"{}\"}}", "n".repeat(3 << 20))),
+            413,
+            "payload_too_large",
+        ),
+        (admin(reqwest::Method::GET, "/v1/deliveries?since=281474976710656"), 400, "invalid_request"),
+        (admin(reqwest::Method::GET, "/v1/deliveries?until=99999999999999999999"), 400, "invalid_request"),
+    ];
+    for (req, status, code) in cases {
+        let resp = req.send().await.unwrap();
+        let got = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({got}): {text}"));
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+    // The latest time the log holds is a valid bound.
+    let (s, page) = gw.get("/v1/deliveries?until=281474976710655").await;
+    assert_eq!(s, 200, "{page}");
+
+    // 64 levels are accepted and read back (through serde_json, in the API's answers); 65 are
+    // refused.
+    let nested = |levels: usize| {
+        // The event is one level and `data` another: the rest are arrays.
+        let inner = format!("{}{}", "[".repeat(levels - 2), "]".repeat(levels - 2));
+        format!("{{\"trigger\": \"deep.one\", \"data\": {{\"x\": {inner}}}}}")
+    };
+    let (s, r) = gw.ingest_raw(nested(64).into_bytes(), &[]).await;
+    assert_eq!(s, 202, "{r}");
+    let (_, e) = gw.get(&format!("/v1/events/{}", r["event_id"].as_str().unwrap())).await;
+    assert!(e["event"]["payload"]["data"]["x"].is_array(), "the event reads back, as JSON: {e}");
+    let id = gw.delivery_ids(r["event_id"].as_str().unwrap()).await.remove(0);
+    let d = gw.delivery(&id).await;
+    assert!(d["body"]["data"]["x"].is_array(), "the stored body reads back: {d}");
+    let (s, r) = gw.ingest_raw(nested(65).into_bytes(), &[]).await;
+    assert_eq!((s, r["error"]["code"].as_str()), (400, Some("invalid_json")), "{r}");
+    gw.stop().await.unwrap();
+}

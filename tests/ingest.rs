@@ -73,7 +73,7 @@ async fn bad_requests_are_refused_with_clear_errors_and_store_nothing() {
         (br#"{"trigger":"t","data":{},"idempotency_key":"k"}"#.to_vec(), "invalid_event", "reserved"),
         (br#"{"trigger":"t","data":{"a":1,"a":2}}"#.to_vec(), "invalid_json", "duplicate key"),
         (br#"{"trigger":"t","data":{"n":1e400}}"#.to_vec(), "invalid_json", "out of range"),
-        (deep.into_bytes(), "invalid_json", "deeper than 128"),
+        (deep.into_bytes(), "invalid_json", "deeper than 64"),
     ];
     for (body, code, needle) in cases {
         let (s, b) = gw.ingest_raw(body.clone(), &[]).await;

@@ -140,8 +140,18 @@ impl DeliveryQuery {
 
     /// The id range this query may return, newest end first.
     pub(super) fn id_bounds(&self) -> Option<(u128, u128)> {
-        let lo = self.since_ms.map_or(0, |ms| u128::from(ms) << 80);
-        let mut hi = self.until_ms.map_or(u128::MAX, |ms| ((u128::from(ms) + 1) << 80) - 1);
+        // An id's top 48 bits are its milliseconds: times past them select nothing (since) or
+        // everything (until), never a wrapped-around range.
+        let max = u128::from(crate::model::MAX_TIME_MS);
+        let lo = match self.since_ms.map(u128::from) {
+            None => 0,
+            Some(ms) if ms > max => return None,
+            Some(ms) => ms << 80,
+        };
+        let mut hi = match self.until_ms.map(u128::from) {
+            Some(ms) if ms < max => ((ms + 1) << 80) - 1,
+            _ => u128::MAX,
+        };
         if let Some(after) = self.after {
             hi = hi.min(after.as_u128().checked_sub(1)?);
         }
