@@ -256,9 +256,16 @@ impl HourWindow {
     }
 }
 
+/// The least time between two changes of an endpoint's `enabled` by hand (the API). Each change
+/// is a write and an operational event: a tenant's token flipping it in a loop must not turn
+/// into a flood of either.
+pub const MANUAL_CHANGE_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Default)]
 struct Entry {
     health: EndpointHealth,
+    /// When `enabled` was last changed by hand.
+    manual_change_at_ms: Option<u64>,
     probe_in_flight: bool,
     paused_until_ms: u64,
     bucket: Option<Bucket>,
@@ -306,6 +313,29 @@ impl HealthBook {
         });
         let policy = *self.policy.lock().expect("health policy lock");
         f(entry, &policy)
+    }
+
+    /// Takes the endpoint's one change of `enabled` by hand per [`MANUAL_CHANGE_INTERVAL`], or
+    /// says how long until the next is allowed.
+    pub fn take_manual_change(&self, endpoint: &str, now_ms: u64) -> Result<(), Duration> {
+        self.with(endpoint, |e, _| {
+            let next = e.manual_change_at_ms.map_or(0, |at| at + MANUAL_CHANGE_INTERVAL.as_millis() as u64);
+            if now_ms < next {
+                return Err(Duration::from_millis(next - now_ms));
+            }
+            e.manual_change_at_ms = Some(now_ms);
+            Ok(())
+        })
+    }
+
+    /// Drops what is kept of a deleted endpoint (its stored health goes with it in the store).
+    pub fn forget(&self, endpoint: &str) {
+        self.entries.lock().expect("health lock").remove(endpoint);
+    }
+
+    /// How many endpoints the book holds (for tests of `forget`).
+    pub fn held(&self) -> usize {
+        self.entries.lock().expect("health lock").len()
     }
 
     /// The breaker and auto-disable settings of a reloaded config, for the next attempts.

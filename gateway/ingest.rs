@@ -67,6 +67,25 @@ pub fn validate(body: &[u8]) -> Result<ValidEvent, ApiError> {
     Ok(ValidEvent { trigger, fields })
 }
 
+/// Takes one event from the tenant's `max_events_per_second`, or answers 429 with
+/// `Retry-After`. Every event a tenant causes counts: ingests and test sends alike.
+pub fn over_quota(st: &AppState, t: &crate::tenants::Tenant) -> Option<Response> {
+    let wait = st.tenants.admit_event(t, st.clock.now_ms()).err()?;
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "tenant {:?} may ingest {} events per second; retry after {secs} s",
+            t.id,
+            t.limits.max_events_per_second.unwrap_or(0)
+        ),
+    )
+    .into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    Some(resp)
+}
+
 /// `POST /v1/events`: an event of the default tenant.
 pub async fn create_event(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match create(&st, &headers, body, DEFAULT_TENANT).await {
@@ -94,19 +113,8 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
     let Some(t) = st.tenants.get(tenant) else {
         return Err(ApiError::not_found(format!("no tenant with id {tenant:?}")));
     };
-    if let Err(wait) = st.tenants.admit_event(&t, st.clock.now_ms()) {
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut resp = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "tenant {tenant:?} may ingest {} events per second; retry after {secs} s",
-                t.limits.max_events_per_second.unwrap_or(0)
-            ),
-        )
-        .into_response();
-        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-        return Ok(resp);
+    if let Some(refused) = over_quota(st, &t) {
+        return Ok(refused);
     }
     check_content_type(headers)?;
     let limit = st.config().server.max_body_bytes;

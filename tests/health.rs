@@ -285,3 +285,71 @@ async fn a_failing_operations_endpoint_does_not_announce_itself() {
     assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
     gw.stop().await.unwrap();
 }
+
+/// A tenant's token cannot turn its access into a flood of writes: enabling and disabling an
+/// endpoint by hand is allowed once per 10 s (429 with `Retry-After` in between), so at most
+/// one operational event per interval is announced; a test send counts against the tenant's
+/// events quota. A deleted endpoint's health is forgotten (it no longer counts as disabled).
+#[tokio::test]
+async fn tenant_tokens_cannot_amplify_writes() {
+    let mut ops = Receiver::start(Behavior::Status(200)).await;
+    let rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let clock = hookgate::clock::ManualClock::starting_now();
+    let hooks = hookgate::Hooks { clock: clock.clone(), ..Default::default() };
+    let gw = TestGateway::start_with(&(base_config(dir.path()) + &ops_endpoint(&ops)), hooks).await;
+    let (s, b) =
+        gw.send_json(reqwest::Method::POST, "/v1/tenants", &json!({"id": "t", "max_events_per_second": 1})).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = gw.send_json(reqwest::Method::POST, "/v1/tenants/t/tokens", &json!({})).await;
+    assert_eq!(s, 201, "{b}");
+    let token = b["token"].as_str().unwrap().to_owned();
+    let as_tenant = |method: reqwest::Method, path: &str, body: Value| {
+        let req = gw
+            .http
+            .request(method, format!("{}{path}", gw.base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move {
+            let resp = req.send().await.unwrap();
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, retry, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
+        }
+    };
+    let (s, _, b) =
+        as_tenant(reqwest::Method::POST, "/v1/tenants/t/endpoints", json!({"url": rx.url("/"), "triggers": ["*"]}))
+            .await;
+    assert_eq!(s, 201, "{b}");
+    let path = format!("/v1/tenants/t/endpoints/{}", b["id"].as_str().unwrap());
+    let test_path = format!("{path}/test");
+
+    let flip = |enabled: bool| as_tenant(reqwest::Method::PATCH, &path, json!({"enabled": enabled}));
+    assert_eq!(flip(false).await.0, 200);
+    let (s, retry, b) = flip(true).await;
+    assert_eq!((s, b["error"]["code"].as_str(), retry.as_deref()), (429, Some("too_many_changes"), Some("10")), "{b}");
+    // Asking for what already holds is no change, and no refusal.
+    assert_eq!(flip(false).await.0, 200);
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(flip(true).await.0, 200);
+    next_operational(&mut ops, "endpoint.disabled").await;
+    next_operational(&mut ops, "endpoint.enabled").await;
+    ops.assert_silent(Duration::from_millis(300)).await;
+
+    // A test send is an event of the tenant's: 1 per second with the clock still.
+    let (s, _, b) = as_tenant(reqwest::Method::POST, &test_path, json!({})).await;
+    assert_eq!(s, 202, "{b}");
+    let (s, retry, b) = as_tenant(reqwest::Method::POST, &test_path, json!({})).await;
+    assert_eq!((s, b["error"]["code"].as_str(), retry.is_some()), (429, Some("rate_limited"), true), "{b}");
+
+    // A deleted endpoint's health is forgotten: a disabled one no longer counts as disabled.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(flip(false).await.0, 200);
+    assert_eq!(metric(&gw, "hookgate_endpoints_disabled").await, 1.0);
+    let (s, _, _) = as_tenant(reqwest::Method::DELETE, &path, json!({})).await;
+    assert_eq!(s, 204);
+    assert_eq!(metric(&gw, "hookgate_endpoints_disabled").await, 0.0, "the deleted endpoint's health is kept");
+    gw.stop().await.unwrap();
+}

@@ -299,6 +299,20 @@ async fn patch(
 /// them (error kind `endpoint_disabled`).
 async fn set_enabled(st: &AppState, id: &str, enabled: bool) -> Result<(), ApiError> {
     let now = st.clock.now_ms();
+    if st.health.is_enabled(id) != enabled
+        && let Err(wait) = st.health.take_manual_change(id, now)
+    {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_changes",
+            format!(
+                "endpoint {id:?} was enabled or disabled less than {}s ago; retry after {secs} s",
+                crate::health::MANUAL_CHANGE_INTERVAL.as_secs()
+            ),
+        )
+        .retry_after(secs));
+    }
     let Some((health, transition)) = st.health.set_enabled(id, enabled, now) else {
         return Ok(());
     };
@@ -333,6 +347,7 @@ async fn delete(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, local:
         }
         st.store.delete_endpoint(id.clone()).await.map_err(|e| ApiError::store(&e))?;
         st.endpoints.remove(&id);
+        st.health.forget(&id);
         tracing::info!(endpoint = %id, "endpoint deleted through the API");
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     }
@@ -370,6 +385,7 @@ pub async fn delete_orphaned(
             .ok_or_else(|| ApiError::not_found(format!("no endpoint {local:?} of a deleted tenant {tenant:?}")))?;
         st.store.delete_endpoint(e.id.clone()).await.map_err(|e| ApiError::store(&e))?;
         st.endpoints.remove(&e.id);
+        st.health.forget(&e.id);
         tracing::info!(endpoint = %e.id, "endpoint of a deleted tenant removed through the API");
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     }

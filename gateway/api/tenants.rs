@@ -256,6 +256,7 @@ pub async fn delete_tenant(
         st.store.delete_tenant(id.clone()).await.map_err(|e| ApiError::store(&e))?;
         for e in st.endpoints.snapshot().iter().filter(|e| e.tenant == id) {
             st.endpoints.remove(&e.id);
+            st.health.forget(&e.id);
         }
         st.tenants.remove(&id);
         tracing::info!(tenant = %id, force, "tenant deleted through the API");
@@ -458,6 +459,11 @@ pub async fn test_send(
             .get(&internal)
             .filter(|_| !endpoint.contains('/'))
             .ok_or_else(|| ApiError::not_found(format!("no endpoint with id {endpoint:?}")))?;
+        // A test send is an event like any other: a tenant's token cannot use it to write
+        // past the tenant's quota.
+        if let Some(refused) = crate::ingest::over_quota(&st, &tenant) {
+            return Ok(refused);
+        }
         let now = st.clock.now_ms();
         let doc = serde_json::json!({
             "trigger": "hookgate.test",

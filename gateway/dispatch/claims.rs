@@ -120,6 +120,10 @@ impl Claim {
                 *n -= 1;
                 if *n == 0 {
                     c.active.remove(&self.endpoint);
+                    // Nothing of the endpoint's is running or waiting: its semaphore goes, so
+                    // endpoints that are gone (or idle) cost no memory; the next pass makes a
+                    // new one.
+                    c.endpoint_slots.remove_if_unused(&self.endpoint);
                 }
             }
             let tenant = tenant_of(&self.endpoint);
@@ -127,6 +131,7 @@ impl Claim {
                 *n -= 1;
                 if *n == 0 {
                     c.tenant_active.remove(tenant);
+                    c.tenant_slots.remove_if_unused(tenant);
                 }
             }
             c.active_total -= 1;
@@ -203,4 +208,18 @@ pub(super) fn try_claim(ctx: &Arc<Ctx>, id: Uuid, endpoint: &str) -> Option<Clai
     *c.tenant_active.entry(tenant_of(endpoint).to_owned()).or_default() += 1;
     c.active_total += 1;
     Some(Claim { ctx: ctx.clone(), id, endpoint: endpoint.to_owned(), slot: true, permits: None, claimed: true })
+}
+
+/// The slot semaphores by endpoint or tenant.
+pub(super) trait Slots {
+    /// Removes `key`'s semaphore if nobody holds or waits for it (the map's is the only handle).
+    fn remove_if_unused(&mut self, key: &str);
+}
+
+impl Slots for HashMap<String, Arc<Semaphore>> {
+    fn remove_if_unused(&mut self, key: &str) {
+        if self.get(key).is_some_and(|s| Arc::strong_count(s) == 1) {
+            self.remove(key);
+        }
+    }
 }

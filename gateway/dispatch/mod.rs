@@ -548,6 +548,12 @@ mod tests {
             assert_eq!(rec.note.unwrap().kind, Some(ErrorKind::Internal));
         }
         assert_eq!(metrics.record_failures.load(Ordering::Relaxed), 0);
+        // With nothing left to attempt, no slot semaphore is kept (a deleted endpoint's would
+        // otherwise stay for ever).
+        {
+            let c = d.ctx.claims.lock().unwrap();
+            assert!(c.endpoint_slots.is_empty() && c.tenant_slots.is_empty(), "slots of idle endpoints are freed");
+        }
         stop.cancel();
         task.await.unwrap().unwrap();
         drop((d, store));
