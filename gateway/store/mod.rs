@@ -394,6 +394,16 @@ impl Store {
         }
     }
 
+    /// Whether the store answers reads, at the least cost (an unauthenticated probe).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb { db, .. } => {
+                redb_read(db, |db| redb::ReadableDatabase::begin_read(db).map(drop).map_err(storage)).await
+            }
+            Backend::Postgres(p) => p.ping().await,
+        }
+    }
+
     /// When the oldest pending delivery was created, if any is pending.
     pub async fn oldest_pending_ms(&self) -> Result<Option<u64>, StoreError> {
         match &self.backend {

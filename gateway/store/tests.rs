@@ -682,6 +682,35 @@ async fn a_lost_lease_cannot_change_the_delivery() {
     first.close_writer().await;
 }
 
+/// A listing (PostgreSQL) runs under a statement timeout: one that would wait on a lock (or
+/// run a pathological plan) is cancelled, and the connection is not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_cannot_run_past_its_timeout() {
+    let Some(t) = TestStore::open(Kind::Postgres).await else { return };
+    let store = t.store();
+    store.postgres().unwrap().set_listing_timeout(std::time::Duration::from_millis(300));
+    let (mut client, conn) = tokio_postgres::connect(t.url.as_deref().unwrap(), tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let lock = client.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let started = std::time::Instant::now();
+    let listed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.list_deliveries(DeliveryQuery { limit: 10, ..DeliveryQuery::default() }),
+    )
+    .await
+    .expect("the listing waited on the lock past its timeout");
+    let err = listed.expect_err("a listing that cannot read fails");
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    lock.rollback().await.unwrap();
+    drop(client);
+    let _ = driver.await;
+    assert!(store.list_deliveries(DeliveryQuery { limit: 10, ..DeliveryQuery::default() }).await.is_ok());
+    drop(store);
+    t.close().await;
+}
+
 contract! {
 /// Every listing filter (state, endpoint, trigger, tenant, resource fields, time range) and the
 /// cursor answer the same on both backends: newest first, each match exactly once.

@@ -105,7 +105,15 @@ pub struct Pg {
     leases_taken: Arc<AtomicU64>,
     /// The fencing tokens of the leases this node holds.
     fences: Arc<Fences>,
+    /// The last count of due deliveries (see `pending_count`).
+    pending: Arc<tokio::sync::Mutex<read::Cached>>,
+    /// The longest a listing may run, in milliseconds (tests shorten it).
+    listing_timeout_ms: Arc<AtomicU64>,
 }
+
+/// The longest a delivery-log listing may run on PostgreSQL before it is cancelled (and
+/// answered 503): listings are indexed, so only a pathological plan or a lock comes near it.
+pub const LISTING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The fencing tokens of the leases this node holds, by delivery. A claim increments the row's
 /// `lease_token`; a pass's final write changes the delivery only while the row still carries
@@ -232,6 +240,8 @@ pub(super) async fn open(
         nodes: Arc::new(AtomicUsize::new(1)),
         leases_taken: Arc::default(),
         fences: Arc::default(),
+        pending: Arc::default(),
+        listing_timeout_ms: Arc::new(AtomicU64::new(LISTING_TIMEOUT.as_millis() as u64)),
     };
     let stats = Arc::new(WriterStats::default());
     let settings = Arc::new(Settings { idempotency_ttl_ms: AtomicU64::new(IDEMPOTENCY_TTL_MS) });
@@ -273,6 +283,11 @@ impl Pg {
     /// How long a claimed delivery stays this node's without a renewal.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// Shortens (or lengthens) [`LISTING_TIMEOUT`] for this node: for tests.
+    pub fn set_listing_timeout(&self, timeout: Duration) {
+        self.listing_timeout_ms.store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Live nodes as of the last heartbeat.

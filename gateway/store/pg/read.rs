@@ -87,14 +87,26 @@ impl Pg {
         }))
     }
 
+    /// The count of due deliveries, at most [`PENDING_COUNT_TTL`] old: `/metrics` is
+    /// unauthenticated, and `count(*)` visits every due row, so however often it is asked, the
+    /// database counts at most once per period (concurrent askers wait for one count).
     pub(in crate::store) async fn pending_count(&self) -> Result<u64, StoreError> {
+        let mut cached = self.pending.lock().await;
+        if let Some(n) = cached.fresh(std::time::Instant::now(), PENDING_COUNT_TTL) {
+            return Ok(n);
+        }
         let client = self.client().await?;
         let n: i64 = client
             .query_one("SELECT count(*) FROM deliveries WHERE due_ms IS NOT NULL", &[])
             .await
             .map_err(pg_error)?
             .get(0);
+        cached.set(std::time::Instant::now(), n as u64);
         Ok(n as u64)
+    }
+
+    pub(in crate::store) async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.query_one("SELECT 1", &[]).await.map(drop).map_err(pg_error)
     }
 
     /// The log's listing: every filter is a condition on an indexed column (`keys` holds the
@@ -138,9 +150,15 @@ impl Pg {
             conditions.join(" AND "),
             params.len()
         );
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-        let rows = client.query(&sql, &refs).await.map_err(pg_error)?;
+        // A listing is a request anyone with a token can make: it may not hold a connection
+        // (or wait on a lock) past the bound, whatever its filters make the planner do.
+        let txn = client.transaction().await.map_err(pg_error)?;
+        let timeout = self.listing_timeout_ms.load(std::sync::atomic::Ordering::Relaxed);
+        txn.batch_execute(&format!("SET LOCAL statement_timeout = {timeout}")).await.map_err(pg_error)?;
+        let rows = txn.query(&sql, &refs).await.map_err(pg_error)?;
+        txn.commit().await.map_err(pg_error)?;
         for r in rows.iter().take(limit) {
             let id: Uuid = r.get(0);
             page.deliveries.push(decode(r.get::<_, &[u8]>(1), id)?);
@@ -149,5 +167,42 @@ impl Pg {
             page.next = page.deliveries.last().map(|d| d.id);
         }
         Ok(page)
+    }
+}
+
+/// How old `pending_count` may be.
+pub(super) const PENDING_COUNT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A value and when it was read.
+#[derive(Debug, Default)]
+pub(super) struct Cached {
+    at: Option<std::time::Instant>,
+    value: u64,
+}
+
+impl Cached {
+    /// The value, if it was read less than `ttl` before `now`.
+    pub(super) fn fresh(&self, now: std::time::Instant, ttl: std::time::Duration) -> Option<u64> {
+        self.at.filter(|at| now.saturating_duration_since(*at) < ttl).map(|_| self.value)
+    }
+
+    pub(super) fn set(&mut self, now: std::time::Instant, value: u64) {
+        (self.at, self.value) = (Some(now), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cached;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_cached_count_is_fresh_for_its_period_only() {
+        let mut c = Cached::default();
+        let t0 = Instant::now();
+        assert_eq!(c.fresh(t0, Duration::from_secs(1)), None, "nothing read yet");
+        c.set(t0, 7);
+        assert_eq!(c.fresh(t0 + Duration::from_millis(999), Duration::from_secs(1)), Some(7));
+        assert_eq!(c.fresh(t0 + Duration::from_secs(1), Duration::from_secs(1)), None);
     }
 }
