@@ -11,6 +11,7 @@
 //! - `plugin` — the only module that imports `wasmtime`; sandboxed filter/transform chains.
 //! - `workbench` — `hookgate plugin run` / `plugin new`: a chain run without store or delivery.
 //! - `retry` — pure retry timing.
+//! - `seal` — pure sealing of stored secrets under `[signing] main_key`.
 //!
 //! Supporting modules: `config` (TOML → validated `Config`), `json` (strict parser and canonical
 //! writer), `fanout` (who receives an event), `model` (records), `http` and `api` (routes, auth,
@@ -41,6 +42,7 @@ pub mod operations;
 pub mod plugin;
 pub mod retention;
 pub mod retry;
+pub mod seal;
 pub mod serve;
 pub mod sign;
 pub mod store;
@@ -113,6 +115,13 @@ pub async fn run_with(
         migrate: hooks.migrate,
     })
     .await?;
+    // Secrets stored through the API are sealed under `[signing] main_key` from here on, and
+    // those still in clear are sealed now.
+    store.set_main_key(config.signing.main_key.clone());
+    let sealed = store.seal_stored(None).await?;
+    if sealed > 0 {
+        tracing::info!(records = sealed, "sealed stored secrets under [signing] main_key");
+    }
     let wake = hooks.wake.clone();
     let stop = CancellationToken::new();
     // On a shared database, other nodes announce new due work and changed settings; this node
@@ -249,6 +258,31 @@ async fn refresh_settings(
             Err(e) => tracing::warn!(error = %e, "cannot reload endpoints and tenants changed by another node"),
         }
     }
+}
+
+/// `hookgate rotate-main-key`: re-seals every stored secret under `new`, opening those sealed
+/// under the config's `[signing] main_key` (and sealing those in clear). The gateway must be
+/// stopped (every node, on PostgreSQL): a node still running with the old key could not read
+/// what this writes. Returns how many records were written.
+pub async fn rotate_main_key(config: &Config, new: seal::MainKey) -> anyhow::Result<usize> {
+    let (store, writer) = store::Store::open_configured(store::OpenOptions {
+        storage: &config.storage,
+        data_dir: &config.server.data_dir,
+        cache_bytes: config.server.cache_size,
+        faults: Arc::default(),
+        migrate: false,
+    })
+    .await?;
+    let old = config.signing.main_key.clone();
+    // Everything stored must open with the old key first: refuse before writing anything.
+    store.set_main_key(old.clone());
+    store.tenants().await?;
+    store.endpoints().await?;
+    store.set_main_key(Some(new));
+    let written = store.seal_stored(old.as_ref()).await;
+    drop(store);
+    writer.finish().await;
+    Ok(written?)
 }
 
 /// Compiles (or loads from the cache) every configured plugin, off the async runtime: Cranelift

@@ -213,7 +213,8 @@ impl Reloader {
 /// the data dir and what is sized once at start.
 fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
-    let checks: [(&'static str, bool); 11] = [
+    let key_id = |c: &Config| c.signing.main_key.as_ref().map(|k| k.id().to_owned());
+    let checks: [(&'static str, bool); 12] = [
         ("server.listen", o.listen != n.listen),
         ("server.data_dir", o.data_dir != n.data_dir),
         ("server.cache_size", o.cache_size != n.cache_size),
@@ -231,6 +232,8 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("retention.deliveries", old.retention.deliveries != new.retention.deliveries),
         ("storage", old.storage != new.storage),
+        // Stored secrets are re-sealed under a new key by `hookgate rotate-main-key`, offline.
+        ("signing.main_key", key_id(old) != key_id(new)),
     ];
     checks.into_iter().filter(|(_, differs)| *differs).map(|(k, _)| k).collect()
 }

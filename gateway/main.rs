@@ -47,6 +47,14 @@ enum Command {
         #[arg(long, short)]
         secret: String,
     },
+    /// Re-seal the endpoint and tenant secrets stored through the API under a new main key,
+    /// read from the environment variable HOOKGATE_NEW_MAIN_KEY (32 bytes, base64). Stop the
+    /// gateway (every node) first; then set [signing] main_key to the new key and start it.
+    RotateMainKey {
+        /// The TOML config file: its [storage] and its current [signing] main_key.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a config file and print a summary; exits non-zero on error.
     Check {
         /// The TOML config file to validate.
@@ -122,6 +130,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Plugin { action } => plugin_command(action, &env),
+        Command::RotateMainKey { config } => rotate_main_key(&config, &env),
         Command::Check { config } => match Config::load(&config, &env) {
             Ok(c) => {
                 // Plugins are compiled and matched against the WIT world too, so a missing or
@@ -414,6 +423,45 @@ fn plugin_command(action: PluginCommand, env: &dyn Fn(&str) -> Option<String>) -
                     ExitCode::from(USAGE)
                 }
             }
+        }
+    }
+}
+
+/// `hookgate rotate-main-key`: see the command's help.
+fn rotate_main_key(path: &std::path::Path, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    const VAR: &str = "HOOKGATE_NEW_MAIN_KEY";
+    let config = match Config::load(path, env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(text) = env(VAR).filter(|t| !t.trim().is_empty()) else {
+        eprintln!("error: set {VAR} to the new main key (32 bytes in base64: `openssl rand -base64 32`)");
+        return ExitCode::FAILURE;
+    };
+    let new = match hookgate::seal::MainKey::parse(&text) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {VAR}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let id = new.id().to_owned();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(hookgate::rotate_main_key(&config, new)));
+    match result {
+        Ok(n) => {
+            println!(
+                "re-sealed {n} stored record(s) under main key {id}; now set [signing] main_key to the new key and start the gateway"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

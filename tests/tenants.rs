@@ -675,3 +675,95 @@ async fn a_deleted_tenants_id_and_credentials_are_not_inherited() {
     create_tenant(&gw, json!({"id": "acme-2"})).await;
     gw.stop().await.unwrap();
 }
+
+/// `[signing] main_key` seals the secrets stored through the API: secrets stored in clear are
+/// sealed at start, deliveries are still signed with them, a start without the key (or with
+/// another) is refused with a clear error, and `hookgate rotate-main-key` re-seals them under a
+/// new key.
+#[tokio::test]
+async fn stored_secrets_are_sealed_under_the_main_key_and_rotate() {
+    const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    const OWN: &str = "whsec_b3duLWVuZHBvaW50LXNlY3JldC0wMTIzNDU2Nzg5YWI=";
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let path = dir.path().join("hookgate.toml");
+    let data = dir.path().join("data");
+    let plain = base_config(&data);
+    let with_key = |k: &str| set(&plain, "signing", "main_key", &format!("\"{k}\""));
+    // What is stored, read without any key: clear secrets read, sealed ones are refused.
+    let stored_in_clear = || {
+        let data = data.clone();
+        async move {
+            let (store, writer) = hookgate::store::Store::open(&data).unwrap();
+            let read = store.tenants().await.map(|t| t.len());
+            drop(store);
+            writer.finish().await;
+            read
+        }
+    };
+
+    let gw = TestGateway::start_from_file(&path, &plain).await;
+    let acme = create_tenant(&gw, json!({"id": "acme"})).await["secret"].as_str().unwrap().to_owned();
+    create_endpoint(&gw, "acme", json!({"url": rx.url("/acme"), "triggers": ["*"]})).await;
+    let (s, b) = gw
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/endpoints",
+            &json!({"url": rx.url("/own"), "triggers": ["*"], "secret": OWN}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    gw.stop().await.unwrap();
+    assert_eq!(stored_in_clear().await.expect("without a main key, secrets are stored in clear"), 1);
+
+    // Started with a key: what was in clear is sealed, and still signs.
+    delivers_signed(&path, &with_key(K1), &mut rx, &acme, OWN).await;
+    let err = stored_in_clear().await.expect_err("sealed at start");
+    assert!(err.to_string().contains("main_key"), "{err}");
+
+    // Without the key, or with another, the gateway does not start.
+    let hookgate = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for cfg in [plain.clone(), with_key(K2)] {
+        std::fs::write(&path, &cfg).unwrap();
+        let (ok, _, err) = hookgate(&["serve", "--config", path.to_str().unwrap()], &[]);
+        assert!(!ok && err.contains("main_key"), "{err}");
+        assert!(!err.contains(K1) && !err.contains(K2), "no key is printed: {err}");
+    }
+
+    // Rotation: the file still names K1; the new key comes from the environment.
+    std::fs::write(&path, with_key(K1)).unwrap();
+    let (ok, out, err) =
+        hookgate(&["rotate-main-key", "--config", path.to_str().unwrap()], &[("HOOKGATE_NEW_MAIN_KEY", K2)]);
+    assert!(ok && out.contains("re-sealed 2 stored record(s)"), "{out}{err}");
+    std::fs::write(&path, with_key(K1)).unwrap();
+    let (ok, _, err) = hookgate(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("main_key"), "the old key no longer opens them: {err}");
+    delivers_signed(&path, &with_key(K2), &mut rx, &acme, OWN).await;
+}
+
+/// Starts the gateway from `cfg`: a delivery of tenant acme is signed with `acme`'s secret and
+/// one to the default tenant's endpoint `/own` with `own`, whichever key sealed them.
+async fn delivers_signed(path: &std::path::Path, cfg: &str, rx: &mut Receiver, acme: &str, own: &str) {
+    let gw = TestGateway::start_from_file(path, cfg).await;
+    let (s, r) = ingest_for(&gw, "acme", &state_change("b"), &[]).await;
+    assert_eq!(s, 202, "{r}");
+    assert!(verify_with(&rx.next(WAIT).await, acme), "the tenant's secret signs");
+    let (s, r) = gw.ingest(&state_change("b")).await;
+    assert_eq!(s, 202, "{r}");
+    let got = rx.next(WAIT).await;
+    assert_eq!(got.path, "/own");
+    assert!(verify_with(&got, own), "the endpoint's own secret signs");
+    gw.stop().await.unwrap();
+}

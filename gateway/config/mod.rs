@@ -172,6 +172,8 @@ pub struct SigningConfig {
     pub previous_secrets: Vec<Secret>,
     /// After a tenant's secret is rotated through the API, the old one keeps signing this long.
     pub rotation_overlap: Duration,
+    /// Seals the secrets stored through the API (`None`: stored in clear).
+    pub main_key: Option<crate::seal::MainKey>,
 }
 
 /// The tenant everything belongs to unless it says otherwise: `[signing]` and the config file's
@@ -427,6 +429,16 @@ impl Config {
             Duration::from_secs(1),
             Duration::from_secs(30 * 86_400),
         )?;
+        let (line, main_key) = ctx.string(g.main_key, "signing.main_key")?;
+        let main_key = if main_key.trim().is_empty() {
+            warnings.push(
+                "[signing] main_key is not set: endpoint and tenant secrets created through the API are stored in clear"
+                    .into(),
+            );
+            None
+        } else {
+            Some(crate::seal::MainKey::parse(&main_key).map_err(|m| ctx.error("signing.main_key", line, m))?)
+        };
 
         let d = raw.delivery.unwrap_or_default();
         let timeout = ctx.duration(d.timeout, "delivery.timeout", false)?;
@@ -668,7 +680,7 @@ impl Config {
                 keep_alive_timeout,
             },
             auth: AuthConfig { ingest_tokens, admin_tokens },
-            signing: SigningConfig { secret, previous_secrets, rotation_overlap },
+            signing: SigningConfig { secret, previous_secrets, rotation_overlap, main_key },
             delivery: DeliveryConfig {
                 timeout,
                 retry: RetryPolicy { max_retries, initial, multiplier, max, jitter },

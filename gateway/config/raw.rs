@@ -49,7 +49,7 @@ section!(RawServer {
     public_url: String,
 });
 section!(RawAuth { ingest_tokens: Vec<String>, admin_tokens: Vec<String> });
-section!(RawSigning { secret: String, previous_secrets: Vec<String>, rotation_overlap: String });
+section!(RawSigning { secret: String, previous_secrets: Vec<String>, rotation_overlap: String, main_key: String });
 section!(RawDelivery {
     timeout: String,
     max_retries: i64,

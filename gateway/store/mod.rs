@@ -68,6 +68,14 @@ pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 #[derive(Debug)]
 pub(crate) struct Settings {
     idempotency_ttl_ms: AtomicU64,
+    /// Seals the signing secrets of stored tenants and endpoints (`[signing] main_key`).
+    main_key: std::sync::RwLock<Option<crate::seal::MainKey>>,
+}
+
+impl Settings {
+    pub(crate) fn new() -> Settings {
+        Settings { idempotency_ttl_ms: AtomicU64::new(IDEMPOTENCY_TTL_MS), main_key: std::sync::RwLock::new(None) }
+    }
 }
 
 /// The most operations one commit carries. Large enough to amortise an fsync over a burst,
@@ -93,6 +101,11 @@ pub enum StoreError {
     Closed,
     #[error("corrupt record: {0}")]
     Corrupt(String),
+}
+
+/// A stored secret that cannot be opened: the configuration is wrong, not the store.
+fn sealed(e: crate::seal::SealError) -> StoreError {
+    StoreError::Storage(format!("{e}; set [signing] main_key to the key the secrets were sealed with"))
 }
 
 pub(crate) fn storage<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -208,7 +221,7 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
-        let settings = Arc::new(Settings { idempotency_ttl_ms: AtomicU64::new(IDEMPOTENCY_TTL_MS) });
+        let settings = Arc::new(Settings::new());
         let handle = {
             let (db, stats, faults, settings) = (db.clone(), stats.clone(), faults.clone(), settings.clone());
             std::thread::Builder::new()
@@ -299,7 +312,12 @@ impl Store {
         self.write(|reply| Op::Prune(req, reply)).await
     }
 
-    pub async fn put_tenant(&self, r: TenantRecord) -> Result<(), StoreError> {
+    pub async fn put_tenant(&self, mut r: TenantRecord) -> Result<(), StoreError> {
+        if let Some(key) = self.main_key() {
+            for s in r.secrets.iter_mut().filter(|s| !crate::seal::is_sealed(&s.secret)) {
+                s.secret = key.seal(&s.secret);
+            }
+        }
         self.write(|reply| Op::PutTenant(r, reply)).await
     }
 
@@ -333,7 +351,12 @@ impl Store {
         self.finish(Finish::Attempt { delivery_id, attempt, next, prepared }).await
     }
 
-    pub async fn put_endpoint(&self, e: EndpointRecord) -> Result<(), StoreError> {
+    pub async fn put_endpoint(&self, mut e: EndpointRecord) -> Result<(), StoreError> {
+        if let (Some(key), Some(secret)) = (self.main_key(), e.secret.as_mut())
+            && !crate::seal::is_sealed(secret)
+        {
+            *secret = key.seal(secret);
+        }
         self.write(|reply| Op::PutEndpoint(e, reply)).await
     }
 
@@ -353,11 +376,69 @@ impl Store {
         &self.stats
     }
 
+    /// Every stored tenant, its secrets opened (see [`Store::set_main_key`]).
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let mut records = self.stored_tenants().await?;
+        let key = self.main_key();
+        for s in records.iter_mut().flat_map(|r| r.secrets.iter_mut()) {
+            s.secret = crate::seal::open(key.as_ref(), &s.secret).map_err(sealed)?;
+        }
+        Ok(records)
+    }
+
+    async fn stored_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         match &self.backend {
             Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, TENANTS)).await,
             Backend::Postgres(p) => p.all_json("tenants").await,
         }
+    }
+
+    /// The key that seals the secrets of stored tenants and endpoints from now on; `None`
+    /// stores them in clear (and reads only clear ones).
+    pub fn set_main_key(&self, key: Option<crate::seal::MainKey>) {
+        *self.settings.main_key.write().expect("settings lock") = key;
+    }
+
+    fn main_key(&self) -> Option<crate::seal::MainKey> {
+        self.settings.main_key.read().expect("settings lock").clone()
+    }
+
+    /// Re-seals every stored secret under the current main key: secrets stored in clear (or
+    /// under `previous`, during a rotation) are written again sealed. Returns how many were
+    /// written. Without a main key it does nothing.
+    pub async fn seal_stored(&self, previous: Option<&crate::seal::MainKey>) -> Result<usize, StoreError> {
+        let Some(key) = self.main_key() else { return Ok(0) };
+        let reseal = |text: &str| -> Result<Option<String>, StoreError> {
+            if crate::seal::is_sealed(text) && key.open(text).is_ok() {
+                return Ok(None);
+            }
+            let clear = match previous {
+                Some(old) if crate::seal::is_sealed(text) => old.open(text).map_err(sealed)?,
+                _ => crate::seal::open(None, text).map_err(sealed)?,
+            };
+            Ok(Some(key.seal(&clear)))
+        };
+        let mut written = 0;
+        for mut r in self.stored_tenants().await? {
+            let mut changed = false;
+            for s in &mut r.secrets {
+                if let Some(new) = reseal(&s.secret)? {
+                    s.secret = new;
+                    changed = true;
+                }
+            }
+            if changed {
+                written += 1;
+                self.write(|reply| Op::PutTenant(r, reply)).await?;
+            }
+        }
+        for mut e in self.stored_endpoints().await? {
+            let Some(new) = e.secret.as_deref().map(reseal).transpose()?.flatten() else { continue };
+            e.secret = Some(new);
+            written += 1;
+            self.write(|reply| Op::PutEndpoint(e, reply)).await?;
+        }
+        Ok(written)
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -376,7 +457,19 @@ impl Store {
     }
 
     /// Endpoints created through the API, in id order.
+    /// Every stored endpoint, its secret opened (see [`Store::set_main_key`]).
     pub async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
+        let mut records = self.stored_endpoints().await?;
+        let key = self.main_key();
+        for e in &mut records {
+            if let Some(s) = &mut e.secret {
+                *s = crate::seal::open(key.as_ref(), s).map_err(sealed)?;
+            }
+        }
+        Ok(records)
+    }
+
+    async fn stored_endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
         match &self.backend {
             Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, ENDPOINTS)).await,
             Backend::Postgres(p) => p.all_json("endpoints").await,

@@ -46,9 +46,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use super::{
-    Backend, Faults, IDEMPOTENCY_TTL_MS, QUEUE_CAPACITY, Settings, Store, StoreError, WriterStats, WriterThread,
-};
+use super::{Backend, Faults, QUEUE_CAPACITY, Settings, Store, StoreError, WriterStats, WriterThread};
 use crate::config::PostgresConfig;
 
 /// The channel on which a node announces that something became due.
@@ -244,7 +242,7 @@ pub(super) async fn open(
         listing_timeout_ms: Arc::new(AtomicU64::new(LISTING_TIMEOUT.as_millis() as u64)),
     };
     let stats = Arc::new(WriterStats::default());
-    let settings = Arc::new(Settings { idempotency_ttl_ms: AtomicU64::new(IDEMPOTENCY_TTL_MS) });
+    let settings = Arc::new(Settings::new());
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     // Two writers (see `Store::ingest_writer`); each holds a sender of `done` until it ends.
     let mut lanes = Vec::new();
