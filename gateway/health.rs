@@ -256,9 +256,9 @@ impl HourWindow {
     }
 }
 
-/// The least time between two changes of an endpoint's `enabled` by hand (the API). Each change
-/// is a write and an operational event: a tenant's token flipping it in a loop must not turn
-/// into a flood of either.
+/// The least time between two changes of an endpoint's `enabled` by a tenant's token (the
+/// admin is not limited). Each change is a write and an operational event: a tenant's token
+/// flipping it in a loop must not turn into a flood of either.
 pub const MANUAL_CHANGE_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]

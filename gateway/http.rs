@@ -186,6 +186,15 @@ impl ApiError {
     }
 
     pub fn store(e: &crate::store::StoreError) -> ApiError {
+        if let crate::store::StoreError::Rejected(why) = e {
+            // Its own data, not the store's health: retrying will not help.
+            tracing::warn!(error = %e, "the store refused a request's data; answered 422");
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unstorable",
+                format!("the store cannot hold this request's data: {why}"),
+            );
+        }
         tracing::error!(error = %e, "store failure answered with 503");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

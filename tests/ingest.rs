@@ -239,3 +239,72 @@ async fn idempotency_keys_live_exactly_their_retention() {
         gw.stop().await.unwrap();
     }
 }
+
+/// No request's data can fail the requests committed with it (PostgreSQL). A check constraint
+/// stands in for any value the database refuses: the poisoned event is answered 422 on its own,
+/// while the ten valid events that shared its group commit are stored and answered 202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_value_fails_only_its_own_request() {
+    let Some(db) = fresh_database().await else { return };
+    let dir = temp_dir();
+    let cfg = base_config(dir.path());
+    let cfg = set(&set(&cfg, "storage", "backend", "\"postgres\""), "storage", "postgres_url", &format!("\"{db}\""));
+    let gw = TestGateway::start(&cfg).await;
+    // Serving means migrated.
+    eventually(Duration::from_secs(30), || async { (gw.get("/healthz").await.0 == 200).then_some(()) }).await;
+    let (mut client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(conn);
+    client
+        .batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (position('poison' in convert_from(record, 'UTF8')) = 0)",
+        )
+        .await
+        .unwrap();
+    let send = |body: Value| {
+        let (http, base) = (gw.http.clone(), gw.base.clone());
+        tokio::spawn(async move {
+            response(
+                http.post(format!("{base}/v1/events"))
+                    .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(body.to_string()),
+            )
+            .await
+        })
+    };
+    // Hold the events table: the writer blocks on a first ingest, and the next ones queue up
+    // behind it, to be committed together.
+    let lock = client.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE events IN EXCLUSIVE MODE").await.unwrap();
+    let plug = send(json!({"trigger": "t.plug", "data": {}}));
+    let (watcher, wconn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
+    let wdriver = tokio::spawn(wconn);
+    eventually(Duration::from_secs(10), || async {
+        let waiting: i64 = watcher
+            .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (waiting > 0).then_some(())
+    })
+    .await;
+    let valid: Vec<_> = (0..10).map(|i| send(json!({"trigger": "t.valid", "data": {"i": i}}))).collect();
+    let poisoned = send(json!({"trigger": "t.valid", "data": {"note": "poison"}}));
+    // The requests reach the writer's queue while it is blocked (there is no event to wait
+    // for: they are queued in memory).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(plug.await.unwrap().0, 202);
+    let (s, b) = poisoned.await.unwrap();
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("unstorable")), "{b}");
+    for v in valid {
+        let (s, b) = v.await.unwrap();
+        assert_eq!(s, 202, "a batch-mate of the refused event: {b}");
+        let (s, e) = gw.get(&format!("/v1/events/{}", b["event_id"].as_str().unwrap())).await;
+        assert_eq!(s, 200, "{e}");
+    }
+    drop((watcher, client));
+    let _ = (wdriver.await, driver.await);
+    gw.stop().await.unwrap();
+}

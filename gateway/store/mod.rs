@@ -101,6 +101,11 @@ pub enum StoreError {
     Closed,
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The database refused one operation's data (a value it cannot hold, a constraint): a
+    /// batch that meets it is applied again one operation at a time, so that only the
+    /// operation at fault fails.
+    #[error("the database refused the operation: {0}")]
+    Rejected(String),
 }
 
 /// A stored secret that cannot be opened: the configuration is wrong, not the store.

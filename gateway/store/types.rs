@@ -11,7 +11,7 @@ use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EndpointHealth,
 
 /// What is written with the end of an attempt (or with a change by hand), in the same
 /// transaction: the endpoint's new health and the operational events announcing a change.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Effects {
     pub health: Option<EndpointHealth>,
     pub events: Vec<IngestWrite>,
@@ -38,7 +38,7 @@ pub struct PruneReport {
     pub next: Option<u128>,
 }
 /// A new event with its deliveries, written atomically by ingest.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IngestWrite {
     pub event: EventRecord,
     pub deliveries: Vec<DeliveryRecord>,

@@ -60,8 +60,15 @@ const SETTINGS_CHANNEL: &str = "hookgate_settings";
 /// requests fail (503) quickly instead of hanging.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) fn pg_error(e: impl std::error::Error) -> StoreError {
-    StoreError::Storage(format!("postgres: {}", describe(&e)))
+pub(super) fn pg_error(e: impl std::error::Error + 'static) -> StoreError {
+    // Data exceptions (22), integrity constraints (23) and program limits such as an index row
+    // too large (54) are about what was written, not about the database being there.
+    let refused = (&e as &dyn std::error::Error)
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error)
+        .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23" | "54"));
+    let message = format!("postgres: {}", describe(&e));
+    if refused { StoreError::Rejected(message) } else { StoreError::Storage(message) }
 }
 
 /// Only the SQL error's text: tokio-postgres' errors never hold the connection URL.

@@ -52,6 +52,65 @@ pub(super) enum Op {
     },
 }
 
+/// An operation without its reply channel: what a writer keeps so that a batch the database
+/// refused can be applied again one operation at a time (see `pg::write`).
+#[derive(Clone)]
+pub(super) enum Body {
+    Ingest(IngestWrite),
+    Finish(Finish, Effects),
+    PutEndpoint(EndpointRecord),
+    PutHealth(Effects),
+    Prune(PruneRequest),
+    ReleaseFifo(String),
+    PutTenant(TenantRecord),
+    DeleteTenant(String),
+    PutToken(TokenRecord),
+    DeleteToken(String),
+    DeleteEndpoint(String),
+    Requeue { ids: Vec<Uuid>, at_ms: u64 },
+}
+
+impl Op {
+    pub(super) fn body(&self) -> Body {
+        match self {
+            Op::Ingest(w, _) => Body::Ingest(w.clone()),
+            Op::Finish(f, e, _) => Body::Finish(f.clone(), e.clone()),
+            Op::PutEndpoint(e, _) => Body::PutEndpoint(e.clone()),
+            Op::PutHealth(e, _) => Body::PutHealth(e.clone()),
+            Op::Prune(r, _) => Body::Prune(r.clone()),
+            Op::ReleaseFifo(s, _) => Body::ReleaseFifo(s.clone()),
+            Op::PutTenant(r, _) => Body::PutTenant(r.clone()),
+            Op::DeleteTenant(s, _) => Body::DeleteTenant(s.clone()),
+            Op::PutToken(r, _) => Body::PutToken(r.clone()),
+            Op::DeleteToken(s, _) => Body::DeleteToken(s.clone()),
+            Op::DeleteEndpoint(s, _) => Body::DeleteEndpoint(s.clone()),
+            Op::Requeue { ids, at_ms, .. } => Body::Requeue { ids: ids.clone(), at_ms: *at_ms },
+        }
+    }
+}
+
+impl Body {
+    /// The operation again, answering through the channel of `reply` (the reply the refused
+    /// batch made for this same operation).
+    pub(super) fn with(self, reply: Reply) -> Op {
+        match (self, reply) {
+            (Body::Ingest(w), Reply::Ingest(tx, _)) => Op::Ingest(w, tx),
+            (Body::Finish(f, e), Reply::Unit(tx, _)) => Op::Finish(f, e, tx),
+            (Body::PutEndpoint(e), Reply::Unit(tx, _)) => Op::PutEndpoint(e, tx),
+            (Body::PutHealth(e), Reply::Unit(tx, _)) => Op::PutHealth(e, tx),
+            (Body::Prune(r), Reply::Prune(tx, _)) => Op::Prune(r, tx),
+            (Body::ReleaseFifo(s), Reply::Count(tx, _)) => Op::ReleaseFifo(s, tx),
+            (Body::PutTenant(r), Reply::Unit(tx, _)) => Op::PutTenant(r, tx),
+            (Body::DeleteTenant(s), Reply::Unit(tx, _)) => Op::DeleteTenant(s, tx),
+            (Body::PutToken(r), Reply::Unit(tx, _)) => Op::PutToken(r, tx),
+            (Body::DeleteToken(s), Reply::Unit(tx, _)) => Op::DeleteToken(s, tx),
+            (Body::DeleteEndpoint(s), Reply::Unit(tx, _)) => Op::DeleteEndpoint(s, tx),
+            (Body::Requeue { ids, at_ms }, Reply::Count(reply, _)) => Op::Requeue { ids, at_ms, reply },
+            _ => unreachable!("a batch answers each operation with the reply of its kind, in order"),
+        }
+    }
+}
+
 /// A reply to send once the batch's commit has succeeded or failed.
 pub(super) enum Reply {
     Ingest(oneshot::Sender<Result<IngestOutcome, StoreError>>, Result<IngestOutcome, StoreError>),

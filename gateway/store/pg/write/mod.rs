@@ -29,7 +29,7 @@ use ingest::{plain_ingest, plain_ingests};
 use super::rows::{INSERT_ROWS, NewRows, fifo_queue};
 use super::{CHANNEL, SETTINGS_CHANNEL, ms, pg_error, pool_error};
 use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EventRecord};
-use crate::store::write::{Op, Reply, apply_attempt, apply_settle, split, to_json};
+use crate::store::write::{Body, Op, Reply, apply_attempt, apply_settle, split, to_json};
 use crate::store::{
     Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, PruneReport, Settings, StoreError, WriterStats,
 };
@@ -59,7 +59,24 @@ pub(super) async fn writer_loop(
         }
         let count = batch.len() as u64;
         let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
-        let (replies, result) = apply_batch(&pool, std::mem::take(&mut batch), ttl, faults, fence).await;
+        // Kept so that, if the database refuses one operation's data, the others can be
+        // applied without it (no request-derived value may fail its batch-mates).
+        let bodies: Vec<Body> = if batch.len() > 1 { batch.iter().map(Op::body).collect() } else { Vec::new() };
+        let (mut replies, mut result) = apply_batch(&pool, std::mem::take(&mut batch), ttl, faults, fence).await;
+        if matches!(result, Err(StoreError::Rejected(_))) && !bodies.is_empty() {
+            tracing::warn!(ops = count, "the database refused an operation of a batch; applying them one at a time");
+            for (body, reply) in bodies.into_iter().zip(std::mem::take(&mut replies)) {
+                let (alone, own) = apply_batch(&pool, vec![body.with(reply)], ttl, faults, fence).await;
+                if let Err(e) = &own {
+                    tracing::error!(error = %e, "an operation the database refused; its caller gets the error");
+                }
+                for r in alone {
+                    r.send(&own);
+                }
+            }
+            // Each operation was answered with its own outcome.
+            result = Ok(());
+        }
         match &result {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
