@@ -159,7 +159,13 @@ impl Claim {
         self.release_slot();
         let now = self.ctx.clock.now_ms();
         let mut c = self.ctx.claims.lock().expect("claims lock");
-        c.failures_in_a_row = c.failures_in_a_row.saturating_add(1);
+        // Attempts that fail to record during the same pause are one failure, not many: a
+        // store that refuses writes for a moment fails every attempt then in flight, and
+        // counting each would push the pause to its maximum (and delivery back by as much)
+        // after a blip. The pause doubles with each failure after the previous one ended.
+        if now >= c.paused_until_ms || c.failures_in_a_row == 0 {
+            c.failures_in_a_row = c.failures_in_a_row.saturating_add(1);
+        }
         let wait = cooldown_after(c.failures_in_a_row);
         let until_ms = now + wait.as_millis() as u64;
         c.cooling.insert(self.id, Cooldown { until_ms });
