@@ -12,6 +12,11 @@
 //!
 //! Rare paths (FIFO queues, retention, tenants) write what is pending first ("flush") and then
 //! run their own statements, so they see the batch's earlier changes.
+//!
+//! Two rules keep one operation from costing others: a batch the database refuses for its
+//! data (`StoreError::Rejected`) is applied again one operation at a time, and a pass's final
+//! write is fenced by its lease (`Fence`): a node that lost the lease can only append its late
+//! attempt.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
