@@ -327,7 +327,7 @@ async fn main() {
             drop((a, b));
         }
     }
-    match private_cluster() {
+    match std::env::var_os("HOOKGATE_TEST_PG_BIN").and_then(|_| util::pg::PrivateCluster::create()) {
         None => println!("(database restarts skipped: set HOOKGATE_TEST_PG_BIN, as .ci/run does)"),
         Some(cluster) => {
             let db = cluster.url();
@@ -336,7 +336,7 @@ async fn main() {
             let t = run_kind("pg-database-restart", rounds(5), vec![a.base(), b.base()], &seen, |_| {
                 let cluster = &cluster;
                 async move {
-                    cluster.pg_ctl(&["-m", "fast", "-w", "stop"]);
+                    cluster.stop();
                     cluster.start();
                     Instant::now()
                 }
@@ -362,68 +362,5 @@ async fn main() {
     println!("\n{faults} faults, {lost} acknowledged events lost");
     if lost > 0 {
         std::process::exit(1);
-    }
-}
-
-/// A throwaway PostgreSQL cluster of the bench's own, which it can stop and start.
-struct Cluster {
-    bin: std::path::PathBuf,
-    user: Option<String>,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn private_cluster() -> Option<Cluster> {
-    let bin = std::env::var_os("HOOKGATE_TEST_PG_BIN")?;
-    let user = std::env::var("HOOKGATE_TEST_PG_USER").ok().filter(|u| !u.is_empty());
-    let c = Cluster { bin: bin.into(), user, dir: tempfile::tempdir().unwrap(), port: free_port() };
-    if let Some(u) = &c.user {
-        std::process::Command::new("chown").arg(u).arg(c.dir.path()).status().unwrap();
-    }
-    c.run("initdb", &["-D", &c.data(), "-A", "trust", "-U", "hookgate"]);
-    c.start();
-    Some(c)
-}
-
-impl Cluster {
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let exe = self.bin.join(tool);
-        let mut cmd = match &self.user {
-            Some(u) => {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", u, "--"]).arg(&exe);
-                c
-            }
-            None => std::process::Command::new(&exe),
-        };
-        let out = cmd.args(args).output().unwrap();
-        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn pg_ctl(&self, args: &[&str]) {
-        let data = self.data();
-        let mut all = vec!["-D", data.as_str()];
-        all.extend_from_slice(args);
-        self.run("pg_ctl", &all);
-    }
-
-    fn start(&self) {
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
-        let log = self.dir.path().join("log").display().to_string();
-        self.pg_ctl(&["-l", &log, "-w", "-o", &opts, "start"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://hookgate@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.pg_ctl(&["-m", "immediate", "stop"]);
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::util::pg::PrivateCluster;
 use crate::util::*;
 
 fn node_config(data_dir: &Path, port: u16, receiver_url: &str, db: &str) -> String {
@@ -372,77 +373,6 @@ async fn a_stopped_nodes_late_result_never_undoes_the_others() {
     rx.assert_silent(Duration::from_millis(1500)).await;
     let d = delivery(a.base.clone()).await;
     assert_eq!((d["state"].as_str(), d["attempts"].as_array().unwrap().len()), (Some("succeeded"), 2), "{d}");
-}
-
-/// A throwaway PostgreSQL cluster of this test's own, which it can stop and start.
-struct PrivateCluster {
-    bin: std::path::PathBuf,
-    user: Option<String>,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl PrivateCluster {
-    /// `None` locally when no PostgreSQL binaries are configured; fails under CI.
-    fn create() -> Option<PrivateCluster> {
-        let Some(bin) = std::env::var_os("HOOKGATE_TEST_PG_BIN") else {
-            assert!(std::env::var_os("CI").is_none(), "HOOKGATE_TEST_PG_BIN is not set: under CI this test must run");
-            skipped("set HOOKGATE_TEST_PG_BIN (and HOOKGATE_TEST_PG_USER when root), as .ci/run does");
-            return None;
-        };
-        let user = std::env::var("HOOKGATE_TEST_PG_USER").ok().filter(|u| !u.is_empty());
-        let dir = temp_dir();
-        let c = PrivateCluster { bin: bin.into(), user, dir, port: free_port() };
-        if let Some(u) = &c.user {
-            let ok = std::process::Command::new("chown").arg(u).arg(c.dir.path()).status().unwrap().success();
-            assert!(ok, "chown the cluster's directory");
-        }
-        c.run("initdb", &["-D", &c.data(), "-A", "trust", "-U", "hookgate"]);
-        c.start();
-        Some(c)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let exe = self.bin.join(tool);
-        let mut cmd = match &self.user {
-            Some(u) => {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", u, "--"]).arg(&exe);
-                c
-            }
-            None => std::process::Command::new(&exe),
-        };
-        let out = cmd.args(args).output().unwrap();
-        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn start(&self) {
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
-        let log = self.dir.path().join("log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-o", &opts, "start"]);
-    }
-
-    fn stop(&self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://hookgate@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", self.user.as_deref().unwrap_or("root"), "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", &self.data(), "-m", "immediate", "stop"])
-            .output();
-    }
 }
 
 /// The database goes away under a running node and comes back: ingest answers 503 with a JSON
