@@ -319,9 +319,10 @@ async fn sigterm_hands_leases_back_to_the_other_node() {
 }
 
 /// Fencing with two real nodes: node a is stopped (SIGSTOP) in the middle of an attempt, past
-/// its lease; node b takes the delivery over and delivers it; node a is continued and its
-/// attempt ends in a 503. That late result is kept as an attempt, but the delivery stays
-/// succeeded (b's result) and is never sent again.
+/// its lease, with a second delivery queued behind it for the endpoint's only slot; node b
+/// takes both over and delivers them; node a is continued and its attempt ends in a 503. That
+/// late result is kept as an attempt, but the delivery stays succeeded (b's result), and node a
+/// does not send the queued one again (its lease was lost while it waited).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_nodes_late_result_never_undoes_the_others() {
     let Some(db) = fresh_database().await else { return };
@@ -336,43 +337,54 @@ async fn a_stopped_nodes_late_result_never_undoes_the_others() {
             let port = free_port();
             let cfg = node_config(&dir.path().join(name), port, &hook, db);
             let cfg = set(&cfg, "delivery", "timeout", "\"60s\"");
+            let cfg = set(&cfg, "delivery", "max_in_flight_per_endpoint", "1");
             GatewayProcess::spawn(&dir.path().join(format!("{name}.toml")), &cfg, port).await
         }
     };
     let a = start("a").await;
-    let (s, v) = post(&a.base, &json!({"trigger": "fence.test", "data": {}}), None).await;
-    assert_eq!(s, 202, "{v}");
-    let event = v["event_id"].as_str().unwrap().to_owned();
-    rx.next(Duration::from_secs(10)).await; // node a's attempt is held
+    let mut events = Vec::new();
+    for i in 0..2 {
+        let (s, v) = post(&a.base, &json!({"trigger": "fence.test", "data": {"i": i}}), None).await;
+        assert_eq!(s, 202, "{v}");
+        events.push(v["event_id"].as_str().unwrap().to_owned());
+    }
+    rx.next(Duration::from_secs(10)).await; // node a's first attempt is held
+    // Node a leases both: one in flight, the other waiting for the only slot.
+    eventually(Duration::from_secs(10), || async { (leases(&db).await == (2, 1)).then_some(()) }).await;
     let b = start("b").await;
     a.signal("-STOP");
-    // Node b takes over once a's 2 s lease has run out, and delivers.
-    let delivery = |base: String| {
-        let event = event.clone();
+    // Node b takes both over once a's 2 s leases have run out, and delivers them.
+    let delivery = |base: String, k: usize| {
+        let event = events[k].clone();
         async move {
             let (_, e) = get(&base, &format!("/v1/events/{event}")).await;
             e["deliveries"][0].clone()
         }
     };
-    let taken = rx.next(Duration::from_secs(20)).await;
-    assert_eq!(taken.path, "/hook");
-    eventually(Duration::from_secs(20), || async {
-        let d = delivery(b.base.clone()).await;
-        (d["state"] == "succeeded").then_some(())
-    })
-    .await;
+    for _ in 0..2 {
+        assert_eq!(rx.next(Duration::from_secs(20)).await.path, "/hook");
+    }
+    for k in 0..2 {
+        eventually(Duration::from_secs(20), || async {
+            (delivery(b.base.clone(), k).await["state"] == "succeeded").then_some(())
+        })
+        .await;
+    }
     // Node a goes on: its held attempt ends in a 503, too late to count.
     release.notify_one();
     a.signal("-CONT");
     let d = eventually(Duration::from_secs(20), || async {
-        let d = delivery(b.base.clone()).await;
+        let d = delivery(b.base.clone(), 0).await;
         (d["attempts"].as_array().unwrap().len() == 2).then_some(d)
     })
     .await;
     assert_eq!(d["state"], "succeeded", "the late 503 undid node b's success: {d}");
-    rx.assert_silent(Duration::from_millis(1500)).await;
-    let d = delivery(a.base.clone()).await;
+    // Nothing more: not the first again, and not the second, whose pass on node a waited.
+    rx.assert_silent(Duration::from_millis(2000)).await;
+    let d = delivery(a.base.clone(), 0).await;
     assert_eq!((d["state"].as_str(), d["attempts"].as_array().unwrap().len()), (Some("succeeded"), 2), "{d}");
+    let d = delivery(a.base.clone(), 1).await;
+    assert_eq!((d["state"].as_str(), d["attempts"].as_array().unwrap().len()), (Some("succeeded"), 1), "{d}");
 }
 
 /// The database goes away under a running node and comes back: ingest answers 503 with a JSON

@@ -333,6 +333,13 @@ async fn schedule_round(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>) -> Result<Optio
 async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, mut claim: Claim) {
     claim.acquire_slot().await;
     let DueItem { delivery_id, endpoint_id, due_ms, loaded } = item;
+    // A pass that waited through a pause of this process may have lost its lease to another
+    // node, which sends the delivery itself: sending it here too would be a duplicate (and its
+    // result would only be recorded as late). A store that cannot tell does not stop the pass.
+    if let Ok(false) = ctx.store.still_leased(delivery_id).await {
+        tracing::warn!(%delivery_id, "the lease was lost while this pass waited; another node has the delivery");
+        return;
+    }
     // The circuit may have opened (or a pause begun) while this pass waited for its slot: then
     // it lets go, and the delivery waits on disk without using up a retry.
     let Some(probe) = ctx.health.begin_attempt(&endpoint_id, ctx.clock.now_ms()) else {

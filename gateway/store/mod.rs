@@ -600,6 +600,15 @@ impl Store {
         }
     }
 
+    /// Whether this node still holds the lease it claimed `id` with (see
+    /// `pg::Pg::still_leased`). Always `true` on redb.
+    pub async fn still_leased(&self, id: Uuid) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Redb { .. } => Ok(true),
+            Backend::Postgres(p) => p.still_leased(id).await,
+        }
+    }
+
     /// Gives up this node's leases on `ids` (passes that ended without a write), or on every
     /// delivery it holds when `ids` is `None` (shutdown), so other nodes need not wait for the
     /// leases to run out. No-op on redb.

@@ -122,6 +122,7 @@ impl Pg {
                 scan.items.push(DueItem { delivery_id: id, endpoint_id, due_ms, loaded });
             }
             self.leases_taken.fetch_add(scan.items.len() as u64, Ordering::Relaxed);
+            self.leases_fresh_ms.fetch_max(now_ms, Ordering::Relaxed);
         }
         // When to look again: the next due time. A lease that runs out (its node died) is
         // found by the scheduler's poll (every few seconds on PostgreSQL): finding the next
@@ -178,6 +179,7 @@ impl Pg {
                 .map(|r| r.get(0))
                 .collect();
             lost = ids.into_iter().filter(|id| !renewed.contains(id)).collect();
+            self.fences.mark_lost(&lost);
         }
         // The heartbeat: this node is alive; count the nodes that are (for rate limits).
         let stale = ms(now.saturating_sub(2 * self.lease_ms));
@@ -191,7 +193,30 @@ impl Pg {
         client.execute("DELETE FROM nodes WHERE seen_ms < $1", &[&stale]).await.map_err(pg_error)?;
         let live: i64 = client.query_one("SELECT count(*) FROM nodes", &[]).await.map_err(pg_error)?.get(0);
         self.nodes.store((live as usize).max(1), Ordering::Relaxed);
+        self.leases_fresh_ms.fetch_max(now, Ordering::Relaxed);
         Ok(lost)
+    }
+
+    /// Whether this node still holds the lease of `id` it claimed, before a pass sends: asked
+    /// of the database only when the leases may have run out unrenewed (no renewal for half a
+    /// lease: the process was paused, or starved), so that a node coming back from a pause does
+    /// not send what another node has taken over meanwhile. Otherwise `true` without a query.
+    pub(in crate::store) async fn still_leased(&self, id: Uuid) -> Result<bool, StoreError> {
+        if self.fences.is_lost(id) {
+            return Ok(false);
+        }
+        let silent = crate::model::now_ms().saturating_sub(self.leases_fresh_ms.load(Ordering::Relaxed));
+        if silent < self.lease_ms / 2 {
+            return Ok(true);
+        }
+        let Some(mine) = self.fences.token(id) else { return Ok(true) };
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT lease_owner, lease_token FROM deliveries WHERE id = $1", &[&id])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.is_some_and(|r| r.get::<_, Option<Uuid>>(0) == Some(self.node) && r.get::<_, i64>(1) == mine))
     }
 
     pub(in crate::store) async fn release_leases(&self, ids: Option<&[Uuid]>) -> Result<(), StoreError> {

@@ -114,6 +114,9 @@ pub struct Pg {
     pending: Arc<tokio::sync::Mutex<read::Cached>>,
     /// The longest a listing may run, in milliseconds (tests shorten it).
     listing_timeout_ms: Arc<AtomicU64>,
+    /// When this node last renewed (or took) its leases, wall-clock ms: a pass that is about to
+    /// send after a longer silence (the process was paused) checks its lease first.
+    leases_fresh_ms: Arc<AtomicU64>,
 }
 
 /// The longest a delivery-log listing may run on PostgreSQL before it is cancelled (and
@@ -127,6 +130,8 @@ pub const LISTING_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub(super) struct Fences {
     tokens: std::sync::Mutex<std::collections::HashMap<Uuid, i64>>,
+    /// Leases a renewal found taken over: their passes must not send.
+    lost: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl Fences {
@@ -134,8 +139,17 @@ impl Fences {
         self.tokens.lock().expect("fences lock")
     }
 
+    pub(super) fn mark_lost(&self, ids: &[Uuid]) {
+        self.lost.lock().expect("fences lock").extend(ids.iter().copied());
+    }
+
+    pub(super) fn is_lost(&self, id: Uuid) -> bool {
+        self.lost.lock().expect("fences lock").contains(&id)
+    }
+
     pub(super) fn hold(&self, id: Uuid, token: i64) {
         self.lock().insert(id, token);
+        self.lost.lock().expect("fences lock").remove(&id);
     }
 
     pub(super) fn token(&self, id: Uuid) -> Option<i64> {
@@ -149,13 +163,16 @@ impl Fences {
 
     pub(super) fn drop_ids(&self, ids: &[Uuid]) {
         let mut held = self.lock();
+        let mut lost = self.lost.lock().expect("fences lock");
         for id in ids {
             held.remove(id);
+            lost.remove(id);
         }
     }
 
     pub(super) fn clear(&self) {
         self.lock().clear();
+        self.lost.lock().expect("fences lock").clear();
     }
 }
 
@@ -247,6 +264,7 @@ pub(super) async fn open(
         fences: Arc::default(),
         pending: Arc::default(),
         listing_timeout_ms: Arc::new(AtomicU64::new(LISTING_TIMEOUT.as_millis() as u64)),
+        leases_fresh_ms: Arc::new(AtomicU64::new(crate::model::now_ms())),
     };
     let stats = Arc::new(WriterStats::default());
     let settings = Arc::new(Settings::new());
