@@ -16,12 +16,12 @@ pub const RESERVED_FIELDS: &[&str] = &["idempotency_key", "trigger", "data"];
 /// before tenants existed), `tenant/id` for any other. Ids cannot contain `/`, so this is
 /// unique; deliveries, the due index, health and FIFO queues are keyed by it.
 pub fn internal_id(tenant: &str, id: &str) -> String {
-    if tenant == crate::config::DEFAULT_TENANT { id.to_owned() } else { format!("{tenant}/{id}") }
+    if tenant == crate::model::DEFAULT_TENANT { id.to_owned() } else { format!("{tenant}/{id}") }
 }
 
 /// The tenant and the tenant's own id of an internal endpoint id.
 pub fn split_id(internal: &str) -> (&str, &str) {
-    internal.split_once('/').unwrap_or((crate::config::DEFAULT_TENANT, internal))
+    internal.split_once('/').unwrap_or((crate::model::DEFAULT_TENANT, internal))
 }
 
 /// A subscriber of events.

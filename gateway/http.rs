@@ -17,11 +17,11 @@ use tokio::sync::Notify;
 use crate::clock::SharedClock;
 use crate::config::{Config, Token};
 use crate::dispatch::Dispatcher;
-use crate::endpoints::Registry;
 use crate::health::HealthBook;
 use crate::live::{Live, Reloader};
 use crate::metrics::Metrics;
 use crate::operations::Operations;
+use crate::registry::Registry;
 use crate::store::Store;
 use crate::tenants::{Tenant, Tenants, TokenError};
 

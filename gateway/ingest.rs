@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::config::{DEFAULT_TENANT, Endpoint, RESERVED_FIELDS, valid_trigger};
+use crate::config::{Endpoint, RESERVED_FIELDS, valid_trigger};
 use crate::http::{ApiError, AppState, json_response};
 use crate::json::{self, Object, Value};
+use crate::model::DEFAULT_TENANT;
 use crate::model::{DeliveryRecord, DeliveryState, ErrorKind, EventRecord, Skipped};
 use crate::store::{IdempotencyClaim, IngestOutcome, IngestWrite};
 

@@ -28,7 +28,6 @@ pub mod config;
 pub mod deliver;
 pub mod dispatch;
 pub mod endpoint;
-pub mod endpoints;
 pub mod fanout;
 pub mod health;
 pub mod http;
@@ -40,6 +39,7 @@ pub mod metrics;
 pub mod model;
 pub mod operations;
 pub mod plugin;
+pub mod registry;
 pub mod retention;
 pub mod retry;
 pub mod seal;
@@ -129,7 +129,7 @@ pub async fn run_with(
     let settings_changed = Arc::new(Notify::new());
     let listener_task =
         store.postgres().map(|pg| pg.spawn_listener(wake.clone(), settings_changed.clone(), stop.clone()));
-    let registry = Arc::new(endpoints::Registry::new(&config.endpoints, store.endpoints().await?));
+    let registry = Arc::new(registry::Registry::new(&config.endpoints, store.endpoints().await?));
     store.set_idempotency_ttl(config.retention.idempotency);
     let metrics = Arc::new(metrics::Metrics::default());
     let health =
@@ -237,7 +237,7 @@ async fn refresh_settings(
     changed: Arc<Notify>,
     store: store::Store,
     live: Arc<live::Live>,
-    registry: Arc<endpoints::Registry>,
+    registry: Arc<registry::Registry>,
     tenants: Arc<tenants::Tenants>,
     stop: CancellationToken,
 ) {

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{Config, ConfigError};
 use crate::deliver::{Deliverer, Policy};
-use crate::endpoints::Registry;
 use crate::health::HealthBook;
 use crate::http::TokenSet;
 use crate::operations::Operations;
 use crate::plugin::PluginHost;
+use crate::registry::Registry;
 use crate::store::Store;
 use crate::tenants::Tenants;
 

@@ -8,6 +8,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The tenant everything belongs to unless it says otherwise: `[signing]` and the config file's
+/// endpoints without `tenant`, and every route without `/tenants/{id}`.
+pub const DEFAULT_TENANT: &str = "default";
+
 /// An accepted event, stored once however many endpoints receive it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventRecord {
@@ -107,7 +111,7 @@ pub struct DeliveryRecord {
 
 impl DeliveryRecord {
     pub fn tenant(&self) -> &str {
-        self.tenant.as_deref().unwrap_or(crate::config::DEFAULT_TENANT)
+        self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
     }
 }
 

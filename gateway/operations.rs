@@ -10,10 +10,10 @@
 //! **No loops:** a delivery to the operations endpoint that is exhausted announces nothing, so
 //! a broken operations endpoint cannot feed itself events.
 
-use crate::endpoints::Registry;
 use crate::health::HealthBook;
 use crate::json;
 use crate::model::{AttemptError, DeliveryRecord, EndpointHealth, ErrorKind, Skipped, rfc3339};
+use crate::registry::Registry;
 use crate::store::IngestWrite;
 
 /// Where operational events go, if anywhere.

@@ -15,9 +15,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, DEFAULT_TENANT, TenantLimits};
+use crate::config::{Config, TenantLimits};
 use crate::endpoint::RateLimit;
 use crate::health::Bucket;
+use crate::model::DEFAULT_TENANT;
 use crate::model::{StoredSecret, TenantRecord, TokenRecord};
 use crate::sign::Secret;
 

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::config::{DEFAULT_TENANT, Endpoint, Origin, Triggers};
+use crate::config::{Endpoint, Origin, Triggers};
 use crate::endpoint::internal_id;
 use crate::health::HealthView;
 use crate::http::{ApiError, AppState, json_response};
 use crate::json;
+use crate::model::DEFAULT_TENANT;
 use crate::model::{now_ms, rfc3339};
 use crate::store::Effects;
 
@@ -195,7 +196,7 @@ async fn create(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, body: 
     let v = json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
     let id = format!("ep_{}", Uuid::now_v7().simple());
     let (endpoint, record) =
-        crate::endpoints::validate_body(&v, None, &st.config().delivery, &tenant, id, now_ms()).map_err(invalid)?;
+        crate::registry::validate_body(&v, None, &st.config().delivery, &tenant, id, now_ms()).map_err(invalid)?;
     if let Some(t) = st.tenants.get(&tenant) {
         let count = st.endpoints.of_tenant(&tenant).len();
         if count >= t.limits.max_endpoints {
@@ -259,7 +260,7 @@ async fn patch(
             }
             Origin::Api { .. } if o.iter().any(|(k, _)| k != "enabled") => {
                 let record = st.endpoints.record(&id).ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id:?}")))?;
-                let (mut endpoint, new_record) = crate::endpoints::validate_body(
+                let (mut endpoint, new_record) = crate::registry::validate_body(
                     &v,
                     Some(&record),
                     &st.config().delivery,

@@ -15,9 +15,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{detail_value, list_page, parse_id, resend_one};
-use crate::config::{DEFAULT_TENANT, valid_endpoint_id};
+use crate::config::valid_endpoint_id;
 use crate::http::{ApiError, AppState, json_response};
 use crate::json::{self, Value};
+use crate::model::DEFAULT_TENANT;
 use crate::model::{DeliveryState, TenantRecord, rfc3339};
 use crate::store::DeliveryQuery;
 use crate::tenants::{PORTAL_CODE_MAX, PORTAL_CODE_TTL, PORTAL_SESSION, Tenant, TenantOrigin, TokenError};

@@ -20,6 +20,7 @@ use toml::Spanned;
 
 use crate::endpoint::EndpointSpec;
 use crate::json;
+use crate::model::DEFAULT_TENANT;
 use crate::retry::RetryPolicy;
 use crate::sign::Secret;
 
@@ -175,10 +176,6 @@ pub struct SigningConfig {
     /// Seals the secrets stored through the API (`None`: stored in clear).
     pub main_key: Option<crate::seal::MainKey>,
 }
-
-/// The tenant everything belongs to unless it says otherwise: `[signing]` and the config file's
-/// endpoints without `tenant`, and every route without `/tenants/{id}`.
-pub const DEFAULT_TENANT: &str = "default";
 
 /// A `[[tenants]]` entry.
 #[derive(Debug, Clone)]
@@ -722,7 +719,7 @@ impl Config {
                     ));
                 }
                 // The parser's message never repeats the URL, so a password cannot leak here.
-                if let Err(e) = crate::store::pg::validate_url(&url) {
+                if let Err(e) = postgres_url_problem(&url) {
                     return Err(ctx.error(
                         "storage.postgres_url",
                         url_line,
@@ -757,5 +754,29 @@ mod parts;
 mod raw;
 #[cfg(test)]
 mod tests;
+
+/// Why `url` is not a PostgreSQL connection URL, checked by syntax only: the store parses it
+/// again with the driver when it connects. Either a `postgres://` (or `postgresql://`) URL or a
+/// `key=value` connection string. The message never repeats the URL, so a password cannot
+/// reach it.
+fn postgres_url_problem(url: &str) -> Result<(), String> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return match url::Url::parse(url) {
+            Ok(_) => Ok(()),
+            // Several hosts (`h1:5432,h2:5433`) are the driver's to read.
+            Err(_) if url.split('/').nth(2).is_some_and(|authority| authority.contains(',')) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    if url.contains("://") {
+        return Err("the scheme must be postgres:// or postgresql://".into());
+    }
+    if url.split_whitespace().all(|pair| pair.split_once('=').is_some_and(|(k, _)| !k.is_empty())) {
+        Ok(())
+    } else {
+        Err("a connection string is `key=value` pairs separated by spaces".into())
+    }
+}
 
 use raw::{Ctx, RawConfig, toml_error};

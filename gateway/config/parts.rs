@@ -12,10 +12,10 @@ use toml::Spanned;
 
 use super::raw::{Ctx, RawPlugin, RawTenant};
 use super::{
-    Config, ConfigError, DEFAULT_PLUGIN_CONCURRENCY, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, DEFAULT_TENANT,
-    MAX_PLUGIN_MEMORY, OnError, PluginConfig, TenantConfig, TenantLimits, parse_size, valid_endpoint_id,
-    valid_plugin_name,
+    Config, ConfigError, DEFAULT_PLUGIN_CONCURRENCY, DEFAULT_PLUGIN_MEMORY, DEFAULT_PLUGIN_TIMEOUT, MAX_PLUGIN_MEMORY,
+    OnError, PluginConfig, TenantConfig, TenantLimits, parse_size, valid_endpoint_id, valid_plugin_name,
 };
+use crate::model::DEFAULT_TENANT;
 
 impl Config {
     pub(super) fn tenants_from_raw(

@@ -55,12 +55,12 @@ pub use claims::cooldown_after;
 use claims::{Claim, Claims, tenant_of, try_claim};
 
 use crate::clock::SharedClock;
-use crate::endpoints::Registry;
 use crate::health::{Allowance, HealthBook};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::model::{DeliveryState, MAX_ATTEMPTS};
 use crate::operations::Operations;
+use crate::registry::Registry;
 use crate::store::{DueItem, Store, StoreError};
 use crate::tenants::Tenants;
 

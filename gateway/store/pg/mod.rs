@@ -176,12 +176,6 @@ impl Fences {
     }
 }
 
-/// Whether `url` is a PostgreSQL connection URL (`[storage] postgres_url`). The error never
-/// repeats the URL, so a password cannot reach a message.
-pub fn validate_url(url: &str) -> Result<(), String> {
-    url.parse::<tokio_postgres::Config>().map(drop).map_err(|e| e.to_string())
-}
-
 /// Builds the client config: the user's URL, plus what Hookgate relies on.
 fn client_config(pc: &PostgresConfig) -> Result<tokio_postgres::Config, StoreError> {
     let mut c: tokio_postgres::Config =

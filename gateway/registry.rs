@@ -222,7 +222,7 @@ pub fn validate_body(
     let internal = crate::endpoint::internal_id(tenant, &valid.id);
     let record = EndpointRecord {
         id: internal.clone(),
-        tenant: (tenant != crate::config::DEFAULT_TENANT).then(|| tenant.to_owned()),
+        tenant: (tenant != crate::model::DEFAULT_TENANT).then(|| tenant.to_owned()),
         url: valid.url.to_string(),
         triggers: match &valid.triggers {
             Triggers::All => vec!["*".into()],
@@ -263,7 +263,7 @@ fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
     let fifo = r.ordering.as_ref().map(|_| Fifo { key: r.ordering_key.clone() });
     Ok(Endpoint {
         id: r.id.clone(),
-        tenant: r.tenant.clone().unwrap_or_else(|| crate::config::DEFAULT_TENANT.to_owned()),
+        tenant: r.tenant.clone().unwrap_or_else(|| crate::model::DEFAULT_TENANT.to_owned()),
         url,
         triggers,
         matches,
