@@ -92,6 +92,22 @@ impl FromIterator<(String, Value)> for Object {
     }
 }
 
+impl From<&serde_json::Value> for Value {
+    /// A value built in code (an operational event, a test send) without a trip through text.
+    /// Integers keep their digits; other numbers are floats, as the parser reads them.
+    fn from(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) if n.is_f64() => Value::Number(Number::Float(n.as_f64().unwrap_or(0.0))),
+            serde_json::Value::Number(n) => Value::Number(Number::Int(n.to_string())),
+            serde_json::Value::String(s) => Value::String(s.clone()),
+            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from).collect()),
+            serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect()),
+        }
+    }
+}
+
 impl Value {
     pub fn as_object(&self) -> Option<&Object> {
         match self {

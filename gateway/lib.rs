@@ -28,6 +28,7 @@ pub mod config;
 pub mod deliver;
 pub mod dispatch;
 pub mod endpoint;
+pub mod events;
 pub mod fanout;
 pub mod health;
 pub mod http;
@@ -182,7 +183,15 @@ pub async fn run_with(
     });
     let endpoint_count = registry.snapshot().len();
     let reloads = tokio::spawn(live::watch_for_reloads(reloader.clone(), hooks.watch, stop.clone()));
-    let state = http::AppState::new(http::Shared {
+    let ingest = Arc::new(ingest::Ingest {
+        store: store.clone(),
+        registry: registry.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        clock: hooks.clock.clone(),
+    });
+    let state = api::AppState {
         live,
         reloader,
         store: store.clone(),
@@ -191,10 +200,12 @@ pub async fn run_with(
         dispatcher,
         metrics,
         clock: hooks.clock,
+        connections: Arc::default(),
         health,
         operations,
         tenants,
-    });
+        ingest,
+    };
     let connections = state.connections.clone();
     let app = http::router(state);
     tracing::info!(listen = %listener.local_addr()?, endpoints = endpoint_count, "hookgate is serving");

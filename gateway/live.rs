@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::{Config, ConfigError};
 use crate::deliver::{Deliverer, Policy};
 use crate::health::HealthBook;
-use crate::http::TokenSet;
+pub use crate::metrics::ReloadStatus;
 use crate::operations::Operations;
 use crate::plugin::PluginHost;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::tenants::Tenants;
+use crate::tenants::{Tenants, TokenSet};
 
 /// One version of everything the config file decides at runtime.
 pub struct Generation {
@@ -54,15 +54,6 @@ impl Generation {
             deliverer,
         })
     }
-}
-
-/// The last reload's outcome, for `/metrics` and `/healthz`.
-#[derive(Debug, Clone, Default)]
-pub struct ReloadStatus {
-    /// Unix milliseconds of the last reload attempt, if any.
-    pub at_ms: Option<u64>,
-    /// `None` if it applied; the error otherwise.
-    pub error: Option<String>,
 }
 
 /// The current generation.

@@ -12,6 +12,15 @@ use std::time::Duration;
 
 use crate::model::{DeliveryState, ErrorKind};
 
+/// The last reload's outcome, for `/metrics` and `/healthz` (kept by `live`).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// Unix milliseconds of the last reload attempt, if any.
+    pub at_ms: Option<u64>,
+    /// `None` if it applied; the error otherwise.
+    pub error: Option<String>,
+}
+
 /// Latency buckets in seconds: from sub-millisecond commits to attempts near the timeout.
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -111,7 +120,7 @@ pub struct Gauges {
     pub plugins: Vec<crate::plugin::PluginStats>,
     /// The running config generation and the last reload.
     pub config_generation: u64,
-    pub last_reload: crate::live::ReloadStatus,
+    pub last_reload: ReloadStatus,
 }
 
 impl Metrics {

@@ -10,6 +10,7 @@
 //! **No loops:** a delivery to the operations endpoint that is exhausted announces nothing, so
 //! a broken operations endpoint cannot feed itself events.
 
+use crate::events::{build_write, set_tenant};
 use crate::health::HealthBook;
 use crate::json;
 use crate::model::{AttemptError, DeliveryRecord, EndpointHealth, ErrorKind, Skipped, rfc3339};
@@ -49,8 +50,7 @@ impl Operations {
     ) -> Option<IngestWrite> {
         let target = registry.get(self.endpoint.read().expect("operations lock").as_deref()?)?;
         let doc = serde_json::json!({ "trigger": trigger, "endpoint_id": subject_endpoint, "data": data });
-        let parsed = json::parse(doc.to_string().as_bytes()).ok()?;
-        let fields = parsed.as_object()?.clone();
+        let json::Value::Object(fields) = json::Value::from(&doc) else { unreachable!("built as an object") };
         let canonical = json::canonical_with_slot(&fields, "idempotency_key");
         let (receivers, skipped) = if health.is_enabled(&target.id) {
             (vec![&target], vec![])
@@ -58,8 +58,8 @@ impl Operations {
             let reason = ErrorKind::EndpointDisabled.as_str().into();
             (vec![], vec![Skipped { endpoint_id: target.id.clone(), reason }])
         };
-        let mut write = crate::ingest::build_write(trigger, &fields, canonical, &receivers, skipped, now_ms, None);
-        crate::ingest::set_tenant(&mut write, &target.tenant);
+        let mut write = build_write(trigger, &fields, canonical, &receivers, skipped, now_ms, None);
+        set_tenant(&mut write, &target.tenant);
         Some(write)
     }
 

@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::error::{ApiError, json_response};
+use super::state::AppState;
 use crate::config::{Endpoint, Origin, Triggers};
 use crate::endpoint::internal_id;
 use crate::health::HealthView;
-use crate::http::{ApiError, AppState, json_response};
 use crate::json;
 use crate::model::DEFAULT_TENANT;
 use crate::model::{now_ms, rfc3339};
@@ -107,7 +108,7 @@ fn render(st: &AppState, e: &Endpoint) -> serde_json::Value {
 fn scope(st: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<String, ApiError> {
     match tenant {
         None => {
-            st.live.get().admin_tokens.check(headers)?;
+            st.admin(headers)?;
             Ok(DEFAULT_TENANT.to_owned())
         }
         Some(t) => st.tenant_access(headers, t).map(|t| t.id.clone()),
@@ -135,24 +136,32 @@ async fn get(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, id: &str)
     Ok(json_response(StatusCode::OK, render(st, &e).to_string()))
 }
 
-pub async fn list_endpoints(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    list(&st, &headers, None).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn list_endpoints(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    list(&st, &headers, None).await
 }
 
-pub async fn get_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    get(&st, &headers, None, &id).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn get_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    get(&st, &headers, None, &id).await
 }
 
-pub async fn tenant_list_endpoints(State(st): State<AppState>, headers: HeaderMap, Path(t): Path<String>) -> Response {
-    list(&st, &headers, Some(&t)).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn tenant_list_endpoints(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(t): Path<String>,
+) -> Result<Response, ApiError> {
+    list(&st, &headers, Some(&t)).await
 }
 
 pub async fn tenant_get_endpoint(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((t, id)): Path<(String, String)>,
-) -> Response {
-    get(&st, &headers, Some(&t), &id).await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    get(&st, &headers, Some(&t), &id).await
 }
 
 pub async fn tenant_create_endpoint(
@@ -160,8 +169,8 @@ pub async fn tenant_create_endpoint(
     headers: HeaderMap,
     Path(t): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    create(&st, &headers, Some(&t), &body).await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    create(&st, &headers, Some(&t), &body).await
 }
 
 pub async fn tenant_patch_endpoint(
@@ -169,16 +178,16 @@ pub async fn tenant_patch_endpoint(
     headers: HeaderMap,
     Path((t, id)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Response {
-    patch(&st, &headers, Some(&t), &id, &body).await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    patch(&st, &headers, Some(&t), &id, &body).await
 }
 
 pub async fn tenant_delete_endpoint(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((t, id)): Path<(String, String)>,
-) -> Response {
-    delete(&st, &headers, Some(&t), &id).await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    delete(&st, &headers, Some(&t), &id).await
 }
 
 fn invalid(message: String) -> ApiError {
@@ -187,8 +196,12 @@ fn invalid(message: String) -> ApiError {
 
 /// `POST /v1/endpoints` `{url, triggers, match?, secret?, rate_limit?, ordering?,
 /// ordering_key?}`: validated like the config file, stored durably, live for the next event.
-pub async fn create_endpoint(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    create(&st, &headers, None, &body).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn create_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    create(&st, &headers, None, &body).await
 }
 
 async fn create(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
@@ -221,8 +234,8 @@ pub async fn patch_endpoint(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    patch(&st, &headers, None, &id, &body).await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    patch(&st, &headers, None, &id, &body).await
 }
 
 async fn patch(
@@ -288,7 +301,7 @@ async fn patch(
         if let Some(enabled) = enabled {
             // Operators change it as often as they need; a tenant's token (or portal session)
             // is held to one change per interval.
-            let by_admin = st.live.get().admin_tokens.check(headers).is_ok();
+            let by_admin = st.admin(headers).is_ok();
             set_enabled(&st, &id, enabled, !by_admin).await?;
         }
         st.wake.notify_one();
@@ -334,29 +347,30 @@ async fn set_enabled(st: &AppState, id: &str, enabled: bool, limited: bool) -> R
 }
 
 /// `DELETE /v1/endpoints/{id}`: API endpoints only; their delivery history stays.
-pub async fn delete_endpoint(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    delete(&st, &headers, None, &id).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn delete_endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    delete(&st, &headers, None, &id).await
 }
 
 async fn delete(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, local: &str) -> Result<Response, ApiError> {
-    async {
-        let tenant = scope(st, headers, tenant)?;
-        let e = find(st, &tenant, local)?;
-        let id = e.id.clone();
-        if e.origin == Origin::Config {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "endpoint_read_only",
-                format!("endpoint {id:?} is defined in the config file; change it there"),
-            ));
-        }
-        st.store.delete_endpoint(id.clone()).await.map_err(|e| ApiError::store(&e))?;
-        st.endpoints.remove(&id);
-        st.health.forget(&id);
-        tracing::info!(endpoint = %id, "endpoint deleted through the API");
-        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+    let tenant = scope(st, headers, tenant)?;
+    let e = find(st, &tenant, local)?;
+    let id = e.id.clone();
+    if e.origin == Origin::Config {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "endpoint_read_only",
+            format!("endpoint {id:?} is defined in the config file; change it there"),
+        ));
     }
-    .await
+    st.store.delete_endpoint(id.clone()).await.map_err(|e| ApiError::store(&e))?;
+    st.endpoints.remove(&id);
+    st.health.forget(&id);
+    tracing::info!(endpoint = %id, "endpoint deleted through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Whether an endpoint's tenant is gone (removed from the file and reloaded, or deleted on a
@@ -366,12 +380,10 @@ fn orphaned(st: &AppState, e: &Endpoint) -> bool {
 }
 
 /// `GET /v1/admin/orphaned-endpoints` (admin): the endpoints whose tenant is gone.
-pub async fn list_orphaned(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = st.live.get().admin_tokens.check(&headers) {
-        return e.into_response();
-    }
+pub async fn list_orphaned(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
     let data: Vec<_> = st.endpoints.snapshot().iter().filter(|e| orphaned(&st, e)).map(|e| render(&st, e)).collect();
-    json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string())
+    Ok(json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string()))
 }
 
 /// `DELETE /v1/admin/orphaned-endpoints/{tenant}/{endpoint}` (admin): removes an endpoint whose
@@ -380,20 +392,16 @@ pub async fn delete_orphaned(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((tenant, local)): Path<(String, String)>,
-) -> Response {
-    async {
-        st.live.get().admin_tokens.check(&headers)?;
-        let e = st
-            .endpoints
-            .get(&internal_id(&tenant, &local))
-            .filter(|e| !local.contains('/') && orphaned(&st, e))
-            .ok_or_else(|| ApiError::not_found(format!("no endpoint {local:?} of a deleted tenant {tenant:?}")))?;
-        st.store.delete_endpoint(e.id.clone()).await.map_err(|e| ApiError::store(&e))?;
-        st.endpoints.remove(&e.id);
-        st.health.forget(&e.id);
-        tracing::info!(endpoint = %e.id, "endpoint of a deleted tenant removed through the API");
-        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
-    }
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
+    let e = st
+        .endpoints
+        .get(&internal_id(&tenant, &local))
+        .filter(|e| !local.contains('/') && orphaned(&st, e))
+        .ok_or_else(|| ApiError::not_found(format!("no endpoint {local:?} of a deleted tenant {tenant:?}")))?;
+    st.store.delete_endpoint(e.id.clone()).await.map_err(|e| ApiError::store(&e))?;
+    st.endpoints.remove(&e.id);
+    st.health.forget(&e.id);
+    tracing::info!(endpoint = %e.id, "endpoint of a deleted tenant removed through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

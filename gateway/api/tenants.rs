@@ -14,9 +14,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{detail_value, list_page, parse_id, resend_one};
+use super::error::{ApiError, json_response};
+use super::log::{detail_value, list_page, parse_id, resend_one};
+use super::state::AppState;
 use crate::config::valid_endpoint_id;
-use crate::http::{ApiError, AppState, json_response};
+use crate::events::{build_write, set_tenant};
 use crate::json::{self, Value};
 use crate::model::DEFAULT_TENANT;
 use crate::model::{DeliveryState, TenantRecord, rfc3339};
@@ -119,84 +121,84 @@ async fn has_deliveries(st: &AppState, q: DeliveryQuery) -> Result<bool, ApiErro
 
 /// `POST /v1/tenants` `{id, name?, metadata?, secret?, max_endpoints?, max_events_per_second?}`:
 /// answers with the tenant and, this once, its secret.
-pub async fn create_tenant(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let result = async {
-        st.live.get().admin_tokens.check(&headers)?;
-        let o = body_object(&body)?;
-        let id = match o.get("id") {
-            Some(Value::String(id)) if valid_endpoint_id(id) && id != DEFAULT_TENANT => id.clone(),
-            Some(Value::String(id)) => {
-                return Err(invalid(format!(
-                    "`id` {id:?} must be 1-64 characters of letters, digits, '_', '.', '-', and not \"default\""
-                )));
-            }
-            Some(_) => return Err(invalid("`id` must be a string")),
-            None => return Err(invalid("missing `id`")),
-        };
-        if st.tenants.get(&id).is_some() {
-            return Err(ApiError::new(StatusCode::CONFLICT, "tenant_exists", format!("tenant {id:?} already exists")));
+pub async fn create_tenant(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
+    let o = body_object(&body)?;
+    let id = match o.get("id") {
+        Some(Value::String(id)) if valid_endpoint_id(id) && id != DEFAULT_TENANT => id.clone(),
+        Some(Value::String(id)) => {
+            return Err(invalid(format!(
+                "`id` {id:?} must be 1-64 characters of letters, digits, '_', '.', '-', and not \"default\""
+            )));
         }
-        // A deleted tenant's log is keyed by its id: a new tenant under that id would see it.
-        if has_deliveries(&st, DeliveryQuery { tenant: Some(id.clone()), ..DeliveryQuery::default() }).await? {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "tenant_id_has_history",
-                format!(
-                    "a deleted tenant {id:?} left deliveries in the log (visible to admins); choose another id for a new tenant"
-                ),
-            ));
-        }
-        let now = st.clock.now_ms();
-        let secret = match o.get("secret") {
-            None | Some(Value::Null) => crate::tenants::new_secret(now),
-            Some(Value::String(s)) => {
-                let parsed = crate::sign::Secret::parse(s).map_err(|e| invalid(format!("`secret`: the secret {e}")))?;
-                crate::model::StoredSecret { secret: parsed.to_whsec(), created_at_ms: now, retired_at_ms: None }
-            }
-            Some(_) => return Err(invalid("`secret` must be a string")),
-        };
-        let shown = secret.secret.clone();
-        let mut record = TenantRecord {
-            id: id.clone(),
-            name: None,
-            metadata: None,
-            secrets: vec![secret],
-            max_endpoints: None,
-            max_events_per_second: None,
-            created_at_ms: now,
-        };
-        apply_fields(&o, &mut record, &["id", "secret"])?;
-        st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
-        let t = st.tenants.put(record).map_err(invalid)?;
-        tracing::info!(tenant = %id, fingerprint = %t.fingerprint(), "tenant created through the API");
-        let mut v = view(&st, &t);
-        v["secret"] = serde_json::Value::String(shown);
-        Ok::<_, ApiError>(json_response(StatusCode::CREATED, v.to_string()))
+        Some(_) => return Err(invalid("`id` must be a string")),
+        None => return Err(invalid("missing `id`")),
+    };
+    if st.tenants.get(&id).is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "tenant_exists", format!("tenant {id:?} already exists")));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    // A deleted tenant's log is keyed by its id: a new tenant under that id would see it.
+    if has_deliveries(&st, DeliveryQuery { tenant: Some(id.clone()), ..DeliveryQuery::default() }).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_id_has_history",
+            format!(
+                "a deleted tenant {id:?} left deliveries in the log (visible to admins); choose another id for a new tenant"
+            ),
+        ));
+    }
+    let now = st.clock.now_ms();
+    let secret = match o.get("secret") {
+        None | Some(Value::Null) => crate::tenants::new_secret(now),
+        Some(Value::String(s)) => {
+            let parsed = crate::sign::Secret::parse(s).map_err(|e| invalid(format!("`secret`: the secret {e}")))?;
+            crate::model::StoredSecret { secret: parsed.to_whsec(), created_at_ms: now, retired_at_ms: None }
+        }
+        Some(_) => return Err(invalid("`secret` must be a string")),
+    };
+    let shown = secret.secret.clone();
+    let mut record = TenantRecord {
+        id: id.clone(),
+        name: None,
+        metadata: None,
+        secrets: vec![secret],
+        max_endpoints: None,
+        max_events_per_second: None,
+        created_at_ms: now,
+    };
+    apply_fields(&o, &mut record, &["id", "secret"])?;
+    st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+    let t = st.tenants.put(record).map_err(invalid)?;
+    tracing::info!(tenant = %id, fingerprint = %t.fingerprint(), "tenant created through the API");
+    let mut v = view(&st, &t);
+    v["secret"] = serde_json::Value::String(shown);
+    Ok(json_response(StatusCode::CREATED, v.to_string()))
 }
 
 /// `GET /v1/tenants` (admin).
-pub async fn list_tenants(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = st.live.get().admin_tokens.check(&headers) {
-        return e.into_response();
-    }
+pub async fn list_tenants(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
     let data: Vec<_> = st.tenants.list().iter().map(|t| view(&st, t)).collect();
-    json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string())
+    Ok(json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string()))
 }
 
 /// `GET /v1/tenants/{id}` (admin, or the tenant's token): no secret, its fingerprint.
-pub async fn get_tenant(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    match st.tenant_access(&headers, &id) {
-        Ok(t) => json_response(StatusCode::OK, view(&st, &t).to_string()),
-        Err(e) => e.into_response(),
-    }
+pub async fn get_tenant(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = st.tenant_access(&headers, &id)?;
+    Ok(json_response(StatusCode::OK, view(&st, &t).to_string()))
 }
 
 /// The tenant a management route is about: it exists and was created through the API.
 fn api_tenant(st: &AppState, headers: &HeaderMap, id: &str) -> Result<TenantRecord, ApiError> {
-    st.live.get().admin_tokens.check(headers)?;
+    st.admin(headers)?;
     let Some(t) = st.tenants.get(id) else {
         return Err(ApiError::not_found(format!("no tenant with id {id:?}")));
     };
@@ -212,17 +214,13 @@ pub async fn patch_tenant(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    let result = async {
-        let mut record = api_tenant(&st, &headers, &id)?;
-        let o = body_object(&body)?;
-        apply_fields(&o, &mut record, &[])?;
-        st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
-        let t = st.tenants.put(record).map_err(invalid)?;
-        Ok::<_, ApiError>(json_response(StatusCode::OK, view(&st, &t).to_string()))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    let mut record = api_tenant(&st, &headers, &id)?;
+    let o = body_object(&body)?;
+    apply_fields(&o, &mut record, &[])?;
+    st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+    let t = st.tenants.put(record).map_err(invalid)?;
+    Ok(json_response(StatusCode::OK, view(&st, &t).to_string()))
 }
 
 /// `DELETE /v1/tenants/{id}[?force=true]`: refused while the tenant has pending deliveries,
@@ -232,59 +230,52 @@ pub async fn delete_tenant(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Response {
-    let result = async {
-        api_tenant(&st, &headers, &id)?;
-        let force = match params.get("force").map(String::as_str) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(invalid(format!("`force` must be true or false, not {other:?}"))),
-        };
-        if !force {
-            let q = DeliveryQuery {
-                tenant: Some(id.clone()),
-                state: Some(DeliveryState::Pending),
-                ..DeliveryQuery::default()
-            };
-            if has_deliveries(&st, q).await? {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "tenant_has_pending_deliveries",
-                    format!("tenant {id:?} has pending deliveries; wait for them, or delete with ?force=true"),
-                ));
-            }
+) -> Result<Response, ApiError> {
+    api_tenant(&st, &headers, &id)?;
+    let force = match params.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(invalid(format!("`force` must be true or false, not {other:?}"))),
+    };
+    if !force {
+        let q =
+            DeliveryQuery { tenant: Some(id.clone()), state: Some(DeliveryState::Pending), ..DeliveryQuery::default() };
+        if has_deliveries(&st, q).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "tenant_has_pending_deliveries",
+                format!("tenant {id:?} has pending deliveries; wait for them, or delete with ?force=true"),
+            ));
         }
-        st.store.delete_tenant(id.clone()).await.map_err(|e| ApiError::store(&e))?;
-        for e in st.endpoints.snapshot().iter().filter(|e| e.tenant == id) {
-            st.endpoints.remove(&e.id);
-            st.health.forget(&e.id);
-        }
-        st.tenants.remove(&id);
-        tracing::info!(tenant = %id, force, "tenant deleted through the API");
-        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    st.store.delete_tenant(id.clone()).await.map_err(|e| ApiError::store(&e))?;
+    for e in st.endpoints.snapshot().iter().filter(|e| e.tenant == id) {
+        st.endpoints.remove(&e.id);
+        st.health.forget(&e.id);
+    }
+    st.tenants.remove(&id);
+    tracing::info!(tenant = %id, force, "tenant deleted through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /v1/tenants/{id}/secret/rotate`: a new secret signs from now on, shown this once; the
 /// old one keeps signing next to it for `signing.rotation_overlap`.
-pub async fn rotate_secret(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let result = async {
-        let mut record = api_tenant(&st, &headers, &id)?;
-        let now = st.clock.now_ms();
-        let secret = crate::tenants::rotate(&mut record, now, st.tenants.overlap());
-        st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
-        let t = st.tenants.put(record).map_err(invalid)?;
-        tracing::info!(tenant = %id, fingerprint = %t.fingerprint(), "tenant secret rotated");
-        let mut v = view(&st, &t);
-        v["secret"] = serde_json::Value::String(secret);
-        v["previous_secret_signs_until"] =
-            serde_json::Value::String(rfc3339(now + st.tenants.overlap().as_millis() as u64));
-        Ok::<_, ApiError>(json_response(StatusCode::OK, v.to_string()))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub async fn rotate_secret(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut record = api_tenant(&st, &headers, &id)?;
+    let now = st.clock.now_ms();
+    let secret = crate::tenants::rotate(&mut record, now, st.tenants.overlap());
+    st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+    let t = st.tenants.put(record).map_err(invalid)?;
+    tracing::info!(tenant = %id, fingerprint = %t.fingerprint(), "tenant secret rotated");
+    let mut v = view(&st, &t);
+    v["secret"] = serde_json::Value::String(secret);
+    v["previous_secret_signs_until"] =
+        serde_json::Value::String(rfc3339(now + st.tenants.overlap().as_millis() as u64));
+    Ok(json_response(StatusCode::OK, v.to_string()))
 }
 
 /// `expires_in` of a body (`"10m"`), within `[1s, max]`.
@@ -324,37 +315,35 @@ pub async fn create_token(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    let result = async {
-        st.live.get().admin_tokens.check(&headers)?;
-        st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
-        let o = body_object(&body)?;
-        if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
-            return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
-        }
-        let now = st.clock.now_ms();
-        let ttl = expires_in(&o, None, std::time::Duration::from_secs(3650 * 86_400))?;
-        let (token, record) = st.tenants.issue_token(&id, now, ttl.map(|d| now + d.as_millis() as u64), false);
-        st.store.put_token(record.clone()).await.map_err(|e| ApiError::store(&e))?;
-        st.tenants.add_token(record.clone());
-        let mut v = token_view(&record);
-        v["token"] = serde_json::Value::String(token);
-        Ok::<_, ApiError>(json_response(StatusCode::CREATED, v.to_string()))
+) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
+    st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
+    let o = body_object(&body)?;
+    if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
+        return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let now = st.clock.now_ms();
+    let ttl = expires_in(&o, None, std::time::Duration::from_secs(3650 * 86_400))?;
+    let (token, record) = st.tenants.issue_token(&id, now, ttl.map(|d| now + d.as_millis() as u64), false);
+    st.store.put_token(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+    st.tenants.add_token(record.clone());
+    let mut v = token_view(&record);
+    v["token"] = serde_json::Value::String(token);
+    Ok(json_response(StatusCode::CREATED, v.to_string()))
 }
 
 /// `GET /v1/tenants/{id}/tokens` (admin): ids, expiries and fingerprints; never the tokens.
-pub async fn list_tokens(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(e) = st.live.get().admin_tokens.check(&headers) {
-        return e.into_response();
-    }
+pub async fn list_tokens(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
     if st.tenants.get(&id).is_none() {
-        return ApiError::not_found(format!("no tenant with id {id:?}")).into_response();
+        return Err(ApiError::not_found(format!("no tenant with id {id:?}")));
     }
     let data: Vec<_> = st.tenants.tokens_of(&id).iter().map(token_view).collect();
-    json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string())
+    Ok(json_response(StatusCode::OK, serde_json::json!({ "data": data }).to_string()))
 }
 
 /// `DELETE /v1/tenants/{id}/tokens/{token_id}` (admin): revokes it at once.
@@ -362,18 +351,14 @@ pub async fn revoke_token(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((id, token_id)): Path<(String, String)>,
-) -> Response {
-    let result = async {
-        st.live.get().admin_tokens.check(&headers)?;
-        if !st.tenants.tokens_of(&id).iter().any(|t| t.id == token_id) {
-            return Err(ApiError::not_found(format!("no token {token_id:?} for tenant {id:?}")));
-        }
-        st.store.delete_token(token_id.clone()).await.map_err(|e| ApiError::store(&e))?;
-        st.tenants.revoke(&id, &token_id);
-        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
+    if !st.tenants.tokens_of(&id).iter().any(|t| t.id == token_id) {
+        return Err(ApiError::not_found(format!("no token {token_id:?} for tenant {id:?}")));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    st.store.delete_token(token_id.clone()).await.map_err(|e| ApiError::store(&e))?;
+    st.tenants.revoke(&id, &token_id);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /v1/tenants/{id}/portal` `{expires_in?}` (admin): a link to the dashboard scoped to
@@ -383,66 +368,57 @@ pub async fn create_portal_link(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    let result = async {
-        st.live.get().admin_tokens.check(&headers)?;
-        st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
-        let o = body_object(&body)?;
-        if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
-            return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
-        }
-        let ttl = expires_in(&o, Some(PORTAL_CODE_TTL), PORTAL_CODE_MAX)?.unwrap_or(PORTAL_CODE_TTL);
-        let now = st.clock.now_ms();
-        let expires_at = now + ttl.as_millis() as u64;
-        let code = st.tenants.portal_code(&id, expires_at, now);
-        let base = match &st.config().server.public_url {
-            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
-            None => {
-                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-                format!("http://{host}")
-            }
-        };
-        // The code travels in the fragment, which browsers never send to servers or in
-        // Referer headers.
-        let body = serde_json::json!({ "url": format!("{base}/#portal={code}"), "expires_at": rfc3339(expires_at) });
-        Ok::<_, ApiError>(json_response(StatusCode::CREATED, body.to_string()))
+) -> Result<Response, ApiError> {
+    st.admin(&headers)?;
+    st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
+    let o = body_object(&body)?;
+    if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
+        return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let ttl = expires_in(&o, Some(PORTAL_CODE_TTL), PORTAL_CODE_MAX)?.unwrap_or(PORTAL_CODE_TTL);
+    let now = st.clock.now_ms();
+    let expires_at = now + ttl.as_millis() as u64;
+    let code = st.tenants.portal_code(&id, expires_at, now);
+    let base = match &st.config().server.public_url {
+        Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+            format!("http://{host}")
+        }
+    };
+    // The code travels in the fragment, which browsers never send to servers or in
+    // Referer headers.
+    let body = serde_json::json!({ "url": format!("{base}/#portal={code}"), "expires_at": rfc3339(expires_at) });
+    Ok(json_response(StatusCode::CREATED, body.to_string()))
 }
 
 /// `POST /v1/portal/session` `{code}` (no token: the code is the credential): exchanges a portal
 /// code, once, for a tenant token that lasts an hour.
-pub async fn portal_session(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
-    let result = async {
-        let o = body_object(&body)?;
-        let Some(Value::String(code)) = o.get("code") else {
-            return Err(invalid("`code` (the portal link's code) is required"));
-        };
-        let now = st.clock.now_ms();
-        let tenant = st.tenants.redeem(code, now).map_err(|e| match e {
-            TokenError::Expired => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "portal_code_expired",
-                "this portal link has expired; ask for a new one",
-            ),
-            TokenError::Unknown => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "portal_code_invalid",
-                "this portal link is not valid: it was already used, or never issued",
-            ),
-        })?;
-        let expires_at = now + PORTAL_SESSION.as_millis() as u64;
-        let (token, record) = st.tenants.issue_token(&tenant, now, Some(expires_at), true);
-        st.store.put_token(record.clone()).await.map_err(|e| ApiError::store(&e))?;
-        st.tenants.add_token(record);
-        let name = st.tenants.get(&tenant).and_then(|t| t.name.clone());
-        let body =
-            serde_json::json!({ "token": token, "tenant": tenant, "name": name, "expires_at": rfc3339(expires_at) });
-        Ok::<_, ApiError>(json_response(StatusCode::CREATED, body.to_string()))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub async fn portal_session(State(st): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let o = body_object(&body)?;
+    let Some(Value::String(code)) = o.get("code") else {
+        return Err(invalid("`code` (the portal link's code) is required"));
+    };
+    let now = st.clock.now_ms();
+    let tenant = st.tenants.redeem(code, now).map_err(|e| match e {
+        TokenError::Expired => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "portal_code_expired",
+            "this portal link has expired; ask for a new one",
+        ),
+        TokenError::Unknown => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "portal_code_invalid",
+            "this portal link is not valid: it was already used, or never issued",
+        ),
+    })?;
+    let expires_at = now + PORTAL_SESSION.as_millis() as u64;
+    let (token, record) = st.tenants.issue_token(&tenant, now, Some(expires_at), true);
+    st.store.put_token(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+    st.tenants.add_token(record);
+    let name = st.tenants.get(&tenant).and_then(|t| t.name.clone());
+    let body = serde_json::json!({ "token": token, "tenant": tenant, "name": name, "expires_at": rfc3339(expires_at) });
+    Ok(json_response(StatusCode::CREATED, body.to_string()))
 }
 
 /// `POST /v1/tenants/{id}/endpoints/{endpoint}/test`: a signed example event (trigger
@@ -451,43 +427,36 @@ pub async fn test_send(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((id, endpoint)): Path<(String, String)>,
-) -> Response {
-    let result = async {
-        let tenant = st.tenant_access(&headers, &id)?;
-        let internal = crate::endpoint::internal_id(&tenant.id, &endpoint);
-        let target = st
-            .endpoints
-            .get(&internal)
-            .filter(|_| !endpoint.contains('/'))
-            .ok_or_else(|| ApiError::not_found(format!("no endpoint with id {endpoint:?}")))?;
-        // A test send is an event like any other: a tenant's token cannot use it to write
-        // past the tenant's quota.
-        if let Some(refused) = crate::ingest::over_quota(&st, &tenant) {
-            return Ok(refused);
-        }
-        let now = st.clock.now_ms();
-        let doc = serde_json::json!({
-            "trigger": "hookgate.test",
-            "data": {
-                "message": "A test event from Hookgate: if its signature verifies, your endpoint is ready.",
-                "tenant": tenant.id,
-                "endpoint_id": endpoint,
-                "sent_at": rfc3339(now),
-            },
-        });
-        let fields =
-            json::parse(doc.to_string().as_bytes()).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
-        let canonical = json::canonical_with_slot(&fields, "idempotency_key");
-        let mut write = crate::ingest::build_write("hookgate.test", &fields, canonical, &[&target], vec![], now, None);
-        crate::ingest::set_tenant(&mut write, &tenant.id);
-        let (event_id, delivery_id) = (write.event.id, write.deliveries[0].id);
-        st.store.ingest(write).await.map_err(|e| ApiError::store(&e))?;
-        st.wake.notify_one();
-        let body = serde_json::json!({ "event_id": event_id, "delivery_id": delivery_id });
-        Ok::<_, ApiError>(json_response(StatusCode::ACCEPTED, body.to_string()))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    let tenant = st.tenant_access(&headers, &id)?;
+    let internal = crate::endpoint::internal_id(&tenant.id, &endpoint);
+    let target = st
+        .endpoints
+        .get(&internal)
+        .filter(|_| !endpoint.contains('/'))
+        .ok_or_else(|| ApiError::not_found(format!("no endpoint with id {endpoint:?}")))?;
+    // A test send is an event like any other: a tenant's token cannot use it to write
+    // past the tenant's quota.
+    super::events::admit(&st, &tenant)?;
+    let now = st.clock.now_ms();
+    let doc = serde_json::json!({
+        "trigger": "hookgate.test",
+        "data": {
+            "message": "A test event from Hookgate: if its signature verifies, your endpoint is ready.",
+            "tenant": tenant.id,
+            "endpoint_id": endpoint,
+            "sent_at": rfc3339(now),
+        },
+    });
+    let Value::Object(fields) = Value::from(&doc) else { unreachable!("built as an object") };
+    let canonical = json::canonical_with_slot(&fields, "idempotency_key");
+    let mut write = build_write("hookgate.test", &fields, canonical, &[&target], vec![], now, None);
+    set_tenant(&mut write, &tenant.id);
+    let (event_id, delivery_id) = (write.event.id, write.deliveries[0].id);
+    st.store.ingest(write).await.map_err(|e| ApiError::store(&e))?;
+    st.wake.notify_one();
+    let body = serde_json::json!({ "event_id": event_id, "delivery_id": delivery_id });
+    Ok(json_response(StatusCode::ACCEPTED, body.to_string()))
 }
 
 /// `GET /v1/tenants/{id}/deliveries`: the tenant's delivery log, with the same filters.
@@ -496,16 +465,12 @@ pub async fn tenant_deliveries(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let result = async {
-        let t = st.tenant_access(&headers, &id)?;
-        if params.iter().any(|(k, _)| k == "tenant") {
-            return Err(ApiError::bad_request("`tenant` is given by the path here"));
-        }
-        list_page(&st, &params, Some(&t.id)).await
+) -> Result<Response, ApiError> {
+    let t = st.tenant_access(&headers, &id)?;
+    if params.iter().any(|(k, _)| k == "tenant") {
+        return Err(ApiError::bad_request("`tenant` is given by the path here"));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    list_page(&st, &params, Some(&t.id)).await
 }
 
 /// `GET /v1/tenants/{id}/deliveries/{delivery}`.
@@ -513,15 +478,11 @@ pub async fn tenant_delivery(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((id, delivery)): Path<(String, String)>,
-) -> Response {
-    let result = async {
-        let t = st.tenant_access(&headers, &id)?;
-        let d = parse_id("delivery", &delivery)?;
-        let (_, v) = detail_value(&st, d, Some(&t.id)).await?;
-        Ok::<_, ApiError>(json_response(StatusCode::OK, v.to_string()))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    let t = st.tenant_access(&headers, &id)?;
+    let d = parse_id("delivery", &delivery)?;
+    let (_, v) = detail_value(&st, d, Some(&t.id)).await?;
+    Ok(json_response(StatusCode::OK, v.to_string()))
 }
 
 /// `POST /v1/tenants/{id}/deliveries/{delivery}/resend`.
@@ -529,16 +490,12 @@ pub async fn tenant_resend(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((id, delivery)): Path<(String, String)>,
-) -> Response {
-    let result = async {
-        let t = st.tenant_access(&headers, &id)?;
-        let d = parse_id("delivery", &delivery)?;
-        // Checked before the attempt: another tenant's delivery is not found, not resent.
-        detail_value(&st, d, Some(&t.id)).await?;
-        resend_one(&st, d).await?;
-        let (_, v) = detail_value(&st, d, Some(&t.id)).await?;
-        Ok::<_, ApiError>(json_response(StatusCode::OK, v.to_string()))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    let t = st.tenant_access(&headers, &id)?;
+    let d = parse_id("delivery", &delivery)?;
+    // Checked before the attempt: another tenant's delivery is not found, not resent.
+    detail_value(&st, d, Some(&t.id)).await?;
+    resend_one(&st, d).await?;
+    let (_, v) = detail_value(&st, d, Some(&t.id)).await?;
+    Ok(json_response(StatusCode::OK, v.to_string()))
 }
