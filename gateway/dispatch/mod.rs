@@ -518,7 +518,7 @@ mod tests {
         let garbage = delivery(garbage_id);
         let e = event(garbage_id, "not json", &garbage);
         store.ingest(IngestWrite { event: e, deliveries: vec![garbage.clone()], idempotency: None }).await.unwrap();
-        store.insert_orphan_due("ep", 1, Uuid::now_v7());
+        store.redb().insert_orphan_due("ep", 1, Uuid::now_v7());
         assert_eq!(store.pending_count().await.unwrap(), 3);
 
         let registry = Arc::new(Registry::new(&config.endpoints, vec![]));

@@ -22,43 +22,40 @@
 //! `Durability::Immediate` (one fsync) and only then answers each caller. Under load, hundreds
 //! of ingest requests share one fsync instead of paying one each.
 //!
-//! redb transactions are blocking: writes run on the writer thread and reads run inside
-//! `spawn_blocking`, so no async task ever blocks on the disk. The due scan reads each due
-//! delivery's records in its own snapshot, so one hop feeds a whole round of attempts.
-//!
 //! **Backends.** Both keep the same records (JSON of `model`) and the same invariants; the
 //! contract tests in `store::tests` run against each. PostgreSQL keeps the due entry and the
 //! indexed fields as columns of the delivery's row and adds *leases*: a node owns a due delivery
 //! it has claimed until `lease_until_ms`, so several nodes share one database without sending the
 //! same attempt twice (see `store::pg` and ARCHITECTURE.md, "Storage").
 //!
-//! Layout: `schema` (redb tables and keys), `read` (redb point reads, listing, the due scan),
-//! `write` (the operations, and the redb writer thread), `pg` (the PostgreSQL backend), `tests`.
+//! Layout: the two backends side by side, `redb` and `pg`, each with its reads and its side of
+//! every write; what they share beside them: `ops` (the operations and replies), `writer` (the
+//! one batch-draining loop), `rules` (pure: what an attempt does to a delivery, index keys,
+//! FIFO turns), `types` (what callers hand in and get back); `tests` runs the same contract
+//! against both.
 
+mod ops;
 pub mod pg;
-mod read;
-mod schema;
+pub mod redb;
+mod rules;
 mod types;
-mod write;
+mod writer;
 
 pub use types::*;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::model::{
     AttemptRecord, DeliveryRecord, EndpointHealth, EndpointRecord, EventRecord, TenantRecord, TokenRecord,
 };
-#[cfg(test)]
-use schema::DUE;
-use schema::{DELIVERIES, ENDPOINT_HEALTH, ENDPOINTS, EVENTS, TENANTS, TOKENS};
-use write::Op;
+use ops::Op;
+pub use redb::DB_FILE;
 
 /// How long an ingest `Idempotency-Key` is remembered unless `retention.idempotency` says
 /// otherwise ([`Store::set_idempotency_ttl`]).
@@ -90,9 +87,6 @@ const QUEUE_CAPACITY: usize = 4096;
 /// which would let memory grow with the database.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
-/// The file inside `data_dir`.
-pub const DB_FILE: &str = "hookgate.redb";
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage failure: {0}")]
@@ -111,10 +105,6 @@ pub enum StoreError {
 /// A stored secret that cannot be opened: the configuration is wrong, not the store.
 fn sealed(e: crate::seal::SealError) -> StoreError {
     StoreError::Storage(format!("{e}; set [signing] main_key to the key the secrets were sealed with"))
-}
-
-pub(crate) fn storage<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Storage(e.into().to_string())
 }
 
 /// Switches that make the store fail on purpose, for tests of the failure paths (a full disk:
@@ -142,7 +132,7 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Backend {
-    Redb { db: Arc<Database>, path: PathBuf },
+    Redb(redb::Redb),
     Postgres(Box<pg::Pg>),
 }
 
@@ -212,36 +202,18 @@ impl Store {
         cache_bytes: usize,
         faults: Arc<Faults>,
     ) -> Result<(Store, WriterThread), StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Storage(format!("cannot create data_dir {}: {e}", data_dir.display())))?;
-        let path: PathBuf = data_dir.join(DB_FILE);
-        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Storage(format!(
-                "{} is already open in another process (is another hookgate running on this data_dir?)",
-                path.display()
-            )),
-            e => StoreError::Storage(format!("cannot open {}: {e}", path.display())),
-        })?;
-        schema::init(&db)?;
-        let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(WriterStats::default());
         let settings = Arc::new(Settings::new());
-        let handle = {
-            let (db, stats, faults, settings) = (db.clone(), stats.clone(), faults.clone(), settings.clone());
-            std::thread::Builder::new()
-                .name("hookgate-store-writer".into())
-                .spawn(move || write::writer_loop(&db, rx, &stats, &faults, &settings))
-                .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?
-        };
-        let backend = Backend::Redb { db, path };
+        let (redb, handle) = redb::open(data_dir, cache_bytes, faults.clone(), rx, stats.clone(), settings.clone())?;
+        let backend = Backend::Redb(redb);
         Ok((Store { writer: tx, ingest_writer: None, stats, faults, settings, backend }, WriterThread::Redb(handle)))
     }
 
     /// Which backend this is: `redb` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
-            Backend::Redb { .. } => "redb",
+            Backend::Redb(_) => "redb",
             Backend::Postgres(_) => "postgres",
         }
     }
@@ -249,7 +221,7 @@ impl Store {
     /// The PostgreSQL backend, if this is one (leases, the node's identity, LISTEN).
     pub fn postgres(&self) -> Option<&pg::Pg> {
         match &self.backend {
-            Backend::Redb { .. } => None,
+            Backend::Redb(_) => None,
             Backend::Postgres(p) => Some(p),
         }
     }
@@ -263,7 +235,7 @@ impl Store {
     /// size `pg_database_size` reports).
     pub fn file_size(&self) -> u64 {
         match &self.backend {
-            Backend::Redb { path, .. } => std::fs::metadata(path).map_or(0, |m| m.len()),
+            Backend::Redb(r) => r.file_size(),
             Backend::Postgres(_) => 0,
         }
     }
@@ -393,7 +365,7 @@ impl Store {
 
     async fn stored_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, TENANTS)).await,
+            Backend::Redb(r) => r.all_json("tenants").await,
             Backend::Postgres(p) => p.all_json("tenants").await,
         }
     }
@@ -448,7 +420,7 @@ impl Store {
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, TOKENS)).await,
+            Backend::Redb(r) => r.all_json("tokens").await,
             Backend::Postgres(p) => p.all_json("tokens").await,
         }
     }
@@ -456,7 +428,7 @@ impl Store {
     /// Every stored endpoint health record.
     pub async fn health_records(&self) -> Result<Vec<EndpointHealth>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, ENDPOINT_HEALTH)).await,
+            Backend::Redb(r) => r.all_json("endpoint_health").await,
             Backend::Postgres(p) => p.all_json("endpoint_health").await,
         }
     }
@@ -476,7 +448,7 @@ impl Store {
 
     async fn stored_endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, |db| read::all_json(db, ENDPOINTS)).await,
+            Backend::Redb(r) => r.all_json("endpoints").await,
             Backend::Postgres(p) => p.all_json("endpoints").await,
         }
     }
@@ -487,7 +459,7 @@ impl Store {
         let Some(at) = d.next_attempt_at_ms else { return Ok(false) };
         let (endpoint, id) = (d.endpoint_id.clone(), d.id);
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, move |db| read::is_due(db, &endpoint, at, id)).await,
+            Backend::Redb(r) => r.is_due(endpoint, at, id).await,
             Backend::Postgres(p) => p.is_due(id, at).await,
         }
     }
@@ -495,9 +467,7 @@ impl Store {
     /// Whether the store answers reads, at the least cost (an unauthenticated probe).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => {
-                redb_read(db, |db| redb::ReadableDatabase::begin_read(db).map(drop).map_err(storage)).await
-            }
+            Backend::Redb(r) => r.ping().await,
             Backend::Postgres(p) => p.ping().await,
         }
     }
@@ -505,7 +475,7 @@ impl Store {
     /// When the oldest pending delivery was created, if any is pending.
     pub async fn oldest_pending_ms(&self) -> Result<Option<u64>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, read::oldest_pending_ms).await,
+            Backend::Redb(r) => r.oldest_pending_ms().await,
             Backend::Postgres(p) => p.oldest_pending_ms().await,
         }
     }
@@ -513,21 +483,21 @@ impl Store {
     /// A page of deliveries matching `q`, newest first, answered from the indexes.
     pub async fn list_deliveries(&self, q: DeliveryQuery) -> Result<DeliveryPage, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, move |db| read::list_deliveries(db, &q)).await,
+            Backend::Redb(r) => r.list_deliveries(q).await,
             Backend::Postgres(p) => p.list_deliveries(&q).await,
         }
     }
 
     pub async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, move |db| read::get_json(db, EVENTS, id)).await,
+            Backend::Redb(r) => r.event(id).await,
             Backend::Postgres(p) => p.record("events", id).await,
         }
     }
 
     pub async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryRecord>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, move |db| read::get_json(db, DELIVERIES, id)).await,
+            Backend::Redb(r) => r.delivery(id).await,
             Backend::Postgres(p) => p.record("deliveries", id).await,
         }
     }
@@ -535,14 +505,14 @@ impl Store {
     /// A delivery and its event, read in one snapshot.
     pub async fn delivery_with_event(&self, id: Uuid) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, move |db| read::delivery_with_event(db, id)).await,
+            Backend::Redb(r) => r.delivery_with_event(id).await,
             Backend::Postgres(p) => p.delivery_with_event(id).await,
         }
     }
 
     pub async fn deliveries(&self, ids: Vec<Uuid>) -> Result<Vec<DeliveryRecord>, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, move |db| read::deliveries(db, &ids)).await,
+            Backend::Redb(r) => r.deliveries(ids).await,
             Backend::Postgres(p) => p.deliveries(&ids).await,
         }
     }
@@ -565,9 +535,7 @@ impl Store {
         limits: ScanLimits,
     ) -> Result<DueScan, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => {
-                redb_read(db, move |db| read::scan_due(db, now_ms, &claimed, &mut admit, limits.global_free)).await
-            }
+            Backend::Redb(r) => r.scan_due(now_ms, claimed, admit, limits.global_free).await,
             Backend::Postgres(p) => p.scan_due(now_ms, &claimed, &mut admit, limits).await,
         }
     }
@@ -576,7 +544,7 @@ impl Store {
     /// head are not counted).
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
         match &self.backend {
-            Backend::Redb { db, .. } => redb_read(db, read::due_count).await,
+            Backend::Redb(r) => r.pending_count().await,
             Backend::Postgres(p) => p.pending_count().await,
         }
     }
@@ -585,7 +553,7 @@ impl Store {
     /// attempt is in progress). Always `true` on redb, where this process is the only one.
     pub async fn try_lease(&self, id: Uuid, now_ms: u64) -> Result<bool, StoreError> {
         match &self.backend {
-            Backend::Redb { .. } => Ok(true),
+            Backend::Redb(_) => Ok(true),
             Backend::Postgres(p) => p.try_lease(id, now_ms).await,
         }
     }
@@ -595,7 +563,7 @@ impl Store {
     /// then writes about them is recorded as a late attempt only. No-op on redb.
     pub async fn renew_leases(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>, StoreError> {
         match &self.backend {
-            Backend::Redb { .. } => Ok(Vec::new()),
+            Backend::Redb(_) => Ok(Vec::new()),
             Backend::Postgres(p) => p.renew_leases(&ids).await,
         }
     }
@@ -604,7 +572,7 @@ impl Store {
     /// `pg::Pg::still_leased`). Always `true` on redb.
     pub async fn still_leased(&self, id: Uuid) -> Result<bool, StoreError> {
         match &self.backend {
-            Backend::Redb { .. } => Ok(true),
+            Backend::Redb(_) => Ok(true),
             Backend::Postgres(p) => p.still_leased(id).await,
         }
     }
@@ -614,40 +582,17 @@ impl Store {
     /// leases to run out. No-op on redb.
     pub async fn release_leases(&self, ids: Option<Vec<Uuid>>) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Redb { .. } => Ok(()),
+            Backend::Redb(_) => Ok(()),
             Backend::Postgres(p) => p.release_leases(ids.as_deref()).await,
         }
     }
 
-    /// Writes a due entry with no delivery behind it, as a damaged file could hold.
+    /// The redb backend (tests that damage the file on purpose).
     #[cfg(test)]
-    pub(crate) fn insert_orphan_due(&self, endpoint_id: &str, due_ms: u64, id: Uuid) {
-        let Backend::Redb { db, .. } = &self.backend else { panic!("redb only") };
-        let txn = db.begin_write().unwrap();
-        txn.open_table(DUE).unwrap().insert((endpoint_id, due_ms, id.as_u128()), ()).unwrap();
-        txn.commit().unwrap();
+    pub(crate) fn redb(&self) -> &redb::Redb {
+        let Backend::Redb(r) = &self.backend else { panic!("redb only") };
+        r
     }
-
-    /// Writes a FIFO queue entry and a due entry with no delivery behind them.
-    #[cfg(test)]
-    pub(crate) fn insert_orphan_head(&self, endpoint_id: &str, queue: &str, id: Uuid) {
-        let Backend::Redb { db, .. } = &self.backend else { panic!("redb only") };
-        let txn = db.begin_write().unwrap();
-        txn.open_table(schema::FIFO).unwrap().insert((endpoint_id, queue, id.as_u128()), ()).unwrap();
-        txn.open_table(DUE).unwrap().insert((endpoint_id, 1, id.as_u128()), ()).unwrap();
-        txn.commit().unwrap();
-    }
-}
-
-/// Runs a redb read off the async runtime.
-async fn redb_read<T: Send + 'static>(
-    db: &Arc<Database>,
-    f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || f(&db))
-        .await
-        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ async fn listing_resumes_after_the_seek_budget(t) {
     let store = t.store();
     let ev = Uuid::now_v7();
     // 3 x SEEK_BUDGET deliveries alternating endpoints a/b; only the oldest "a" failed.
-    let mut ds: Vec<DeliveryRecord> = (0..3 * read::SEEK_BUDGET)
+    let mut ds: Vec<DeliveryRecord> = (0..3 * redb::read::SEEK_BUDGET)
         .map(|i| {
             let mut d = delivery(ev, if i % 2 == 0 { "a" } else { "b" }, 1);
             d.state = if i % 2 == 1 || i == 0 { DeliveryState::Failed } else { DeliveryState::Succeeded };
@@ -415,7 +415,7 @@ async fn a_dropped_orphan_head_lets_its_queue_move() {
     let dir = tempfile::tempdir().unwrap();
     let (store, writer) = Store::open(dir.path()).unwrap();
     let orphan = Uuid::now_v7();
-    store.insert_orphan_head("a", "x", orphan);
+    store.redb().insert_orphan_head("a", "x", orphan);
     let mut d = delivery(Uuid::now_v7(), "a", 1);
     d.fifo = Some("x".into());
     let one = vec![d.clone()];

@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use super::schema;
+use super::rules as schema;
 use crate::model::{AttemptRecord, DeliveryRecord, DeliveryState, EndpointHealth, EventRecord, PluginNote};
 
 /// What is written with the end of an attempt (or with a change by hand), in the same

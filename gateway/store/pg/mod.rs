@@ -270,8 +270,9 @@ pub(super) async fn open(
         let (pool, stats, faults, settings, done) =
             (pool.clone(), stats.clone(), faults.clone(), settings.clone(), done_tx.clone());
         let fence = write::Fence { node: pg.node, fences: pg.fences.clone() };
+        let writer = write::Writer { pool, faults, fence };
         tokio::spawn(async move {
-            write::writer_loop(pool, rx, &stats, &faults, &settings, &fence).await;
+            crate::store::writer::run(writer, rx, &stats, &settings).await;
             drop(done);
         });
         lanes.push(tx);

@@ -135,9 +135,9 @@ impl Pg {
         let keys: Vec<String> = q
             .fields
             .iter()
-            .map(|(f, v)| crate::store::schema::field_key(f, v))
-            .chain(q.trigger.iter().map(|t| crate::store::schema::trigger_key(t)))
-            .chain(q.tenant.iter().map(|t| crate::store::schema::tenant_key(t)))
+            .map(|(f, v)| crate::store::rules::field_key(f, v))
+            .chain(q.trigger.iter().map(|t| crate::store::rules::trigger_key(t)))
+            .chain(q.tenant.iter().map(|t| crate::store::rules::tenant_key(t)))
             .map(|k| super::rows::pg_key(&k).into_owned())
             .collect();
         if !keys.is_empty() {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::ms;
 use crate::model::{DeliveryRecord, DeliveryState, EventRecord};
-use crate::store::write::{index_keys, to_json};
+use crate::store::rules::{index_keys, to_json};
 
 /// Inserts new events (`$1..$3`) and their deliveries (`$4..$11`) in one statement: one round
 /// trip for a whole batch, whatever its size.

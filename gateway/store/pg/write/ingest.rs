@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::{Batch, Verdict, fail_all};
 use crate::model::DeliveryState;
+use crate::store::ops::{Op, Reply};
 use crate::store::pg::rows::{INSERT_ROWS, NewRows};
 use crate::store::pg::{CHANNEL, ms, pg_error};
-use crate::store::write::{Op, Reply};
 use crate::store::{Faults, IngestOutcome, StoreError};
 
 /// An ingest that needs nothing but inserts: no idempotency key to claim, no FIFO queue to

@@ -1,8 +1,9 @@
-//! The PostgreSQL writer: the group commit on PostgreSQL.
+//! The PostgreSQL writer: each batch of the writer loop (`store::writer`) in one transaction.
 //!
-//! Owns: write transactions on PostgreSQL. Like the redb writer, one task drains whatever
-//! operations have queued up (up to `MAX_BATCH`), applies them in one transaction and answers
-//! every caller only after the commit (`synchronous_commit = on`, so after the WAL flush).
+//! Owns: write transactions on PostgreSQL. The loop, shared with redb, drains whatever
+//! operations have queued up (up to `MAX_BATCH`); this applies them in one transaction, and
+//! every caller is answered only after the commit (`synchronous_commit = on`, so after the WAL
+//! flush). The rules of each change are `store::rules`', shared with redb.
 //! The work is shaped for round trips, not rows: the deliveries a batch changes are locked and
 //! read with one statement, changed in memory, and written back with one; new events and
 //! deliveries go in one multi-row `INSERT` each; idempotency keys are claimed with one
@@ -23,7 +24,6 @@ use std::sync::atomic::Ordering;
 
 use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 mod ingest;
@@ -34,10 +34,10 @@ use ingest::{plain_ingest, plain_ingests};
 use super::rows::{INSERT_ROWS, NewRows, fifo_queue};
 use super::{CHANNEL, SETTINGS_CHANNEL, ms, pg_error, pool_error};
 use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EventRecord};
-use crate::store::write::{Body, Op, Reply, apply_attempt, apply_settle, split, to_json};
-use crate::store::{
-    Effects, Faults, Finish, IngestOutcome, IngestWrite, MAX_BATCH, PruneReport, Settings, StoreError, WriterStats,
-};
+use crate::store::ops::{Op, Reply, split};
+use crate::store::rules::{self, apply_attempt, apply_settle, to_json};
+use crate::store::writer::Apply;
+use crate::store::{Effects, Faults, Finish, IngestOutcome, IngestWrite, PruneReport, StoreError};
 
 /// This node's identity and lease tokens, against which a pass's final write is checked.
 pub(in crate::store::pg) struct Fence {
@@ -45,56 +45,19 @@ pub(in crate::store::pg) struct Fence {
     pub fences: std::sync::Arc<super::Fences>,
 }
 
-pub(super) async fn writer_loop(
-    pool: Pool,
-    mut rx: mpsc::Receiver<Op>,
-    stats: &WriterStats,
-    faults: &Faults,
-    settings: &Settings,
-    fence: &Fence,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let count = batch.len() as u64;
-        let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
-        // Kept so that, if the database refuses one operation's data, the others can be
-        // applied without it (no request-derived value may fail its batch-mates).
-        let bodies: Vec<Body> = if batch.len() > 1 { batch.iter().map(Op::body).collect() } else { Vec::new() };
-        let (mut replies, mut result) = apply_batch(&pool, std::mem::take(&mut batch), ttl, faults, fence).await;
-        if matches!(result, Err(StoreError::Rejected(_))) && !bodies.is_empty() {
-            tracing::warn!(ops = count, "the database refused an operation of a batch; applying them one at a time");
-            for (body, reply) in bodies.into_iter().zip(std::mem::take(&mut replies)) {
-                let (alone, own) = apply_batch(&pool, vec![body.with(reply)], ttl, faults, fence).await;
-                if let Err(e) = &own {
-                    tracing::error!(error = %e, "an operation the database refused; its caller gets the error");
-                }
-                for r in alone {
-                    r.send(&own);
-                }
-            }
-            // Each operation was answered with its own outcome.
-            result = Ok(());
-        }
-        match &result {
-            Ok(()) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.operations.fetch_add(count, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, ops = count, "store commit failed; the batch's callers get an error");
-            }
-        }
-        for reply in replies {
-            reply.send(&result);
-        }
+/// The PostgreSQL side of the writer loop: one pooled connection per batch.
+pub(in crate::store::pg) struct Writer {
+    pub pool: Pool,
+    pub faults: std::sync::Arc<Faults>,
+    pub fence: Fence,
+}
+
+impl Apply for Writer {
+    // A value PostgreSQL cannot hold (a NUL in text, an over-long key) fails one operation.
+    const REFUSES_DATA: bool = true;
+
+    async fn apply(&mut self, ops: Vec<Op>, idempotency_ttl_ms: u64) -> (Vec<Reply>, Result<(), StoreError>) {
+        apply_batch(&self.pool, ops, idempotency_ttl_ms, &self.faults, &self.fence).await
     }
 }
 
@@ -458,21 +421,19 @@ impl<'a, 't> Batch<'a, 't> {
         change(&mut d);
         let pending = (before.0 == DeliveryState::Pending, d.state == DeliveryState::Pending);
         let mut had_due = false;
-        if before.1 != d.next_attempt_at_ms || before.0 != d.state {
+        if rules::due_moves(before, &d) {
             had_due = due.take().is_some();
             if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-                // A rescheduled delivery keeps its turn (a FIFO head stays the head); one that
-                // joins a queue is due only if nothing waits ahead of it.
-                let is_due = if pending.0 { had_due || d.fifo.is_none() } else { self.alone_in_queue(&d).await? };
+                let is_due = match rules::due_at_once(pending.0, had_due, &d) {
+                    Some(is_due) => is_due,
+                    None => self.alone_in_queue(&d).await?,
+                };
                 if is_due {
                     due = Some(at);
                 }
             }
         }
-        let promote = match (d.fifo.clone(), pending, had_due) {
-            (Some(queue), (true, false), true) => Some((d.endpoint_id.clone(), queue)),
-            _ => None,
-        };
+        let promote = rules::promotes(&d, pending.0, had_due).map(|queue| (d.endpoint_id.clone(), queue.to_owned()));
         let row = self.rows.get_mut(&id).expect("loaded above");
         row.rec = Ok(d);
         row.due = due;

@@ -1,64 +1,45 @@
 //! The on-disk layout: table definitions, index key formats and schema creation.
 //!
-//! Owns: every `TableDefinition`, the schema version and the text of index keys.
+//! Owns: every `TableDefinition` and the schema version (the text of index keys is
+//! `store::rules`', shared with PostgreSQL).
 //! Must not touch: transactions beyond creating the tables once at open; reads live in
-//! `store::read`, writes in `store::write`.
+//! `store::redb::read`, writes in `store::redb::write`.
 
 use redb::{Database, TableDefinition};
 
-use super::{StoreError, storage};
-use crate::model::DeliveryState;
+use super::storage;
+use crate::store::StoreError;
 
 /// Events by id (UUIDv7 as u128, so the table is in arrival order) → JSON `EventRecord`.
-pub(super) const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
+pub(crate) const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
 /// Deliveries by id (UUIDv7 as u128) → JSON `DeliveryRecord`, attempts included.
-pub(super) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
+pub(crate) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
 /// The due index: `(endpoint_id, due_ms, delivery_id)`. Grouped by endpoint first so that one
 /// endpoint's backlog never hides another endpoint's due work from the scheduler.
-pub(super) const DUE: TableDefinition<(&str, u64, u128), ()> = TableDefinition::new("due");
+pub(crate) const DUE: TableDefinition<(&str, u64, u128), ()> = TableDefinition::new("due");
 /// Ingest `Idempotency-Key` → JSON `IdempotencyRecord`.
-pub(super) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+pub(crate) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// `(created_ms, key)` for pruning idempotency keys older than `IDEMPOTENCY_TTL_MS`.
-pub(super) const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("idempotency_expiry");
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("idempotency_expiry");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Secondary indexes of deliveries: `(key, delivery_id)`; see the module header of `store`.
-pub(super) const DELIVERY_INDEX: TableDefinition<(&str, u128), ()> = TableDefinition::new("delivery_index");
+pub(crate) const DELIVERY_INDEX: TableDefinition<(&str, u128), ()> = TableDefinition::new("delivery_index");
 /// Endpoints created through the API, by id → JSON `EndpointRecord`.
-pub(super) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 
 /// Endpoint health (circuit, enabled, recent results) by endpoint id → JSON `EndpointHealth`.
-pub(super) const ENDPOINT_HEALTH: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoint_health");
+pub(crate) const ENDPOINT_HEALTH: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoint_health");
 /// FIFO queues: `(endpoint_id, queue, delivery_id)` for every pending delivery of an endpoint
 /// with `ordering = "fifo"`. Only the first entry of a queue (its oldest delivery) has a `due`
 /// entry; the next one gets it when that delivery is final.
-pub(super) const FIFO: TableDefinition<(&str, &str, u128), ()> = TableDefinition::new("fifo");
+pub(crate) const FIFO: TableDefinition<(&str, &str, u128), ()> = TableDefinition::new("fifo");
 
 /// Tenants created through the API, by id → JSON `TenantRecord`.
-pub(super) const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+pub(crate) const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
 /// Tenant-scoped tokens, by token id → JSON `TokenRecord` (the token's SHA-256, never the token).
-pub(super) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
-pub(super) const SCHEMA_VERSION: u64 = 1;
-
-pub(super) fn state_key(s: DeliveryState) -> String {
-    format!("s:{}", s.as_str())
-}
-
-pub(super) fn field_key(field: &str, canonical_value: &str) -> String {
-    format!("f:{field}={canonical_value}")
-}
-
-pub(super) fn endpoint_key(endpoint_id: &str) -> String {
-    format!("e:{endpoint_id}")
-}
-
-pub(super) fn tenant_key(tenant: &str) -> String {
-    format!("n:{tenant}")
-}
-
-pub(super) fn trigger_key(trigger: &str) -> String {
-    format!("t:{trigger}")
-}
+pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// Creates every table and checks the schema version, so readers never meet a missing table
 /// and an older binary never misreads a newer file.

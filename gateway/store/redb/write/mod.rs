@@ -1,175 +1,46 @@
-//! The write path: the operations ([`Op`]) and the redb writer thread with its group commit.
+//! The redb writer: one write transaction per batch, committed with
+//! `Durability::Immediate` (one fsync) before any caller hears back.
 //!
-//! Owns: redb write transactions, and the operation and reply types both writers share (the
-//! PostgreSQL writer, `store::pg::write`, applies the same [`Op`]s with the same answers). Every write of the gateway arrives here as an [`Op`]; the writer
-//! drains whatever has queued up (up to `MAX_BATCH` operations), applies it all in one
-//! transaction, commits once with `Durability::Immediate` (one fsync) and only then answers each
-//! caller.
-//! Must not touch: reads for callers (that is `store::read`) or anything async: this runs on a
-//! plain thread. FIFO queue upkeep lives in `write::fifo`, retention and tenant removal in
+//! Owns: redb write transactions and the table upkeep of every [`Op`] (the rules themselves are
+//! `store::rules`', shared with PostgreSQL; the loop that drains the queue is `store::writer`).
+//! Must not touch: reads for callers (that is `store::redb::read`). It runs on the writer's own
+//! thread. FIFO queue upkeep lives in `write::fifo`, retention and tenant removal in
 //! `write::upkeep`.
 
 mod fifo;
 mod upkeep;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use redb::{Database, Durability, ReadableTable};
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::schema::{
     DELIVERIES, DELIVERY_INDEX, DUE, ENDPOINT_HEALTH, ENDPOINTS, EVENTS, FIFO, IDEMPOTENCY, IDEMPOTENCY_EXPIRY,
-    TENANTS, TOKENS, endpoint_key, field_key, state_key, tenant_key, trigger_key,
+    TENANTS, TOKENS,
 };
-use super::{
-    Effects, Faults, Finish, IdempotencyRecord, IngestOutcome, IngestWrite, MAX_BATCH, Next, PruneReport, PruneRequest,
-    Settings, StoreError, WriterStats, storage,
-};
-use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord, TenantRecord, TokenRecord};
+use super::storage;
+use crate::model::{DeliveryRecord, DeliveryState, EndpointHealth, EndpointRecord};
+use crate::store::ops::{Op, Reply, split};
+use crate::store::rules::{self, apply_attempt, apply_settle, index_keys, state_key, to_json};
+use crate::store::writer::Apply;
+use crate::store::{Effects, Faults, Finish, IdempotencyRecord, IngestOutcome, IngestWrite, PruneReport, StoreError};
 
-/// One write, and where its answer goes once the batch holding it has committed.
-pub(super) enum Op {
-    Ingest(IngestWrite, oneshot::Sender<Result<IngestOutcome, StoreError>>),
-    Finish(Finish, Effects, oneshot::Sender<Result<(), StoreError>>),
-    PutEndpoint(EndpointRecord, oneshot::Sender<Result<(), StoreError>>),
-    /// An endpoint's health changed outside an attempt (enabled or disabled by hand), with the
-    /// operational events announcing it.
-    PutHealth(Effects, oneshot::Sender<Result<(), StoreError>>),
-    Prune(PruneRequest, oneshot::Sender<Result<PruneReport, StoreError>>),
-    /// The endpoint no longer orders its deliveries: every queued one becomes due.
-    ReleaseFifo(String, oneshot::Sender<Result<usize, StoreError>>),
-    PutTenant(TenantRecord, oneshot::Sender<Result<(), StoreError>>),
-    /// Removes a tenant with its endpoints, their health and its tokens (its deliveries stay).
-    DeleteTenant(String, oneshot::Sender<Result<(), StoreError>>),
-    PutToken(TokenRecord, oneshot::Sender<Result<(), StoreError>>),
-    DeleteToken(String, oneshot::Sender<Result<(), StoreError>>),
-    DeleteEndpoint(String, oneshot::Sender<Result<(), StoreError>>),
-    Requeue {
-        ids: Vec<Uuid>,
-        at_ms: u64,
-        reply: oneshot::Sender<Result<usize, StoreError>>,
-    },
+/// The redb side of the writer loop.
+pub(crate) struct Writer {
+    pub db: Arc<Database>,
+    pub faults: Arc<Faults>,
 }
 
-/// An operation without its reply channel: what a writer keeps so that a batch the database
-/// refused can be applied again one operation at a time (see `pg::write`).
-#[derive(Clone)]
-pub(super) enum Body {
-    Ingest(IngestWrite),
-    Finish(Finish, Effects),
-    PutEndpoint(EndpointRecord),
-    PutHealth(Effects),
-    Prune(PruneRequest),
-    ReleaseFifo(String),
-    PutTenant(TenantRecord),
-    DeleteTenant(String),
-    PutToken(TokenRecord),
-    DeleteToken(String),
-    DeleteEndpoint(String),
-    Requeue { ids: Vec<Uuid>, at_ms: u64 },
-}
+impl Apply for Writer {
+    // redb stores whatever bytes it is given: only storage fails, and that fails the batch.
+    const REFUSES_DATA: bool = false;
 
-impl Op {
-    pub(super) fn body(&self) -> Body {
-        match self {
-            Op::Ingest(w, _) => Body::Ingest(w.clone()),
-            Op::Finish(f, e, _) => Body::Finish(f.clone(), e.clone()),
-            Op::PutEndpoint(e, _) => Body::PutEndpoint(e.clone()),
-            Op::PutHealth(e, _) => Body::PutHealth(e.clone()),
-            Op::Prune(r, _) => Body::Prune(r.clone()),
-            Op::ReleaseFifo(s, _) => Body::ReleaseFifo(s.clone()),
-            Op::PutTenant(r, _) => Body::PutTenant(r.clone()),
-            Op::DeleteTenant(s, _) => Body::DeleteTenant(s.clone()),
-            Op::PutToken(r, _) => Body::PutToken(r.clone()),
-            Op::DeleteToken(s, _) => Body::DeleteToken(s.clone()),
-            Op::DeleteEndpoint(s, _) => Body::DeleteEndpoint(s.clone()),
-            Op::Requeue { ids, at_ms, .. } => Body::Requeue { ids: ids.clone(), at_ms: *at_ms },
-        }
-    }
-}
-
-impl Body {
-    /// The operation again, answering through the channel of `reply` (the reply the refused
-    /// batch made for this same operation).
-    pub(super) fn with(self, reply: Reply) -> Op {
-        match (self, reply) {
-            (Body::Ingest(w), Reply::Ingest(tx, _)) => Op::Ingest(w, tx),
-            (Body::Finish(f, e), Reply::Unit(tx, _)) => Op::Finish(f, e, tx),
-            (Body::PutEndpoint(e), Reply::Unit(tx, _)) => Op::PutEndpoint(e, tx),
-            (Body::PutHealth(e), Reply::Unit(tx, _)) => Op::PutHealth(e, tx),
-            (Body::Prune(r), Reply::Prune(tx, _)) => Op::Prune(r, tx),
-            (Body::ReleaseFifo(s), Reply::Count(tx, _)) => Op::ReleaseFifo(s, tx),
-            (Body::PutTenant(r), Reply::Unit(tx, _)) => Op::PutTenant(r, tx),
-            (Body::DeleteTenant(s), Reply::Unit(tx, _)) => Op::DeleteTenant(s, tx),
-            (Body::PutToken(r), Reply::Unit(tx, _)) => Op::PutToken(r, tx),
-            (Body::DeleteToken(s), Reply::Unit(tx, _)) => Op::DeleteToken(s, tx),
-            (Body::DeleteEndpoint(s), Reply::Unit(tx, _)) => Op::DeleteEndpoint(s, tx),
-            (Body::Requeue { ids, at_ms }, Reply::Count(reply, _)) => Op::Requeue { ids, at_ms, reply },
-            _ => unreachable!("a batch answers each operation with the reply of its kind, in order"),
-        }
-    }
-}
-
-/// A reply to send once the batch's commit has succeeded or failed.
-pub(super) enum Reply {
-    Ingest(oneshot::Sender<Result<IngestOutcome, StoreError>>, Result<IngestOutcome, StoreError>),
-    Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
-    Count(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
-    Prune(oneshot::Sender<Result<PruneReport, StoreError>>, Result<PruneReport, StoreError>),
-}
-
-impl Reply {
-    /// Answers the caller: its own result if the batch committed, the commit's error if not.
-    pub(super) fn send(self, commit: &Result<(), StoreError>) {
-        fn pick<T>(own: Result<T, StoreError>, commit: &Result<(), StoreError>) -> Result<T, StoreError> {
-            match commit {
-                Ok(()) => own,
-                Err(e) => Err(e.clone()),
-            }
-        }
-        match self {
-            Reply::Ingest(tx, r) => drop(tx.send(pick(r, commit))),
-            Reply::Unit(tx, r) => drop(tx.send(pick(r, commit))),
-            Reply::Count(tx, r) => drop(tx.send(pick(r, commit))),
-            Reply::Prune(tx, r) => drop(tx.send(pick(r, commit))),
-        }
-    }
-}
-
-pub(super) fn writer_loop(
-    db: &Database,
-    mut rx: mpsc::Receiver<Op>,
-    stats: &WriterStats,
-    faults: &Faults,
-    settings: &Settings,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let mut replies = Vec::with_capacity(batch.len());
-        let ops = batch.len() as u64;
-        let ttl = settings.idempotency_ttl_ms.load(Ordering::Relaxed);
-        let result = apply_batch(db, batch.drain(..), &mut replies, ttl, faults);
-        match &result {
-            Ok(()) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.operations.fetch_add(ops, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, ops, "store commit failed; the batch's callers get an error");
-            }
-        }
-        for reply in replies {
-            reply.send(&result);
-        }
+    async fn apply(&mut self, ops: Vec<Op>, idempotency_ttl_ms: u64) -> (Vec<Reply>, Result<(), StoreError>) {
+        let mut replies = Vec::with_capacity(ops.len());
+        let committed = apply_batch(&self.db, ops.into_iter(), &mut replies, idempotency_ttl_ms, &self.faults);
+        (replies, committed)
     }
 }
 
@@ -271,21 +142,6 @@ fn apply_batch(
         return Err(e);
     }
     txn.commit().map_err(storage)
-}
-
-/// Separates a storage failure (which abandons the batch) from the operation's own answer.
-pub(super) fn split<T>(
-    r: Result<Result<T, StoreError>, StoreError>,
-    failure: &mut Option<StoreError>,
-    reply: impl FnOnce(Result<T, StoreError>) -> Reply,
-) -> Reply {
-    match r {
-        Ok(own) => reply(own),
-        Err(e) => {
-            *failure = Some(e.clone());
-            reply(Err(e))
-        }
-    }
 }
 
 /// Every table a write transaction touches, opened once per batch.
@@ -454,23 +310,23 @@ impl<'t> Tables<'t> {
             }
         }
         let mut had_due = false;
-        if before.1 != d.next_attempt_at_ms || before.0 != d.state {
+        if rules::due_moves(before, &d) {
             had_due = match before.1 {
                 Some(at) => self.due.remove((d.endpoint_id.as_str(), at, key)).map_err(storage)?.is_some(),
                 None => false,
             };
             if let (DeliveryState::Pending, Some(at)) = (d.state, d.next_attempt_at_ms) {
-                // A rescheduled delivery keeps its turn (a FIFO head stays the head); one that
-                // joins a queue is due only if nothing waits ahead of it.
-                let due = if pending.0 { had_due || d.fifo.is_none() } else { self.alone_in_queue(&d)? };
+                let due = match rules::due_at_once(pending.0, had_due, &d) {
+                    Some(due) => due,
+                    None => self.alone_in_queue(&d)?,
+                };
                 if due {
                     self.due.insert((d.endpoint_id.as_str(), at, key), ()).map_err(storage)?;
                 }
             }
         }
-        if let (Some(queue), (true, false), true) = (d.fifo.as_deref(), pending, had_due) {
-            // The queue's head is final: the next delivery may go now. (One that left from
-            // further back, by a manual resend, changes nothing for the head.)
+        if let Some(queue) = rules::promotes(&d, pending.0, had_due) {
+            // The queue's head is final: the next delivery may go now.
             self.promote(&d.endpoint_id, queue)?;
         }
         if before.0 != d.state {
@@ -510,50 +366,4 @@ impl<'t> Tables<'t> {
         }
         Ok(queued)
     }
-}
-
-/// What an attempt's record does to its delivery (both backends).
-pub(super) fn apply_attempt(
-    d: &mut DeliveryRecord,
-    attempt: crate::model::AttemptRecord,
-    next: Next,
-    prepared: Option<super::Prepared>,
-) {
-    if let Some(p) = prepared {
-        d.prepared = true;
-        d.body = p.body;
-    }
-    d.attempts.push(attempt);
-    d.requeued = false;
-    // An attempt was made, so no earlier verdict stands any more.
-    d.note = None;
-    match next {
-        Next::RetryAt(at) => (d.state, d.next_attempt_at_ms) = (DeliveryState::Pending, Some(at)),
-        Next::Succeeded => (d.state, d.next_attempt_at_ms) = (DeliveryState::Succeeded, None),
-        Next::Failed => (d.state, d.next_attempt_at_ms) = (DeliveryState::Failed, None),
-        Next::Keep => {}
-    }
-}
-
-/// What settling a delivery without an attempt does to it (both backends).
-pub(super) fn apply_settle(d: &mut DeliveryRecord, state: DeliveryState, note: crate::model::PluginNote) {
-    d.state = state;
-    d.next_attempt_at_ms = None;
-    // A filtered delivery is final; a failed chain runs again on a resend (the plugin may have
-    // been fixed).
-    d.prepared = state == DeliveryState::Filtered;
-    d.note = Some(note);
-}
-
-/// Every `delivery_index` key of a delivery (see the `store` header).
-pub(super) fn index_keys(d: &DeliveryRecord) -> Vec<String> {
-    let mut keys =
-        vec![state_key(d.state), endpoint_key(&d.endpoint_id), trigger_key(&d.trigger), tenant_key(d.tenant())];
-    keys.extend(d.resource.iter().map(|(f, v)| field_key(f, v)));
-    keys
-}
-
-pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Our records contain only strings, numbers and UUIDs: serialising them cannot fail.
-    serde_json::to_vec(v).expect("records serialise")
 }

@@ -8,9 +8,11 @@
 use redb::ReadableTable;
 use uuid::Uuid;
 
-use super::{Tables, to_json};
+use super::Tables;
 use crate::model::{DeliveryRecord, DeliveryState};
-use crate::store::{StoreError, storage};
+use crate::store::StoreError;
+use crate::store::redb::storage;
+use crate::store::rules::to_json;
 
 impl Tables<'_> {
     /// Whether a delivery joining its queue (already inserted there) may have a due entry at

@@ -8,9 +8,11 @@ use std::ops::Bound;
 
 use redb::ReadableTable;
 
-use super::{Tables, index_keys};
+use super::Tables;
 use crate::model::{DeliveryState, EventRecord, TokenRecord};
-use crate::store::{PruneReport, PruneRequest, StoreError, storage};
+use crate::store::redb::storage;
+use crate::store::rules::index_keys;
+use crate::store::{PruneReport, PruneRequest, StoreError};
 
 impl Tables<'_> {
     pub(super) fn delete_tenant(&mut self, id: &str) -> Result<(), StoreError> {

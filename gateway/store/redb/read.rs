@@ -10,13 +10,14 @@ use std::ops::Bound;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use uuid::Uuid;
 
-use super::schema::state_key;
 use super::schema::{DELIVERIES, DELIVERY_INDEX, DUE, EVENTS};
-use super::{DeliveryPage, DeliveryQuery, DueItem, DueScan, Loaded, StoreError, storage};
+use super::storage;
 use crate::model::DeliveryState;
 use crate::model::{DeliveryRecord, EventRecord};
+use crate::store::rules::state_key;
+use crate::store::{DeliveryPage, DeliveryQuery, DueItem, DueScan, Loaded, StoreError};
 
-pub(super) fn get_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
     db: &Database,
     table: TableDefinition<u128, &[u8]>,
     id: Uuid,
@@ -30,7 +31,7 @@ pub(super) fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Every record of a table keyed by text (endpoints, endpoint health), in key order.
-pub(super) fn all_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn all_json<T: serde::de::DeserializeOwned>(
     db: &Database,
     table: TableDefinition<&str, &[u8]>,
 ) -> Result<Vec<T>, StoreError> {
@@ -47,9 +48,9 @@ pub(super) fn all_json<T: serde::de::DeserializeOwned>(
 /// The most index seeks one listing request may make. Filters whose index sets are large and
 /// interleave without intersecting cost a seek per step; past this budget the page returns what
 /// it found with a cursor to continue from, so no request runs long (about 5 ms here).
-pub(super) const SEEK_BUDGET: usize = 4096;
+pub(crate) const SEEK_BUDGET: usize = 4096;
 
-pub(super) fn list_deliveries(db: &Database, q: &DeliveryQuery) -> Result<DeliveryPage, StoreError> {
+pub(crate) fn list_deliveries(db: &Database, q: &DeliveryQuery) -> Result<DeliveryPage, StoreError> {
     let mut page = DeliveryPage::default();
     let Some((lo, hi)) = q.id_bounds() else {
         return Ok(page);
@@ -112,7 +113,7 @@ pub(super) fn list_deliveries(db: &Database, q: &DeliveryQuery) -> Result<Delive
     Ok(page)
 }
 
-pub(super) fn scan_due(
+pub(crate) fn scan_due(
     db: &Database,
     now_ms: u64,
     in_flight: &HashSet<Uuid>,
@@ -192,14 +193,14 @@ fn load(
     }
 }
 
-pub(super) fn is_due(db: &Database, endpoint: &str, at: u64, id: Uuid) -> Result<bool, StoreError> {
+pub(crate) fn is_due(db: &Database, endpoint: &str, at: u64, id: Uuid) -> Result<bool, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let due = txn.open_table(DUE).map_err(storage)?;
     Ok(due.get((endpoint, at, id.as_u128())).map_err(storage)?.is_some())
 }
 
 /// The first id under the `pending` state key (ids are UUIDv7, so the oldest), then its record.
-pub(super) fn oldest_pending_ms(db: &Database) -> Result<Option<u64>, StoreError> {
+pub(crate) fn oldest_pending_ms(db: &Database) -> Result<Option<u64>, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let index = txn.open_table(DELIVERY_INDEX).map_err(storage)?;
     let key = state_key(DeliveryState::Pending);
@@ -216,7 +217,7 @@ pub(super) fn oldest_pending_ms(db: &Database) -> Result<Option<u64>, StoreError
     Ok(Some(created))
 }
 
-pub(super) fn delivery_with_event(
+pub(crate) fn delivery_with_event(
     db: &Database,
     id: Uuid,
 ) -> Result<Option<(DeliveryRecord, EventRecord)>, StoreError> {
@@ -228,7 +229,7 @@ pub(super) fn delivery_with_event(
     Ok(Some((d, e)))
 }
 
-pub(super) fn deliveries(db: &Database, ids: &[Uuid]) -> Result<Vec<DeliveryRecord>, StoreError> {
+pub(crate) fn deliveries(db: &Database, ids: &[Uuid]) -> Result<Vec<DeliveryRecord>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(d) = get_json(db, DELIVERIES, *id)? {
@@ -238,7 +239,7 @@ pub(super) fn deliveries(db: &Database, ids: &[Uuid]) -> Result<Vec<DeliveryReco
     Ok(out)
 }
 
-pub(super) fn due_count(db: &Database) -> Result<u64, StoreError> {
+pub(crate) fn due_count(db: &Database) -> Result<u64, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let due = txn.open_table(DUE).map_err(storage)?;
     due.len().map_err(storage)
