@@ -11,16 +11,11 @@
 //! into typed values. Only `Config` leaves this module. The raw layer lives in `config/raw.rs`,
 //! the rules' tests in `config/tests.rs`.
 
-use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::Spanned;
-
 use crate::endpoint::EndpointSpec;
-use crate::json;
-use crate::model::DEFAULT_TENANT;
 use crate::retry::RetryPolicy;
 use crate::sign::Secret;
 
@@ -339,357 +334,41 @@ impl Config {
 
     fn from_raw(raw: RawConfig, ctx: &Ctx<'_>, base: &Path) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
-        let s = raw.server.unwrap_or_default();
-        let listen_text = ctx.string(s.listen, "server.listen")?;
-        let listen = listen_text.1.parse::<SocketAddr>().map_err(|_| {
-            ctx.error(
-                "server.listen",
-                listen_text.0,
-                format!("{:?} is not an address like \"127.0.0.1:8080\"", listen_text.1),
-            )
-        })?;
-        let data_dir = ctx.string(s.data_dir, "server.data_dir")?.1;
-        let data_dir = base.join(data_dir);
-        let max_body_bytes = ctx.number(s.max_body_bytes, "server.max_body_bytes", 1024, 64 << 20)?;
-        let shutdown_grace = ctx.duration(s.shutdown_grace, "server.shutdown_grace", true)?;
-        let max_connections = ctx.number(s.max_connections, "server.max_connections", 1, 1_000_000)?;
-        let header_read_timeout = ctx.bounded_duration(
-            s.header_read_timeout,
-            "server.header_read_timeout",
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        )?;
-        let request_body_timeout = ctx.bounded_duration(
-            s.request_body_timeout,
-            "server.request_body_timeout",
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        )?;
-        let keep_alive_timeout = ctx.bounded_duration(
-            s.keep_alive_timeout,
-            "server.keep_alive_timeout",
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-        )?;
-        let (url_line, url_text) = ctx.string(s.public_url, "server.public_url")?;
-        let public_url = if url_text.is_empty() {
-            None
-        } else {
-            let u = url::Url::parse(&url_text)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-                .ok_or_else(|| {
-                    ctx.error(
-                        "server.public_url",
-                        url_line,
-                        format!("{url_text:?} must be an http(s) URL like \"https://hooks.example.com\""),
-                    )
-                })?;
-            Some(u)
-        };
-        let (cache_line, cache_text) = ctx.string(s.cache_size, "server.cache_size")?;
-        let cache_size = parse_size(&cache_text).filter(|n| (1 << 20..=64 << 30).contains(n)).ok_or_else(|| {
-            ctx.error(
-                "server.cache_size",
-                cache_line,
-                format!("{cache_text:?} must be a size from 1MiB to 64GiB, e.g. \"64MiB\""),
-            )
-        })?;
-
-        let a = raw.auth.unwrap_or_default();
-        let ingest_tokens = ctx.tokens(a.ingest_tokens, "auth.ingest_tokens")?;
-        if ingest_tokens.is_empty() {
-            return Err(ctx.error("auth.ingest_tokens", None, "at least one ingest token is required".into()));
-        }
-        let admin_tokens = ctx.tokens(a.admin_tokens, "auth.admin_tokens")?;
-        if admin_tokens.is_empty() {
-            warnings.push("auth.admin_tokens is empty: the read API will refuse every request".into());
-        }
-
-        let g = raw.signing.unwrap_or_default();
-        let (line, secret) = ctx.string(g.secret, "signing.secret")?;
-        if secret.is_empty() {
-            return Err(ctx.error(
-                "signing.secret",
-                line,
-                "is required: base64 of at least 32 random bytes (e.g. `openssl rand -base64 32`)".into(),
-            ));
-        }
-        let secret = ctx.secret(line, &secret, "signing.secret")?;
-        let mut previous_secrets = Vec::new();
-        for (line, text) in ctx.strings(g.previous_secrets, "signing.previous_secrets")? {
-            previous_secrets.push(ctx.secret(line, &text, "signing.previous_secrets")?);
-        }
-        let rotation_overlap = ctx.bounded_duration(
-            g.rotation_overlap,
-            "signing.rotation_overlap",
-            Duration::from_secs(1),
-            Duration::from_secs(30 * 86_400),
-        )?;
-        let (line, main_key) = ctx.string(g.main_key, "signing.main_key")?;
-        let main_key = if main_key.trim().is_empty() {
-            warnings.push(
-                "[signing] main_key is not set: endpoint and tenant secrets created through the API are stored in clear"
-                    .into(),
-            );
-            None
-        } else {
-            Some(crate::seal::MainKey::parse(&main_key).map_err(|m| ctx.error("signing.main_key", line, m))?)
-        };
-
-        let d = raw.delivery.unwrap_or_default();
-        let timeout = ctx.duration(d.timeout, "delivery.timeout", false)?;
-        let max_retries = ctx.number(d.max_retries, "delivery.max_retries", 0, 50)? as u32;
-        let initial = ctx.duration(d.backoff_initial, "delivery.backoff_initial", false)?;
-        let max = ctx.duration(d.backoff_max, "delivery.backoff_max", false)?;
-        let multiplier = ctx.float(d.backoff_multiplier, "delivery.backoff_multiplier", 1.0, 100.0)?;
-        let jitter = ctx.float(d.jitter, "delivery.jitter", 0.0, 0.99)?;
-        let max_in_flight = ctx.number(d.max_in_flight, "delivery.max_in_flight", 1, 100_000)?;
-        let max_in_flight_per_endpoint =
-            ctx.number(d.max_in_flight_per_endpoint, "delivery.max_in_flight_per_endpoint", 1, 100_000)?;
-        let max_in_flight_per_tenant =
-            ctx.number(d.max_in_flight_per_tenant, "delivery.max_in_flight_per_tenant", 1, 100_000)?.min(max_in_flight);
-        let allow_http = ctx.boolean(d.allow_http, "delivery.allow_http")?;
-        let allow_private_networks = ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
-        let breaker_failures = ctx.number(d.breaker_failures, "delivery.breaker_failures", 1, 10_000)? as u32;
-        let breaker_cooldown = ctx.bounded_duration(
-            d.breaker_cooldown,
-            "delivery.breaker_cooldown",
-            Duration::from_millis(10),
-            Duration::from_secs(86_400),
-        )?;
-        let disable_line = d.disable_after.as_ref().and_then(|s| ctx.line(s));
-        let disable_after = ctx.duration(d.disable_after, "delivery.disable_after", true)?;
-        if disable_after > Duration::from_secs(365 * 86_400) {
-            return Err(ctx.error(
-                "delivery.disable_after",
-                disable_line,
-                format!("must be at most 365d (\"0s\" turns it off), not {disable_after:?}"),
-            ));
-        }
-        let disable_after = (!disable_after.is_zero()).then_some(disable_after);
-
-        let r = raw.retention.unwrap_or_default();
-        let retention = RetentionConfig {
-            deliveries: ctx.bounded_duration(
-                r.deliveries,
-                "retention.deliveries",
-                Duration::from_secs(1),
-                Duration::from_secs(3650 * 86_400),
-            )?,
-            idempotency: ctx.bounded_duration(
-                r.idempotency,
-                "retention.idempotency",
-                Duration::from_secs(1),
-                Duration::from_secs(365 * 86_400),
-            )?,
-        };
-
+        let server = Self::server_from_raw(raw.server.unwrap_or_default(), ctx, base)?;
+        let auth = Self::auth_from_raw(raw.auth.unwrap_or_default(), ctx, &mut warnings)?;
+        let signing = Self::signing_from_raw(raw.signing.unwrap_or_default(), ctx, &mut warnings)?;
+        let delivery = Self::delivery_from_raw(raw.delivery.unwrap_or_default(), ctx)?;
+        let retention = Self::retention_from_raw(raw.retention.unwrap_or_default(), ctx)?;
         let storage = Self::storage_from_raw(raw.storage.unwrap_or_default(), ctx)?;
-
         let plugins = Self::plugins_from_raw(raw.plugins.unwrap_or_default(), ctx, base)?;
-        let known: HashSet<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
-        let check_chain = |list: Spanned<Vec<String>>, key: &str| -> Result<Vec<String>, ConfigError> {
-            let line = ctx.line(&list);
-            let list = list.into_inner();
-            if let Some(unknown) = list.iter().find(|n| !known.contains(n.as_str())) {
-                return Err(ctx.error(
-                    key,
-                    line,
-                    format!("unknown plugin {unknown:?}: no [[plugins]] entry has this name"),
-                ));
-            }
-            Ok(list)
-        };
+        let chains = endpoints::Chains { known: plugins.iter().map(|p| p.name.clone()).collect() };
         let mut trigger_plugins = std::collections::BTreeMap::new();
         for (trigger, t) in raw.triggers.unwrap_or_default() {
             let key = format!("triggers.\"{trigger}\".plugins");
             if !valid_trigger(&trigger) {
                 return Err(ctx.error(&key, ctx.line(&t), format!("{trigger:?} is not a trigger name")));
             }
-            trigger_plugins.insert(trigger, check_chain(t.into_inner().plugins, &key)?);
+            trigger_plugins.insert(trigger, chains.check(ctx, t.into_inner().plugins, &key)?);
         }
-
-        let td = raw.tenants_defaults.unwrap_or_default();
-        let tenant_defaults = TenantLimits {
-            max_endpoints: ctx.number(td.max_endpoints, "tenants_defaults.max_endpoints", 1, 100_000)?,
-            max_events_per_second: match ctx.number(
-                td.max_events_per_second,
-                "tenants_defaults.max_events_per_second",
-                0,
-                1_000_000,
-            )? {
-                0 => None,
-                n => Some(n as u32),
-            },
-        };
+        let tenant_defaults = Self::tenant_defaults_from_raw(raw.tenants_defaults.unwrap_or_default(), ctx)?;
         let tenants = Self::tenants_from_raw(raw.tenants.unwrap_or_default(), ctx, tenant_defaults)?;
-
-        let mut endpoints = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, e) in raw.endpoints.unwrap_or_default().into_iter().enumerate() {
-            let key = |field: &str| format!("endpoints[{i}].{field}");
-            let (id_line, url_line, triggers_line) = (ctx.line(&e.id), ctx.line(&e.url), ctx.line(&e.triggers));
-            let match_line = e.matches.as_ref().and_then(|m| ctx.line(m));
-            let secret_line = e.secret.as_ref().and_then(|s| ctx.line(s));
-            let id = e.id.into_inner();
-            let tenant = match e.tenant {
-                None => DEFAULT_TENANT.to_owned(),
-                Some(t) => {
-                    let line = ctx.line(&t);
-                    let t = t.into_inner();
-                    if t != DEFAULT_TENANT && !tenants.iter().any(|x| x.id == t) {
-                        return Err(ctx.error(
-                            &key("tenant"),
-                            line,
-                            format!("{t:?} is not a tenant: declare it in [[tenants]]"),
-                        ));
-                    }
-                    t
-                }
-            };
-            let url = ctx.string(Some(e.url), &key("url"))?.1;
-            let secret = match e.secret {
-                Some(s) => Some(ctx.string(Some(s), &key("secret"))?.1),
-                None => None,
-            };
-            let matches = match e.matches {
-                None => None,
-                Some(m) => {
-                    let mut out = Vec::new();
-                    for (field, value) in m.into_inner() {
-                        let field_key = key(&format!("match.{field}"));
-                        // Only the syntax is translated here; `endpoint::validate` decides.
-                        let value = match value {
-                            toml::Value::String(s) => json::Value::String(ctx.expand(&s, &field_key, match_line)?),
-                            toml::Value::Integer(n) => json::Value::Number(json::Number::Int(n.to_string())),
-                            toml::Value::Float(f) => json::Value::Number(json::Number::Float(f)),
-                            toml::Value::Boolean(b) => json::Value::Bool(b),
-                            toml::Value::Array(_) => json::Value::Array(Vec::new()),
-                            toml::Value::Table(_) => json::Value::Object(json::Object::new()),
-                            toml::Value::Datetime(_) => {
-                                return Err(ctx.error(
-                                    &field_key,
-                                    match_line,
-                                    "must be a string, integer or boolean, not a datetime".into(),
-                                ));
-                            }
-                        };
-                        out.push((field, value));
-                    }
-                    Some(out)
-                }
-            };
-            let lines_of = |v: &Option<Spanned<String>>| v.as_ref().and_then(|s| ctx.line(s));
-            let (rate_line, ordering_line, key_line) =
-                (lines_of(&e.rate_limit), lines_of(&e.ordering), lines_of(&e.ordering_key));
-            let opt = |v: Option<Spanned<String>>| v.map(Spanned::into_inner);
-            let spec = EndpointSpec {
-                id,
-                url,
-                triggers: e.triggers.into_inner(),
-                matches,
-                secret,
-                rate_limit: opt(e.rate_limit),
-                ordering: opt(e.ordering),
-                ordering_key: opt(e.ordering_key),
-            };
-            let valid = crate::endpoint::validate(spec, allow_http).map_err(|err| {
-                let line = match err.field.split('.').next().unwrap_or("") {
-                    "id" => id_line,
-                    "url" => url_line,
-                    "triggers" => triggers_line,
-                    "match" => match_line,
-                    "secret" => secret_line,
-                    "rate_limit" => rate_line,
-                    "ordering" => ordering_line,
-                    "ordering_key" => key_line.or(ordering_line),
-                    _ => None,
-                };
-                ctx.error(&key(&err.field), line, err.message)
-            })?;
-            // Ids are unique within a tenant; inside the gateway a tenant's endpoint is known as
-            // `tenant/id` (see `endpoint::internal_id`).
-            let internal = crate::endpoint::internal_id(&tenant, &valid.id);
-            if !seen.insert(internal.clone()) {
-                return Err(ctx.error(
-                    &key("id"),
-                    id_line,
-                    format!("duplicate endpoint id {:?} in tenant {tenant:?}", valid.id),
-                ));
-            }
-            if !allow_private_networks && let Some(reason) = literal_private_host(&valid.url) {
-                warnings.push(format!(
-                        "endpoint {:?}: {} is {reason}; deliveries to it will be refused unless delivery.allow_private_networks = true",
-                        valid.id, valid.url
-                    ));
-            }
-            let plugins = match e.plugins {
-                Some(list) => check_chain(list, &key("plugins"))?,
-                None => Vec::new(),
-            };
-            endpoints.push(Endpoint {
-                id: internal,
-                tenant,
-                url: valid.url,
-                triggers: valid.triggers,
-                matches: valid.matches,
-                secret: valid.secret,
-                plugins,
-                origin: Origin::Config,
-                rate_limit: valid.rate_limit,
-                fifo: valid.fifo,
-            });
-        }
+        let endpoints = endpoints::endpoints_from_raw(
+            raw.endpoints.unwrap_or_default(),
+            ctx,
+            &tenants,
+            &delivery,
+            &chains,
+            &mut warnings,
+        )?;
         if endpoints.is_empty() {
             warnings.push("no [[endpoints]]: events will be stored but delivered nowhere".into());
         }
-        let ops = raw.operations.unwrap_or_default();
-        let operations_endpoint = match ops.endpoint {
-            None => None,
-            Some(v) => {
-                let (line, id) = ctx.string(Some(v), "operations.endpoint")?;
-                if id.is_empty() {
-                    None
-                } else if endpoints.iter().any(|e| e.id == id) {
-                    Some(id)
-                } else {
-                    return Err(ctx.error(
-                        "operations.endpoint",
-                        line,
-                        format!("{id:?} is not the id of an [[endpoints]] entry in this file"),
-                    ));
-                }
-            }
-        };
-
+        let operations_endpoint = Self::operations_from_raw(raw.operations.unwrap_or_default(), ctx, &endpoints)?;
         Ok(Config {
-            server: ServerConfig {
-                public_url,
-                listen,
-                data_dir,
-                max_body_bytes,
-                shutdown_grace,
-                cache_size,
-                max_connections,
-                header_read_timeout,
-                request_body_timeout,
-                keep_alive_timeout,
-            },
-            auth: AuthConfig { ingest_tokens, admin_tokens },
-            signing: SigningConfig { secret, previous_secrets, rotation_overlap, main_key },
-            delivery: DeliveryConfig {
-                timeout,
-                retry: RetryPolicy { max_retries, initial, multiplier, max, jitter },
-                max_in_flight,
-                max_in_flight_per_endpoint,
-                max_in_flight_per_tenant,
-                allow_http,
-                allow_private_networks,
-                breaker_failures,
-                breaker_cooldown,
-                disable_after,
-            },
+            server,
+            auth,
+            signing,
+            delivery,
             retention,
             storage,
             operations_endpoint,
@@ -740,18 +419,10 @@ impl Config {
     }
 }
 
-/// Why a URL's literal host is not a public address, if it is one we would refuse.
-fn literal_private_host(url: &url::Url) -> Option<&'static str> {
-    match url.host()? {
-        url::Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => Some("localhost"),
-        url::Host::Domain(_) => None,
-        url::Host::Ipv4(ip) => crate::deliver::guard::forbidden_reason(IpAddr::V4(ip)),
-        url::Host::Ipv6(ip) => crate::deliver::guard::forbidden_reason(IpAddr::V6(ip)),
-    }
-}
-
+mod endpoints;
 mod parts;
 mod raw;
+mod sections;
 #[cfg(test)]
 mod tests;
 
