@@ -8,7 +8,6 @@
 //! plugins.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -70,8 +69,8 @@ impl Ingest {
         self.metrics.ingest_commit.observe(commit_started.elapsed());
         if let IngestOutcome::Created { event_id, deliveries } = &outcome {
             self.wake.notify_one();
-            self.metrics.events_ingested.fetch_add(1, Relaxed);
-            self.metrics.deliveries_created.fetch_add(*deliveries as u64, Relaxed);
+            self.metrics.events_ingested.inc();
+            self.metrics.deliveries_created.inc_by(*deliveries as u64);
             tracing::debug!(%event_id, trigger = %event.trigger, deliveries, "event accepted");
         }
         Ok(outcome)

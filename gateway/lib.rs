@@ -108,105 +108,17 @@ pub async fn run_with(
     }
     let plugins = load_plugins(&config).await?;
     let live = Arc::new(live::Live::new(live::Generation::new(1, config.clone(), plugins)?));
-    let (store, writer) = store::Store::open_configured(store::OpenOptions {
-        storage: &config.storage,
-        data_dir: &config.server.data_dir,
-        cache_bytes: config.server.cache_size,
-        faults: hooks.faults,
-        migrate: hooks.migrate,
-    })
-    .await?;
-    // Secrets stored through the API are sealed under `[signing] main_key` from here on, and
-    // those still in clear are sealed now.
-    store.set_main_key(config.signing.main_key.clone());
-    let sealed = store.seal_stored(None).await?;
-    if sealed > 0 {
-        tracing::info!(records = sealed, "sealed stored secrets under [signing] main_key");
-    }
-    let wake = hooks.wake.clone();
+    let (store, writer) = open_store(&config, &hooks).await?;
     let stop = CancellationToken::new();
     // On a shared database, other nodes announce new due work and changed settings; this node
     // listens for both.
     let settings_changed = Arc::new(Notify::new());
     let listener_task =
-        store.postgres().map(|pg| pg.spawn_listener(wake.clone(), settings_changed.clone(), stop.clone()));
-    let registry = Arc::new(registry::Registry::new(&config.endpoints, store.endpoints().await?));
-    store.set_idempotency_ttl(config.retention.idempotency);
-    let metrics = Arc::new(metrics::Metrics::default());
-    let health =
-        Arc::new(health::HealthBook::new(health::Policy::from_config(&config.delivery), store.health_records().await?));
-    let operations = Arc::new(operations::Operations::new(config.operations_endpoint.clone()));
-    let tenants = Arc::new(tenants::Tenants::new(&config, store.tenants().await?, store.tokens().await?));
-    let reloader = Arc::new(live::Reloader {
-        path: config.source.clone(),
-        live: live.clone(),
-        registry: registry.clone(),
-        health: health.clone(),
-        tenants: tenants.clone(),
-        operations: operations.clone(),
-        store: store.clone(),
-        clock: hooks.clock.clone(),
-        lock: tokio::sync::Mutex::new(()),
-    });
-    let dispatcher = dispatch::Dispatcher::new(dispatch::Parts {
-        live: live.clone(),
-        store: store.clone(),
-        endpoints: registry.clone(),
-        metrics: metrics.clone(),
-        wake: wake.clone(),
-        clock: hooks.clock.clone(),
-        health: health.clone(),
-        operations: operations.clone(),
-        tenants: tenants.clone(),
-    })?;
-
-    let scheduler = {
-        let (d, stop) = (dispatcher.clone(), stop.clone());
-        tokio::spawn(async move { d.run(stop).await })
-    };
-    let pruner = tokio::spawn(retention::run(
-        store.clone(),
-        config.retention.clone(),
-        hooks.clock.clone(),
-        metrics.clone(),
-        stop.clone(),
-    ));
-    let refresher = store.postgres().is_some().then(|| {
-        tokio::spawn(refresh_settings(
-            settings_changed,
-            store.clone(),
-            live.clone(),
-            registry.clone(),
-            tenants.clone(),
-            stop.clone(),
-        ))
-    });
-    let endpoint_count = registry.snapshot().len();
-    let reloads = tokio::spawn(live::watch_for_reloads(reloader.clone(), hooks.watch, stop.clone()));
-    let ingest = Arc::new(ingest::Ingest {
-        store: store.clone(),
-        registry: registry.clone(),
-        health: health.clone(),
-        metrics: metrics.clone(),
-        wake: wake.clone(),
-        clock: hooks.clock.clone(),
-    });
-    let state = api::AppState {
-        live,
-        reloader,
-        store: store.clone(),
-        wake,
-        endpoints: registry,
-        dispatcher,
-        metrics,
-        clock: hooks.clock,
-        connections: Arc::default(),
-        health,
-        operations,
-        tenants,
-        ingest,
-    };
+        store.postgres().map(|pg| pg.spawn_listener(hooks.wake.clone(), settings_changed.clone(), stop.clone()));
+    let state = services(&config, live, store.clone(), &hooks).await?;
+    let background = Background::spawn(&state, &config, &hooks, settings_changed, &stop);
     let connections = state.connections.clone();
+    let endpoint_count = state.endpoints.snapshot().len();
     let app = http::router(state);
     tracing::info!(listen = %listener.local_addr()?, endpoints = endpoint_count, "hookgate is serving");
     let stop_server = stop.clone();
@@ -224,10 +136,8 @@ pub async fn run_with(
     })
     .await;
     stop.cancel();
-    let dispatched = scheduler.await;
-    let _ = pruner.await;
-    let _ = reloads.await;
-    for t in [listener_task, refresher].into_iter().flatten() {
+    let dispatched = background.join().await;
+    if let Some(t) = listener_task {
         let _ = t.await;
     }
     drop(store);
@@ -236,9 +146,142 @@ pub async fn run_with(
         tracing::error!("the store writer did not finish in time");
     }
     served?;
-    dispatched??;
+    dispatched?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the configured store. Secrets stored through the API are sealed under
+/// `[signing] main_key` from here on, and those still in clear are sealed now.
+async fn open_store(config: &Config, hooks: &Hooks) -> anyhow::Result<(store::Store, store::WriterThread)> {
+    let (store, writer) = store::Store::open_configured(store::OpenOptions {
+        storage: &config.storage,
+        data_dir: &config.server.data_dir,
+        cache_bytes: config.server.cache_size,
+        faults: hooks.faults.clone(),
+        migrate: hooks.migrate,
+    })
+    .await?;
+    store.set_main_key(config.signing.main_key.clone());
+    let sealed = store.seal_stored(None).await?;
+    if sealed > 0 {
+        tracing::info!(records = sealed, "sealed stored secrets under [signing] main_key");
+    }
+    Ok((store, writer))
+}
+
+/// Every service of the gateway, built from the config and what the store holds, as the
+/// handlers see them.
+async fn services(
+    config: &Config,
+    live: Arc<live::Live>,
+    store: store::Store,
+    hooks: &Hooks,
+) -> anyhow::Result<api::AppState> {
+    let registry = Arc::new(registry::Registry::new(&config.endpoints, store.endpoints().await?));
+    store.set_idempotency_ttl(config.retention.idempotency);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let health =
+        Arc::new(health::HealthBook::new(health::Policy::from_config(&config.delivery), store.health_records().await?));
+    let operations = Arc::new(operations::Operations::new(config.operations_endpoint.clone()));
+    let tenants = Arc::new(tenants::Tenants::new(config, store.tenants().await?, store.tokens().await?));
+    let reloader = Arc::new(live::Reloader {
+        path: config.source.clone(),
+        live: live.clone(),
+        registry: registry.clone(),
+        health: health.clone(),
+        tenants: tenants.clone(),
+        operations: operations.clone(),
+        store: store.clone(),
+        clock: hooks.clock.clone(),
+        lock: tokio::sync::Mutex::new(()),
+    });
+    let dispatcher = dispatch::Dispatcher::new(dispatch::Parts {
+        live: live.clone(),
+        store: store.clone(),
+        endpoints: registry.clone(),
+        metrics: metrics.clone(),
+        wake: hooks.wake.clone(),
+        clock: hooks.clock.clone(),
+        health: health.clone(),
+        operations: operations.clone(),
+        tenants: tenants.clone(),
+    })?;
+    let ingest = Arc::new(ingest::Ingest {
+        store: store.clone(),
+        registry: registry.clone(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+        wake: hooks.wake.clone(),
+        clock: hooks.clock.clone(),
+    });
+    Ok(api::AppState {
+        live,
+        reloader,
+        store,
+        wake: hooks.wake.clone(),
+        endpoints: registry,
+        dispatcher,
+        metrics,
+        clock: hooks.clock.clone(),
+        connections: Arc::default(),
+        health,
+        operations,
+        tenants,
+        ingest,
+    })
+}
+
+/// The tasks that run beside the HTTP server until `stop`: the scheduler, retention, config
+/// reloads and (on PostgreSQL) the refresh of settings other nodes changed.
+struct Background {
+    scheduler: tokio::task::JoinHandle<anyhow::Result<()>>,
+    others: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn(
+        st: &api::AppState,
+        config: &Config,
+        hooks: &Hooks,
+        settings_changed: Arc<Notify>,
+        stop: &CancellationToken,
+    ) -> Background {
+        let scheduler = {
+            let (d, stop) = (st.dispatcher.clone(), stop.clone());
+            tokio::spawn(async move { d.run(stop).await })
+        };
+        let mut others = vec![
+            tokio::spawn(retention::run(
+                st.store.clone(),
+                config.retention.clone(),
+                hooks.clock.clone(),
+                st.metrics.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(live::watch_for_reloads(st.reloader.clone(), hooks.watch, stop.clone())),
+        ];
+        if st.store.postgres().is_some() {
+            others.push(tokio::spawn(refresh_settings(
+                settings_changed,
+                st.store.clone(),
+                st.live.clone(),
+                st.endpoints.clone(),
+                st.tenants.clone(),
+                stop.clone(),
+            )));
+        }
+        Background { scheduler, others }
+    }
+
+    /// Waits for every task (after `stop`); the scheduler's own error, if it failed.
+    async fn join(self) -> anyhow::Result<()> {
+        let dispatched = self.scheduler.await;
+        for t in self.others {
+            let _ = t.await;
+        }
+        dispatched?
+    }
 }
 
 /// Several nodes on one database: when another node announces changed endpoints, tenants or

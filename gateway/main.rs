@@ -110,138 +110,157 @@ fn main() -> ExitCode {
     };
     let env = |name: &str| std::env::var(name).ok();
     match cli.command {
-        Command::Listen { port, secret } => {
-            let secret = match hookgate::sign::Secret::parse_any_length(&secret) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: --secret {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(hookgate::listen::run(port, secret)));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Listen { port, secret } => listen_command(port, &secret),
         Command::Plugin { action } => plugin_command(action, &env),
         Command::RotateMainKey { config } => rotate_main_key(&config, &env),
-        Command::Check { config } => match Config::load(&config, &env) {
-            Ok(c) => {
-                // Plugins are compiled and matched against the WIT world too, so a missing or
-                // incompatible component fails here, naming the plugin.
-                if !c.plugins.is_empty()
-                    && let Err(e) = hookgate::plugin::PluginHost::load(&c.plugins, &c.server.data_dir)
-                {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-                print_summary(&c);
-                // A PostgreSQL backend is reached too: a wrong URL, an unreachable server or a
-                // schema this binary cannot read fail `check`, not the first `serve`.
-                if let hookgate::config::StorageConfig::Postgres(pc) = &c.storage {
-                    let status = tokio::runtime::Runtime::new()
-                        .map_err(|e| hookgate::store::StoreError::Storage(e.to_string()))
-                        .and_then(|rt| rt.block_on(hookgate::store::pg::check(pc)));
-                    match status {
-                        Ok(s) if s.version > hookgate::store::pg::SCHEMA_VERSION => {
-                            eprintln!(
-                                "error: the database has Hookgate schema version {}; this hookgate understands up to {}",
-                                s.version,
+        Command::Check { config } => check_command(&config, &env),
+        Command::Migrate { config } => migrate_command(&config, &env),
+        Command::Serve { config, watch, no_migrate } => serve_command(&config, watch, no_migrate, &env),
+    }
+}
+
+/// `hookgate listen`.
+fn listen_command(port: u16, secret: &str) -> ExitCode {
+    let secret = match hookgate::sign::Secret::parse_any_length(secret) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --secret {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(hookgate::listen::run(port, secret)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hookgate check`: the config, its plugins and (on PostgreSQL) the database's schema.
+fn check_command(config: &std::path::Path, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    match Config::load(config, env) {
+        Ok(c) => {
+            // Plugins are compiled and matched against the WIT world too, so a missing or
+            // incompatible component fails here, naming the plugin.
+            if !c.plugins.is_empty()
+                && let Err(e) = hookgate::plugin::PluginHost::load(&c.plugins, &c.server.data_dir)
+            {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            print_summary(&c);
+            // A PostgreSQL backend is reached too: a wrong URL, an unreachable server or a
+            // schema this binary cannot read fail `check`, not the first `serve`.
+            if let hookgate::config::StorageConfig::Postgres(pc) = &c.storage {
+                let status = tokio::runtime::Runtime::new()
+                    .map_err(|e| hookgate::store::StoreError::Storage(e.to_string()))
+                    .and_then(|rt| rt.block_on(hookgate::store::pg::check(pc)));
+                match status {
+                    Ok(s) if s.version > hookgate::store::pg::SCHEMA_VERSION => {
+                        eprintln!(
+                            "error: the database has Hookgate schema version {}; this hookgate understands up to {}",
+                            s.version,
+                            hookgate::store::pg::SCHEMA_VERSION
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    Ok(s) => {
+                        let note = if s.version == hookgate::store::pg::SCHEMA_VERSION {
+                            "up to date".to_owned()
+                        } else {
+                            format!(
+                                "needs `hookgate migrate` to reach {} (serve applies it at start)",
                                 hookgate::store::pg::SCHEMA_VERSION
-                            );
-                            return ExitCode::FAILURE;
-                        }
-                        Ok(s) => {
-                            let note = if s.version == hookgate::store::pg::SCHEMA_VERSION {
-                                "up to date".to_owned()
-                            } else {
-                                format!(
-                                    "needs `hookgate migrate` to reach {} (serve applies it at start)",
-                                    hookgate::store::pg::SCHEMA_VERSION
-                                )
-                            };
-                            println!(
-                                "  storage:  postgres (server {}), schema version {} ({note})",
-                                s.server_version, s.version
-                            );
-                        }
-                        Err(e) => {
-                            eprintln!("error: storage.postgres_url: {e}");
-                            return ExitCode::FAILURE;
-                        }
+                            )
+                        };
+                        println!(
+                            "  storage:  postgres (server {}), schema version {} ({note})",
+                            s.server_version, s.version
+                        );
+                    }
+                    Err(e) => {
+                        eprintln!("error: storage.postgres_url: {e}");
+                        return ExitCode::FAILURE;
                     }
                 }
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Migrate { config } => {
-            let c = match Config::load(&config, &env) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let hookgate::config::StorageConfig::Postgres(pc) = &c.storage else {
-                eprintln!("error: {}: [storage] backend is \"redb\"; it needs no migrations", config.display());
-                return ExitCode::FAILURE;
-            };
-            let applied = tokio::runtime::Runtime::new()
-                .map_err(|e| hookgate::store::StoreError::Storage(e.to_string()))
-                .and_then(|rt| rt.block_on(hookgate::store::pg::migrate(pc)));
-            match applied {
-                Ok(v) if v.is_empty() => {
-                    println!("schema version {}: up to date", hookgate::store::pg::SCHEMA_VERSION);
-                    ExitCode::SUCCESS
-                }
-                Ok(v) => {
-                    let list: Vec<String> = v.iter().map(i32::to_string).collect();
-                    println!(
-                        "applied migration(s) {}; schema version {}",
-                        list.join(", "),
-                        hookgate::store::pg::SCHEMA_VERSION
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            ExitCode::SUCCESS
         }
-        Command::Serve { config, watch, no_migrate } => {
-            init_tracing();
-            let config = match Config::load(&config, &env) {
-                Ok(c) => Arc::new(c),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config, watch, !no_migrate)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hookgate migrate`.
+fn migrate_command(config: &std::path::Path, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    let c = match Config::load(config, env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hookgate::config::StorageConfig::Postgres(pc) = &c.storage else {
+        eprintln!("error: {}: [storage] backend is \"redb\"; it needs no migrations", config.display());
+        return ExitCode::FAILURE;
+    };
+    let applied = tokio::runtime::Runtime::new()
+        .map_err(|e| hookgate::store::StoreError::Storage(e.to_string()))
+        .and_then(|rt| rt.block_on(hookgate::store::pg::migrate(pc)));
+    match applied {
+        Ok(v) if v.is_empty() => {
+            println!("schema version {}: up to date", hookgate::store::pg::SCHEMA_VERSION);
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            let list: Vec<String> = v.iter().map(i32::to_string).collect();
+            println!(
+                "applied migration(s) {}; schema version {}",
+                list.join(", "),
+                hookgate::store::pg::SCHEMA_VERSION
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hookgate serve`.
+fn serve_command(
+    config: &std::path::Path,
+    watch: bool,
+    no_migrate: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> ExitCode {
+    init_tracing();
+    let config = match Config::load(config, env) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, watch, !no_migrate)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,16 +1,26 @@
-//! Metrics: counters and histograms kept in atomics, rendered in Prometheus text format.
+//! Metrics: what the gateway counts, kept in `prometheus-client`'s metric types and rendered
+//! in the Prometheus text format (0.0.4) at scrape time.
 //!
 //! Owns: metric names, labels and bucket bounds.
 //! Must not touch: I/O. Stages record into a shared [`Metrics`]; `api` renders it at scrape
 //! time together with gauges read then (pending deliveries, store commits, plugin calls).
+//!
+//! Recording is an atomic add (counters) or a short uncontended lock (histograms, label
+//! families); a scrape registers the long-lived metrics and that moment's gauges in a fresh
+//! registry and encodes it, so nothing of the exposition format is written by hand.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
 use crate::model::{DeliveryState, ErrorKind};
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The last reload's outcome, for `/metrics` and `/healthz` (kept by `live`).
 #[derive(Debug, Clone, Default)]
@@ -27,60 +37,37 @@ const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 /// End-to-end delivery latency spans retries, so its buckets reach hours.
 const E2E_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0];
 
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+/// A latency histogram, observed in `Duration`s and exposed in seconds.
+#[derive(Debug, Clone)]
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(bounds.iter().copied()))
     }
 
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Relaxed);
-        }
-        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
+        self.0.observe(d.as_secs_f64());
     }
 }
 
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+
 /// Everything the gateway counts.
+#[derive(Debug)]
 pub struct Metrics {
-    pub events_ingested: AtomicU64,
-    pub deliveries_created: AtomicU64,
+    pub events_ingested: Counter,
+    pub deliveries_created: Counter,
     /// Passes through the attempt pipeline whose durable record could not be written; each
     /// put its delivery into a cooldown.
-    pub record_failures: AtomicU64,
+    pub record_failures: Counter,
     /// Rows removed by retention.
-    pub pruned_deliveries: AtomicU64,
-    pub pruned_events: AtomicU64,
+    pub pruned_deliveries: Counter,
+    pub pruned_events: Counter,
     /// Final outcomes by state name.
-    outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    outcomes: Family<Labels<1>, Counter>,
     /// Attempts by (status class, error kind).
-    attempts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    attempts: Family<Labels<2>, Counter>,
     pub ingest_commit: Histogram,
     pub attempt_duration: Histogram,
     pub delivery_latency: Histogram,
@@ -89,13 +76,13 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            events_ingested: AtomicU64::new(0),
-            deliveries_created: AtomicU64::new(0),
-            record_failures: AtomicU64::new(0),
-            pruned_deliveries: AtomicU64::new(0),
-            pruned_events: AtomicU64::new(0),
-            outcomes: Mutex::default(),
-            attempts: Mutex::default(),
+            events_ingested: Counter::default(),
+            deliveries_created: Counter::default(),
+            record_failures: Counter::default(),
+            pruned_deliveries: Counter::default(),
+            pruned_events: Counter::default(),
+            outcomes: Family::default(),
+            attempts: Family::default(),
             ingest_commit: Histogram::new(BUCKETS),
             attempt_duration: Histogram::new(BUCKETS),
             delivery_latency: Histogram::new(E2E_BUCKETS),
@@ -125,7 +112,7 @@ pub struct Gauges {
 
 impl Metrics {
     pub fn outcome(&self, state: DeliveryState) {
-        *self.outcomes.lock().expect("metrics lock").entry(state.as_str()).or_default() += 1;
+        self.outcomes.get_or_create(&[("outcome", state.as_str())]).inc();
     }
 
     pub fn attempt(&self, status: Option<u16>, error: Option<ErrorKind>, duration: Duration) {
@@ -138,150 +125,198 @@ impl Metrics {
             None => "none",
         };
         let kind = error.map_or("none", ErrorKind::as_str);
-        *self.attempts.lock().expect("metrics lock").entry((class, kind)).or_default() += 1;
+        self.attempts.get_or_create(&[("status_class", class), ("error", kind)]).inc();
         self.attempt_duration.observe(duration);
     }
 
+    /// The Prometheus text exposition of every metric, with `g` read at this scrape.
     pub fn render(&self, g: &Gauges) -> String {
+        let mut r = Registry::default();
+        self.register(&mut r);
+        g.register(&mut r);
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            &mut out,
-            "hookgate_events_ingested_total",
-            "Events accepted (202) by ingest.",
-            self.events_ingested.load(Relaxed),
+        // Writing to a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &r);
+        out
+    }
+
+    /// The long-lived metrics (clones share their values).
+    fn register(&self, r: &mut Registry) {
+        r.register("hookgate_events_ingested", "Events accepted (202) by ingest.", self.events_ingested.clone());
+        r.register("hookgate_deliveries_created", "Deliveries created by fan-out.", self.deliveries_created.clone());
+        r.register("hookgate_deliveries", "Deliveries that reached a final state, by outcome.", self.outcomes.clone());
+        r.register(
+            "hookgate_attempts",
+            "Delivery attempts by response status class and error kind.",
+            self.attempts.clone(),
         );
-        counter(
-            &mut out,
-            "hookgate_deliveries_created_total",
-            "Deliveries created by fan-out.",
-            self.deliveries_created.load(Relaxed),
+        r.register(
+            "hookgate_attempt_record_failures",
+            "Attempt outcomes whose durable record failed; the delivery cools down and is tried again.",
+            self.record_failures.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_deliveries_total Deliveries that reached a final state, by outcome.\n# TYPE hookgate_deliveries_total counter"
+        r.register(
+            "hookgate_pruned_deliveries",
+            "Final deliveries removed by retention.",
+            self.pruned_deliveries.clone(),
         );
-        for (state, n) in self.outcomes.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "hookgate_deliveries_total{{outcome=\"{state}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_attempts_total Delivery attempts by response status class and error kind.\n# TYPE hookgate_attempts_total counter"
+        r.register(
+            "hookgate_pruned_events",
+            "Events removed by retention (with their last delivery).",
+            self.pruned_events.clone(),
         );
-        for ((class, kind), n) in self.attempts.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "hookgate_attempts_total{{status_class=\"{class}\",error=\"{kind}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_config_generation The running configuration's generation (1 at start, +1 per applied reload).\n# TYPE hookgate_config_generation gauge\nhookgate_config_generation {}",
-            g.config_generation
+        r.register(
+            "hookgate_ingest_commit_seconds",
+            "Time from an accepted request to its durable commit.",
+            self.ingest_commit.0.clone(),
         );
-        if let Some(at) = g.last_reload.at_ms {
-            let _ = writeln!(
-                out,
-                "# HELP hookgate_config_last_reload_timestamp_seconds When the last reload was attempted.\n# TYPE hookgate_config_last_reload_timestamp_seconds gauge\nhookgate_config_last_reload_timestamp_seconds {}",
-                at / 1000
+        r.register(
+            "hookgate_attempt_duration_seconds",
+            "Duration of one delivery attempt.",
+            self.attempt_duration.0.clone(),
+        );
+        r.register(
+            "hookgate_delivery_latency_seconds",
+            "Time from event receipt to successful delivery.",
+            self.delivery_latency.0.clone(),
+        );
+    }
+}
+
+/// A counter whose total is kept elsewhere (the store's writer, the plugin host) and read at
+/// scrape time.
+fn total(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
+fn gauge(v: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    g
+}
+
+impl Gauges {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "hookgate_config_generation",
+            "The running configuration's generation (1 at start, +1 per applied reload).",
+            gauge(self.config_generation),
+        );
+        // Only once a reload was tried: before that there is no outcome to report.
+        if let Some(at) = self.last_reload.at_ms {
+            r.register(
+                "hookgate_config_last_reload_timestamp_seconds",
+                "When the last reload was attempted.",
+                gauge(at / 1000),
             );
-            let _ = writeln!(
-                out,
-                "# HELP hookgate_config_last_reload_success 1 if the last reload applied, 0 if it was refused.\n# TYPE hookgate_config_last_reload_success gauge\nhookgate_config_last_reload_success {}",
-                u8::from(g.last_reload.error.is_none())
+            r.register(
+                "hookgate_config_last_reload_success",
+                "1 if the last reload applied, 0 if it was refused.",
+                gauge(u64::from(self.last_reload.error.is_none())),
             );
         }
-        type Family = (&'static str, &'static str, fn(&crate::plugin::PluginStats) -> u64);
-        let families: [Family; 4] = [
-            ("hookgate_plugin_calls_total", "Plugin calls, by plugin.", |p| p.calls),
+        type PerPlugin = fn(&crate::plugin::PluginStats) -> u64;
+        let families: [(&str, &str, PerPlugin); 4] = [
+            ("hookgate_plugin_calls", "Plugin calls, by plugin.", |p| p.calls),
             (
-                "hookgate_plugin_failures_total",
+                "hookgate_plugin_failures",
                 "Plugin calls that failed (trap, deadline, memory, error, invalid output).",
                 |p| p.failures,
             ),
-            ("hookgate_plugin_timeouts_total", "Plugin calls stopped at their deadline.", |p| p.timeouts),
+            ("hookgate_plugin_timeouts", "Plugin calls stopped at their deadline.", |p| p.timeouts),
             (
-                "hookgate_plugin_log_lines_dropped_total",
+                "hookgate_plugin_log_lines_dropped",
                 "host.log lines dropped because a call went over its log budget.",
                 |p| p.log_dropped,
             ),
         ];
         for (name, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for p in &g.plugins {
-                let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", p.plugin, value(p));
+            let family = Family::<[(&'static str, String); 1], Counter>::default();
+            for p in &self.plugins {
+                family.get_or_create(&[("plugin", p.plugin.clone())]).inc_by(value(p));
             }
+            r.register(name, help, family);
         }
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_pending_deliveries Deliveries waiting for an attempt.\n# TYPE hookgate_pending_deliveries gauge\nhookgate_pending_deliveries {}",
-            g.pending
-        );
-        counter(&mut out, "hookgate_store_commits_total", "Durable (fsync'd) store commits.", g.store_commits);
-        counter(
-            &mut out,
-            "hookgate_store_operations_total",
+        r.register("hookgate_pending_deliveries", "Deliveries waiting for an attempt.", gauge(self.pending));
+        r.register("hookgate_store_commits", "Durable (fsync'd) store commits.", total(self.store_commits));
+        r.register(
+            "hookgate_store_operations",
             "Write operations carried by those commits.",
-            g.store_operations,
+            total(self.store_operations),
         );
-        counter(
-            &mut out,
-            "hookgate_store_failed_commits_total",
+        r.register(
+            "hookgate_store_failed_commits",
             "Store commits that failed; every write in them was refused.",
-            g.store_failed_commits,
+            total(self.store_failed_commits),
         );
-        counter(
-            &mut out,
-            "hookgate_attempt_record_failures_total",
-            "Attempt outcomes whose durable record failed; the delivery cools down and is tried again.",
-            self.record_failures.load(Relaxed),
+        r.register(
+            "hookgate_deliveries_cooling_down",
+            "Deliveries held back after a failed record write.",
+            gauge(self.cooling_down),
         );
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_deliveries_cooling_down Deliveries held back after a failed record write.\n# TYPE hookgate_deliveries_cooling_down gauge\nhookgate_deliveries_cooling_down {}",
-            g.cooling_down
+        r.register("hookgate_db_file_bytes", "Size of the database file.", gauge(self.db_file_bytes));
+        r.register(
+            "hookgate_endpoints_circuit_open",
+            "Endpoints whose circuit is open or half-open.",
+            gauge(self.circuits_open),
         );
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_db_file_bytes Size of the database file.\n# TYPE hookgate_db_file_bytes gauge\nhookgate_db_file_bytes {}",
-            g.db_file_bytes
-        );
-        counter(
-            &mut out,
-            "hookgate_pruned_deliveries_total",
-            "Final deliveries removed by retention.",
-            self.pruned_deliveries.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "hookgate_pruned_events_total",
-            "Events removed by retention (with their last delivery).",
-            self.pruned_events.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_endpoints_circuit_open Endpoints whose circuit is open or half-open.\n# TYPE hookgate_endpoints_circuit_open gauge\nhookgate_endpoints_circuit_open {}",
-            g.circuits_open
-        );
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_endpoints_disabled Disabled endpoints.\n# TYPE hookgate_endpoints_disabled gauge\nhookgate_endpoints_disabled {}",
-            g.endpoints_disabled
-        );
-        self.ingest_commit.render(
-            &mut out,
-            "hookgate_ingest_commit_seconds",
-            "Time from an accepted request to its durable commit.",
-        );
-        self.attempt_duration.render(
-            &mut out,
-            "hookgate_attempt_duration_seconds",
-            "Duration of one delivery attempt.",
-        );
-        self.delivery_latency.render(
-            &mut out,
-            "hookgate_delivery_latency_seconds",
-            "Time from event receipt to successful delivery.",
-        );
-        out
+        r.register("hookgate_endpoints_disabled", "Disabled endpoints.", gauge(self.endpoints_disabled));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauges() -> Gauges {
+        Gauges {
+            pending: 3,
+            store_commits: 2,
+            store_operations: 9,
+            store_failed_commits: 0,
+            cooling_down: 0,
+            db_file_bytes: 4096,
+            circuits_open: 1,
+            endpoints_disabled: 0,
+            plugins: Vec::new(),
+            config_generation: 1,
+            last_reload: ReloadStatus::default(),
+        }
+    }
+
+    /// The exposition is Prometheus text 0.0.4: counters end in `_total` in their HELP, TYPE
+    /// and samples alike, histogram buckets are cumulative, labels are quoted, and the reload
+    /// gauges appear only once a reload was tried.
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.events_ingested.inc_by(4);
+        m.outcome(DeliveryState::Succeeded);
+        m.attempt(Some(200), None, Duration::from_millis(3));
+        m.attempt(Some(503), Some(ErrorKind::Status), Duration::from_millis(30));
+        let text = m.render(&gauges());
+        for line in [
+            "# TYPE hookgate_events_ingested_total counter",
+            "hookgate_events_ingested_total 4",
+            "hookgate_deliveries_total{outcome=\"succeeded\"} 1",
+            "hookgate_attempts_total{status_class=\"2xx\",error=\"none\"} 1",
+            "hookgate_attempts_total{status_class=\"5xx\",error=\"status\"} 1",
+            "# TYPE hookgate_attempt_duration_seconds histogram",
+            "hookgate_attempt_duration_seconds_bucket{le=\"0.005\"} 1",
+            "hookgate_attempt_duration_seconds_bucket{le=\"0.05\"} 2",
+            "hookgate_attempt_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "hookgate_attempt_duration_seconds_count 2",
+            "hookgate_pending_deliveries 3",
+            "hookgate_store_operations_total 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("last_reload"), "{text}");
+        let mut g = gauges();
+        g.last_reload = ReloadStatus { at_ms: Some(5_000), error: Some("bad".into()) };
+        let text = m.render(&g);
+        assert!(text.lines().any(|l| l == "hookgate_config_last_reload_success 0"), "{text}");
     }
 }

@@ -9,7 +9,6 @@
 //! Must not touch: HTTP or the scheduler. It only asks the store to prune and counts.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -54,8 +53,8 @@ pub async fn run(
             };
             match store.prune(req).await {
                 Ok(report) => {
-                    metrics.pruned_deliveries.fetch_add(report.deliveries, Ordering::Relaxed);
-                    metrics.pruned_events.fetch_add(report.events, Ordering::Relaxed);
+                    metrics.pruned_deliveries.inc_by(report.deliveries);
+                    metrics.pruned_events.inc_by(report.events);
                     if report.deliveries > 0 {
                         tracing::debug!(deliveries = report.deliveries, events = report.events, "pruned");
                     }

@@ -137,7 +137,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         config_generation: st.live.get().number,
         last_reload: st.live.status(),
     };
-    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(&gauges))
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], st.metrics.render(&gauges))
         .into_response()
 }
 

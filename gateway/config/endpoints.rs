@@ -83,6 +83,9 @@ pub(super) fn endpoints_from_raw(
     Ok(endpoints)
 }
 
+/// A plugin chain as the file writes it.
+type Chain = Spanned<Vec<String>>;
+
 /// One entry, `endpoints[i]`, and its plugin chain as written (checked by the caller, after
 /// the id).
 fn endpoint_from_raw(
@@ -91,7 +94,7 @@ fn endpoint_from_raw(
     ctx: &Ctx<'_>,
     tenants: &[TenantConfig],
     allow_http: bool,
-) -> Result<(Endpoint, Option<Spanned<Vec<String>>>), ConfigError> {
+) -> Result<(Endpoint, Option<Chain>), ConfigError> {
     let key = |field: &str| format!("endpoints[{i}].{field}");
     let (id_line, url_line, triggers_line) = (ctx.line(&e.id), ctx.line(&e.url), ctx.line(&e.triggers));
     let match_line = e.matches.as_ref().and_then(|m| ctx.line(m));

@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -174,7 +173,7 @@ impl Claim {
         drop(c);
         // The claim stays: `expire_cooldowns` releases it.
         self.claimed = false;
-        self.ctx.metrics.record_failures.fetch_add(1, Ordering::Relaxed);
+        self.ctx.metrics.record_failures.inc();
         tracing::error!(delivery_id = %self.id, error = %error, cooldown_ms = wait.as_millis() as u64, cooling,
             "cannot record the end of an attempt; the delivery cools down and is tried again");
         self.ctx.wake.notify_one();
