@@ -178,31 +178,8 @@ pub fn validate_body(
         }
     };
     let url = string("url", base.map(|b| &b.url), true)?.unwrap_or_default();
-    let triggers: Vec<String> = match o.get("triggers") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|t| t.as_str().map(str::to_owned).ok_or("`triggers` must be a list of strings"))
-            .collect::<Result<_, _>>()?,
-        Some(other) => return Err(format!("`triggers` must be a list of strings, not {}", other.kind())),
-        None => match base {
-            Some(b) => b.triggers.clone(),
-            None => return Err("missing `triggers`".into()),
-        },
-    };
-    let matches = match o.get("match") {
-        Some(Value::Null) => None,
-        Some(Value::Object(m)) => Some(m.iter().map(|(f, v)| (f.to_owned(), v.clone())).collect()),
-        Some(other) => return Err(format!("`match` must be an object, not {}", other.kind())),
-        None => match base {
-            Some(b) if !b.matches.is_empty() => Some(
-                b.matches
-                    .iter()
-                    .map(|(f, v)| json::parse(v.as_bytes()).map(|v| (f.clone(), v)).map_err(|e| e.message))
-                    .collect::<Result<_, _>>()?,
-            ),
-            _ => None,
-        },
-    };
+    let triggers = body_triggers(o, base)?;
+    let matches = body_matches(o, base)?;
     let secret = string("secret", base.and_then(|b| b.secret.as_ref()), false)?;
     let rate_limit = string("rate_limit", base.and_then(|b| b.rate_limit.as_ref()), false)?;
     let ordering = string("ordering", base.and_then(|b| b.ordering.as_ref()), false)?;
@@ -248,6 +225,39 @@ pub fn validate_body(
         fifo: valid.fifo,
     };
     Ok((endpoint, record))
+}
+
+/// A body's `triggers`, or the stored ones in a PATCH that leaves them out.
+fn body_triggers(o: &json::Object, base: Option<&EndpointRecord>) -> Result<Vec<String>, String> {
+    Ok(match o.get("triggers") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned).ok_or("`triggers` must be a list of strings"))
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("`triggers` must be a list of strings, not {}", other.kind())),
+        None => match base {
+            Some(b) => b.triggers.clone(),
+            None => return Err("missing `triggers`".into()),
+        },
+    })
+}
+
+/// A body's `match` (`null` clears it), or the stored one in a PATCH that leaves it out.
+fn body_matches(o: &json::Object, base: Option<&EndpointRecord>) -> Result<Option<Vec<(String, Value)>>, String> {
+    Ok(match o.get("match") {
+        Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.iter().map(|(f, v)| (f.to_owned(), v.clone())).collect()),
+        Some(other) => return Err(format!("`match` must be an object, not {}", other.kind())),
+        None => match base {
+            Some(b) if !b.matches.is_empty() => Some(
+                b.matches
+                    .iter()
+                    .map(|(f, v)| json::parse(v.as_bytes()).map(|v| (f.clone(), v)).map_err(|e| e.message))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => None,
+        },
+    })
 }
 
 fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {

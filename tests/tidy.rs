@@ -1,6 +1,7 @@
-//! Tidy: every source file opens with a `//!` header saying what it owns, and the stage
-//! boundaries hold: `redb` only in `store`, `reqwest` only in `deliver`, `wasmtime` only in
-//! `plugin`, `hyper` only in `serve`.
+//! Tidy: every source file opens with a `//!` header saying what it owns; the stage
+//! boundaries hold (`redb` only in `store`, `reqwest` only in `deliver`, `wasmtime` only in
+//! `plugin`, `hyper` only in `serve`); imports only go down the layers of `ARCHITECTURE.md`,
+//! with no circle; and no function runs past a hundred lines.
 
 use std::path::{Path, PathBuf};
 
@@ -326,4 +327,51 @@ fn a_reversed_import_fails_tidy() {
     let mut circle = found[0].clone();
     circle.sort();
     assert_eq!(circle, ["gateway/live.rs", "gateway/operations.rs"]);
+}
+
+/// The longest function allowed in `gateway/`, in lines from its signature to its closing
+/// brace: past it, a function is split along its seams.
+const MAX_FUNCTION_LINES: usize = 100;
+
+/// Every function of `files` longer than [`MAX_FUNCTION_LINES`], as `file:line: name (n lines)`.
+/// A function ends at the first `}` line indented as its `fn` line (rustfmt's layout).
+fn long_functions(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (rel, text) in files {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.trim_start();
+            let indent = &line[..line.len() - code.len()];
+            let after_vis = code
+                .strip_prefix("pub ")
+                .or_else(|| code.strip_prefix("pub(crate) "))
+                .or_else(|| code.strip_prefix("pub(super) "))
+                .or_else(|| code.split_once(") ").filter(|(v, _)| v.starts_with("pub(in ")).map(|(_, r)| r))
+                .unwrap_or(code);
+            let after_async = after_vis.strip_prefix("async ").unwrap_or(after_vis);
+            let Some(rest) = after_async.strip_prefix("fn ") else { continue };
+            if line.trim_end().ends_with(';') {
+                continue;
+            }
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let close = format!("{indent}}}");
+            if let Some(end) = lines[i + 1..].iter().position(|l| *l == close) {
+                let n = end + 2;
+                if n > MAX_FUNCTION_LINES {
+                    found.push(format!("gateway/{rel}:{}: {name} ({n} lines)", i + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_function_over_a_hundred_lines() {
+    let found = long_functions(&gateway_sources());
+    assert!(found.is_empty(), "functions over {MAX_FUNCTION_LINES} lines:\n{}", found.join("\n"));
+    // And the check sees one: a function of 101 lines is reported.
+    let body = "    let x = 1;\n".repeat(MAX_FUNCTION_LINES - 1);
+    let long = vec![("x.rs".to_owned(), format!("//! X.\npub async fn big() {{\n{body}}}\n"))];
+    assert_eq!(long_functions(&long), ["gateway/x.rs:2: big (101 lines)"]);
 }

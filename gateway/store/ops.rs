@@ -54,6 +54,20 @@ pub(crate) enum Body {
 }
 
 impl Op {
+    /// Whether it changes what every node keeps in memory (endpoints, tenants, tokens), so
+    /// that the other nodes of a shared database must reload theirs.
+    pub(crate) fn changes_settings(&self) -> bool {
+        matches!(
+            self,
+            Op::PutEndpoint(..)
+                | Op::DeleteEndpoint(..)
+                | Op::PutTenant(..)
+                | Op::DeleteTenant(..)
+                | Op::PutToken(..)
+                | Op::DeleteToken(..)
+        )
+    }
+
     pub(crate) fn body(&self) -> Body {
         match self {
             Op::Ingest(w, _) => Body::Ingest(w.clone()),

@@ -100,29 +100,7 @@ impl Pg {
             taken.push((id, ep, due as u64));
         }
         if !taken.is_empty() {
-            let ids: Vec<Uuid> = taken.iter().map(|t| t.0).collect();
-            let lease_until = ms(now_ms.saturating_add(self.lease_ms));
-            let stmt = txn
-                .prepare_cached(
-                    "UPDATE deliveries d SET lease_owner = $2, lease_until_ms = $3, lease_token = d.lease_token + 1
-                     WHERE d.id = ANY($1)
-                     RETURNING d.id, d.record, (SELECT e.record FROM events e WHERE e.id = d.event_id), d.lease_token",
-                )
-                .await
-                .map_err(pg_error)?;
-            let rows = txn.query(&stmt, &[&ids, &self.node, &lease_until]).await.map_err(pg_error)?;
-            let mut loaded: std::collections::HashMap<Uuid, Loaded> = std::collections::HashMap::new();
-            for r in rows {
-                let id: Uuid = r.get(0);
-                self.fences.hold(id, r.get(3));
-                loaded.insert(id, load(id, r.get(1), r.get(2)));
-            }
-            for (id, endpoint_id, due_ms) in taken {
-                let loaded = loaded.remove(&id).unwrap_or(Loaded::NoDelivery);
-                scan.items.push(DueItem { delivery_id: id, endpoint_id, due_ms, loaded });
-            }
-            self.leases_taken.fetch_add(scan.items.len() as u64, Ordering::Relaxed);
-            self.leases_fresh_ms.fetch_max(now_ms, Ordering::Relaxed);
+            scan.items = self.stamp(&txn, taken, now_ms).await?;
         }
         // When to look again: the next due time. A lease that runs out (its node died) is
         // found by the scheduler's poll (every few seconds on PostgreSQL): finding the next
@@ -135,6 +113,41 @@ impl Pg {
         scan.next_due_ms = next.map(|n| n as u64);
         txn.commit().await.map_err(pg_error)?;
         Ok(scan)
+    }
+
+    /// Stamps `taken` with this node's lease and reads their records (and their events') in
+    /// the same statement; the lease tokens become this node's fences.
+    async fn stamp(
+        &self,
+        txn: &deadpool_postgres::Transaction<'_>,
+        taken: Vec<(Uuid, String, u64)>,
+        now_ms: u64,
+    ) -> Result<Vec<DueItem>, StoreError> {
+        let mut items = Vec::with_capacity(taken.len());
+        let ids: Vec<Uuid> = taken.iter().map(|t| t.0).collect();
+        let lease_until = ms(now_ms.saturating_add(self.lease_ms));
+        let stmt = txn
+            .prepare_cached(
+                "UPDATE deliveries d SET lease_owner = $2, lease_until_ms = $3, lease_token = d.lease_token + 1
+                 WHERE d.id = ANY($1)
+                 RETURNING d.id, d.record, (SELECT e.record FROM events e WHERE e.id = d.event_id), d.lease_token",
+            )
+            .await
+            .map_err(pg_error)?;
+        let rows = txn.query(&stmt, &[&ids, &self.node, &lease_until]).await.map_err(pg_error)?;
+        let mut loaded: std::collections::HashMap<Uuid, Loaded> = std::collections::HashMap::new();
+        for r in rows {
+            let id: Uuid = r.get(0);
+            self.fences.hold(id, r.get(3));
+            loaded.insert(id, load(id, r.get(1), r.get(2)));
+        }
+        for (id, endpoint_id, due_ms) in taken {
+            let loaded = loaded.remove(&id).unwrap_or(Loaded::NoDelivery);
+            items.push(DueItem { delivery_id: id, endpoint_id, due_ms, loaded });
+        }
+        self.leases_taken.fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.leases_fresh_ms.fetch_max(now_ms, Ordering::Relaxed);
+        Ok(items)
     }
 
     pub(in crate::store) async fn try_lease(&self, id: Uuid, now_ms: u64) -> Result<bool, StoreError> {

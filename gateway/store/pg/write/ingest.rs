@@ -68,48 +68,47 @@ impl Batch<'_, '_> {
     /// One `INSERT … ON CONFLICT` for every key of the batch (sorted, so concurrent batches
     /// lock keys in the same order), then one read of the keys that were already held.
     pub(super) async fn claim_keys(&mut self, ops: &[Op], ttl: u64) -> Result<HashMap<usize, Verdict>, StoreError> {
-        struct Claim<'o> {
-            index: usize,
-            /// As stored: a tenant's keys are `tenant` NUL `key` in the store's contract, and
-            /// `text` cannot hold a NUL, so it is stored as U+001F, which neither a tenant id
-            /// nor a key (visible ASCII) contains.
-            key: std::borrow::Cow<'o, str>,
-            hash: &'o str,
-            event_id: Uuid,
-            deliveries: usize,
-            /// The request's time on the gateway's clock: a key's life is measured on it.
-            at_ms: u64,
-        }
-        let mut first: HashMap<String, usize> = HashMap::new();
-        let mut claims: Vec<Claim<'_>> = Vec::new();
-        let mut repeats: Vec<Claim<'_>> = Vec::new();
-        for (index, op) in ops.iter().enumerate() {
-            let Op::Ingest(w, _) = op else { continue };
-            let Some(c) = &w.idempotency else { continue };
-            let key = if c.key.contains('\0') {
-                std::borrow::Cow::Owned(c.key.replace('\0', "\u{1f}"))
-            } else {
-                std::borrow::Cow::Borrowed(c.key.as_str())
-            };
-            let claim = Claim {
-                index,
-                key,
-                hash: &c.request_hash,
-                event_id: w.event.id,
-                deliveries: w.deliveries.len(),
-                at_ms: w.event.received_at_ms,
-            };
-            if first.contains_key(claim.key.as_ref()) {
-                repeats.push(claim);
-            } else {
-                first.insert(claim.key.clone().into_owned(), claims.len());
-                claims.push(claim);
-            }
-        }
+        let (claims, repeats, first) = collect_claims(ops);
         let mut verdicts = HashMap::new();
         if claims.is_empty() {
             return Ok(verdicts);
         }
+        let (won, mut held) = self.insert_claims(&claims, ttl).await?;
+        let answer = |hash: &str, rec: &(String, Uuid, usize)| {
+            Verdict::Answer(Ok(if rec.0 == hash {
+                IngestOutcome::Replayed { event_id: rec.1, deliveries: rec.2 }
+            } else {
+                IngestOutcome::KeyReused
+            }))
+        };
+        for c in &claims {
+            let v = if won.contains(c.key.as_ref()) {
+                held.insert(c.key.clone().into_owned(), (c.hash.to_owned(), c.event_id, c.deliveries));
+                Verdict::Store
+            } else {
+                match held.get(c.key.as_ref()) {
+                    Some(rec) => answer(c.hash, rec),
+                    // Removed between the two statements (retention): the caller retries.
+                    None => Verdict::Answer(Err(StoreError::Storage(
+                        "the idempotency key changed during the request; retry".into(),
+                    ))),
+                }
+            };
+            verdicts.insert(c.index, v);
+        }
+        for c in &repeats {
+            let v = match held.get(c.key.as_ref()) {
+                Some(rec) => answer(c.hash, rec),
+                None => verdicts.get(&claims[first[c.key.as_ref()]].index).cloned().unwrap_or(Verdict::Store),
+            };
+            verdicts.insert(c.index, v);
+        }
+        Ok(verdicts)
+    }
+
+    /// Inserts every first claim of a key (in key order); returns the keys this batch won and,
+    /// for the others, the record each key stands for now: (request hash, event, deliveries).
+    async fn insert_claims(&mut self, claims: &[Claim<'_>], ttl: u64) -> Result<(HashSet<String>, Held), StoreError> {
         let mut order: Vec<usize> = (0..claims.len()).collect();
         order.sort_by(|&a, &b| claims[a].key.cmp(&claims[b].key));
         let keys: Vec<&str> = order.iter().map(|&i| claims[i].key.as_ref()).collect();
@@ -143,7 +142,7 @@ impl Batch<'_, '_> {
             .collect();
         let lost: Vec<&str> = keys.iter().copied().filter(|k| !won.contains(*k)).collect();
         // The record each key stands for now: (request hash, event, deliveries).
-        let mut held: HashMap<String, (String, Uuid, usize)> = HashMap::new();
+        let mut held: Held = HashMap::new();
         if !lost.is_empty() {
             let rows = self
                 .txn
@@ -154,35 +153,55 @@ impl Batch<'_, '_> {
                 held.insert(r.get(0), (r.get(1), r.get(2), r.get::<_, i32>(3) as usize));
             }
         }
-        let answer = |hash: &str, rec: &(String, Uuid, usize)| {
-            Verdict::Answer(Ok(if rec.0 == hash {
-                IngestOutcome::Replayed { event_id: rec.1, deliveries: rec.2 }
-            } else {
-                IngestOutcome::KeyReused
-            }))
-        };
-        for c in &claims {
-            let v = if won.contains(c.key.as_ref()) {
-                held.insert(c.key.clone().into_owned(), (c.hash.to_owned(), c.event_id, c.deliveries));
-                Verdict::Store
-            } else {
-                match held.get(c.key.as_ref()) {
-                    Some(rec) => answer(c.hash, rec),
-                    // Removed between the two statements (retention): the caller retries.
-                    None => Verdict::Answer(Err(StoreError::Storage(
-                        "the idempotency key changed during the request; retry".into(),
-                    ))),
-                }
-            };
-            verdicts.insert(c.index, v);
-        }
-        for c in &repeats {
-            let v = match held.get(c.key.as_ref()) {
-                Some(rec) => answer(c.hash, rec),
-                None => verdicts.get(&claims[first[c.key.as_ref()]].index).cloned().unwrap_or(Verdict::Store),
-            };
-            verdicts.insert(c.index, v);
-        }
-        Ok(verdicts)
+        Ok((won, held))
     }
+}
+
+/// The record a key stands for: (request hash, event, deliveries).
+type Held = HashMap<String, (String, Uuid, usize)>;
+
+struct Claim<'o> {
+    index: usize,
+    /// As stored: a tenant's keys are `tenant` NUL `key` in the store's contract, and
+    /// `text` cannot hold a NUL, so it is stored as U+001F, which neither a tenant id
+    /// nor a key (visible ASCII) contains.
+    key: std::borrow::Cow<'o, str>,
+    hash: &'o str,
+    event_id: Uuid,
+    deliveries: usize,
+    /// The request's time on the gateway's clock: a key's life is measured on it.
+    at_ms: u64,
+}
+
+/// The batch's idempotency claims: the first claim of each key, the repeats of a key within
+/// the batch, and where each key's first claim is.
+#[allow(clippy::type_complexity)]
+fn collect_claims(ops: &[Op]) -> (Vec<Claim<'_>>, Vec<Claim<'_>>, HashMap<String, usize>) {
+    let mut first: HashMap<String, usize> = HashMap::new();
+    let mut claims: Vec<Claim<'_>> = Vec::new();
+    let mut repeats: Vec<Claim<'_>> = Vec::new();
+    for (index, op) in ops.iter().enumerate() {
+        let Op::Ingest(w, _) = op else { continue };
+        let Some(c) = &w.idempotency else { continue };
+        let key = if c.key.contains('\0') {
+            std::borrow::Cow::Owned(c.key.replace('\0', "\u{1f}"))
+        } else {
+            std::borrow::Cow::Borrowed(c.key.as_str())
+        };
+        let claim = Claim {
+            index,
+            key,
+            hash: &c.request_hash,
+            event_id: w.event.id,
+            deliveries: w.deliveries.len(),
+            at_ms: w.event.received_at_ms,
+        };
+        if first.contains_key(claim.key.as_ref()) {
+            repeats.push(claim);
+        } else {
+            first.insert(claim.key.clone().into_owned(), claims.len());
+            claims.push(claim);
+        }
+    }
+    (claims, repeats, first)
 }

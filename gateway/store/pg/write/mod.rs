@@ -102,17 +102,7 @@ async fn apply_batch(
         Err(e) => return fail_all(ops, pg_error(e)),
     };
     // Endpoints, tenants and tokens created through one node's API: the others reload theirs.
-    let changes_settings = ops.iter().any(|op| {
-        matches!(
-            op,
-            Op::PutEndpoint(..)
-                | Op::DeleteEndpoint(..)
-                | Op::PutTenant(..)
-                | Op::DeleteTenant(..)
-                | Op::PutToken(..)
-                | Op::DeleteToken(..)
-        )
-    });
+    let changes_settings = ops.iter().any(Op::changes_settings);
     let mut b = Batch::new(&txn, fence);
     let verdicts = match b.prepare(&ops, ttl).await {
         Ok(v) => v,
@@ -123,59 +113,8 @@ async fn apply_batch(
     for (i, op) in ops.into_iter().enumerate() {
         // After a storage failure the transaction is abandoned; the remaining operations are
         // not applied, and their callers hear the failure through the commit result.
-        let skip = failure.is_some();
-        let reply = match op {
-            Op::Ingest(w, tx) => {
-                let r = if skip { Err(StoreError::Closed) } else { b.ingest(w, verdicts.get(&i).cloned()).await };
-                split(r, &mut failure, |r| Reply::Ingest(tx, r))
-            }
-            Op::Finish(f, effects, tx) => {
-                let r = if skip { Ok(Ok(())) } else { b.finish(f, effects).await };
-                split(r, &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::PutHealth(effects, tx) => {
-                let r = if skip { Ok(()) } else { b.effects(effects).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::Prune(req, tx) => {
-                let r = if skip { Ok(PruneReport::default()) } else { b.prune(&req).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Prune(tx, r))
-            }
-            Op::PutTenant(r, tx) => {
-                let r = if skip { Ok(()) } else { b.put_keyed("tenants", &r.id, to_json(&r)).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::DeleteTenant(id, tx) => {
-                let r = if skip { Ok(()) } else { b.delete_tenant(&id).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::PutToken(r, tx) => {
-                let r = if skip { Ok(()) } else { b.put_token(&r.id, &r.tenant, to_json(&r)).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::DeleteToken(id, tx) => {
-                let r = if skip { Ok(()) } else { b.exec("DELETE FROM tokens WHERE id = $1", &id).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::ReleaseFifo(endpoint, tx) => {
-                let r = if skip { Ok(0) } else { b.release_fifo(&endpoint).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Count(tx, r))
-            }
-            Op::PutEndpoint(e, tx) => {
-                let r = if skip { Ok(()) } else { b.put_keyed("endpoints", &e.id, to_json(&e)).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::DeleteEndpoint(id, tx) => {
-                // Its health goes with it; its deliveries (the history) stay.
-                let r = if skip { Ok(()) } else { b.delete_endpoint(&id).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
-            }
-            Op::Requeue { ids, at_ms, reply } => {
-                let r = if skip { Ok(0) } else { b.requeue(&ids, at_ms).await };
-                split(r.map(Ok), &mut failure, |r| Reply::Count(reply, r))
-            }
-        };
-        replies.push(reply);
+        let verdict = verdicts.get(&i).cloned();
+        replies.push(b.apply(op, verdict, &mut failure).await);
     }
     if failure.is_none()
         && let Err(e) = b.flush().await
@@ -247,6 +186,63 @@ struct Batch<'a, 't> {
 }
 
 impl<'a, 't> Batch<'a, 't> {
+    /// Applies one operation of the batch; after a storage failure (in `failure`) it only
+    /// answers, with the failure.
+    async fn apply(&mut self, op: Op, verdict: Option<Verdict>, failure: &mut Option<StoreError>) -> Reply {
+        let skip = failure.is_some();
+        match op {
+            Op::Ingest(w, tx) => {
+                let r = if skip { Err(StoreError::Closed) } else { self.ingest(w, verdict).await };
+                split(r, failure, |r| Reply::Ingest(tx, r))
+            }
+            Op::Finish(f, effects, tx) => {
+                let r = if skip { Ok(Ok(())) } else { self.finish(f, effects).await };
+                split(r, failure, |r| Reply::Unit(tx, r))
+            }
+            Op::PutHealth(effects, tx) => {
+                let r = if skip { Ok(()) } else { self.effects(effects).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
+            }
+            Op::Prune(req, tx) => {
+                let r = if skip { Ok(PruneReport::default()) } else { self.prune(&req).await };
+                split(r.map(Ok), failure, |r| Reply::Prune(tx, r))
+            }
+            Op::PutTenant(r, tx) => {
+                let r = if skip { Ok(()) } else { self.put_keyed("tenants", &r.id, to_json(&r)).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
+            }
+            Op::DeleteTenant(id, tx) => {
+                let r = if skip { Ok(()) } else { self.delete_tenant(&id).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
+            }
+            Op::PutToken(r, tx) => {
+                let r = if skip { Ok(()) } else { self.put_token(&r.id, &r.tenant, to_json(&r)).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
+            }
+            Op::DeleteToken(id, tx) => {
+                let r = if skip { Ok(()) } else { self.exec("DELETE FROM tokens WHERE id = $1", &id).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
+            }
+            Op::ReleaseFifo(endpoint, tx) => {
+                let r = if skip { Ok(0) } else { self.release_fifo(&endpoint).await };
+                split(r.map(Ok), failure, |r| Reply::Count(tx, r))
+            }
+            Op::PutEndpoint(e, tx) => {
+                let r = if skip { Ok(()) } else { self.put_keyed("endpoints", &e.id, to_json(&e)).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
+            }
+            Op::DeleteEndpoint(id, tx) => {
+                // Its health goes with it; its deliveries (the history) stay.
+                let r = if skip { Ok(()) } else { self.delete_endpoint(&id).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
+            }
+            Op::Requeue { ids, at_ms, reply } => {
+                let r = if skip { Ok(0) } else { self.requeue(&ids, at_ms).await };
+                split(r.map(Ok), failure, |r| Reply::Count(reply, r))
+            }
+        }
+    }
+
     fn new(txn: &'a Transaction<'t>, fence: &'a Fence) -> Batch<'a, 't> {
         Batch {
             txn,
