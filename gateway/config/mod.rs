@@ -277,30 +277,20 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// Parses a duration such as `500ms`, `10s`, `5m`, `1h`, `1d` or a sum like `1m30s`.
+/// Parses a duration such as `500ms`, `10s`, `5m`, `1h`, `1d` or a sum like `1m30s` (jiff's
+/// "friendly" format, which also reads `1 hour 30 mins`). Whole numbers of units only: a
+/// fraction (`1.5s`) is refused as easy to misread in a config file, and so are negative
+/// durations and calendar units (months, years), which have no fixed length.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
+    if text.contains('.') {
         return None;
     }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            "d" => Duration::from_secs(n.checked_mul(86_400)?),
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total = total.checked_add(unit)?;
+    let span = jiff::fmt::friendly::SpanParser::new().parse_span(text.trim()).ok()?;
+    if span.is_negative() {
+        return None;
     }
-    Some(total)
+    let d = span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).ok()?;
+    Duration::try_from(d).ok()
 }
 
 impl Config {

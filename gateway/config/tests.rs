@@ -71,6 +71,17 @@ fn health_retention_and_ordering_keys_are_checked() {
     assert_eq!(c.endpoints[0].fifo.as_ref().unwrap().key.as_deref(), Some("bot_id"));
 }
 
+/// Days are 24 hours; jiff's longer spellings read too; units without a fixed length do not.
+#[test]
+fn durations_in_days_and_words() {
+    assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+    assert_eq!(parse_duration("2w"), Some(Duration::from_secs(14 * 86_400)));
+    assert_eq!(parse_duration("1 hour 30 mins"), Some(Duration::from_secs(5_400)));
+    for bad in ["1mo", "1y", "1d-1s"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}
+
 #[test]
 fn durations() {
     assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
