@@ -1,21 +1,23 @@
 //! Hookgate: a self-hosted webhook delivery gateway in one process.
 //!
-//! Read `ARCHITECTURE.md` first. The pipeline, one module per stage:
+//! Read `ARCHITECTURE.md` first: it opens with the layers below (imports only go down them,
+//! `tests/tidy.rs` checks it) and a reading order. Every module, by layer:
 //!
-//! - `ingest` — `POST /v1/events`: validate, fan out, commit, answer 202.
-//! - `store` — the redb file or a shared PostgreSQL database; the only module that imports
-//!   `redb` or `tokio_postgres`; group commit; leases between nodes.
-//! - `dispatch` — the only module that knows the stage order: due → sign → deliver → record.
-//! - `sign` — pure signature recipes.
-//! - `deliver` — the only outbound HTTP; SSRF guard; classification of failures.
-//! - `plugin` — the only module that imports `wasmtime`; sandboxed filter/transform chains.
-//! - `workbench` — `hookgate plugin run` / `plugin new`: a chain run without store or delivery.
-//! - `retry` — pure retry timing.
-//! - `seal` — pure sealing of stored secrets under `[signing] main_key`.
-//!
-//! Supporting modules: `config` (TOML → validated `Config`), `json` (strict parser and canonical
-//! writer), `fanout` (who receives an event), `model` (records), `http` and `api` (routes, auth,
-//! read API).
+//! - HTTP surface: `http` (the router).
+//! - Handlers: `api` (`events`, `log`, `endpoints`, `tenants`, `admin`, and the shared `state`
+//!   and `error`).
+//! - Services: `ingest` (a validated event becomes a committed one), `dispatch` (the only module
+//!   that knows the stage order: due → prepare → sign → deliver → record), `operations`
+//!   (Hookgate's own events), `tenants` (tenants, tokens, quotas), `live` (the running config
+//!   and its reload), `retention`, `workbench` (`hookgate plugin run|new`), `listen` (`hookgate
+//!   listen`).
+//! - Domain and storage: `store` (redb or PostgreSQL; the only module that imports `redb` or
+//!   `tokio_postgres`; group commit; leases between nodes), `plugin` (the only module that
+//!   imports `wasmtime`), `deliver` (the only outbound HTTP; SSRF guard), `health` (circuits,
+//!   pauses, rate limits), `registry` (the live endpoints), `events` (building events),
+//!   `fanout` (who receives an event), `metrics`, `serve` (the inbound server and its limits).
+//! - Pure leaves: `sign`, `json` (strict parser, canonical writer), `retry`, `clock`, `seal`,
+//!   `config` (TOML → validated `Config`), `endpoint` (what an endpoint is), `model` (records).
 //!
 //! The entry point is [`run`]: it takes a bound listener, a validated config and a shutdown
 //! future, so tests run the real gateway on `127.0.0.1:0` in-process.

@@ -3,7 +3,7 @@
 //!
 //! Owns: the pruning schedule and the size of each pass. A pass is one operation of the
 //! store's writer ([`PRUNE_BATCH`] events at most), so it shares a commit with ingest instead of
-//! holding the writer for long, and the next pass waits [`PASS_GAP`]. Pending deliveries are
+//! holding the writer for long, and the next pass waits `PASS_GAP`. Pending deliveries are
 //! never removed; redb reuses the pages freed, so under a steady load the file stops growing
 //! once the retention window is full.
 //! Must not touch: HTTP or the scheduler. It only asks the store to prune and counts.

@@ -16,7 +16,7 @@
 //!   including on an idle keep-alive connection, so it also bounds how long an idle connection
 //!   lives.
 //! - **Slow bodies.** A request's whole body must arrive within `request_body_timeout` from the
-//!   end of its head ([`Deadlined`]): a client sending one byte a second is cut off at the
+//!   end of its head (`Deadlined`): a client sending one byte a second is cut off at the
 //!   deadline, not kept alive by each byte. The read fails with an `io::Error` of kind
 //!   `TimedOut`; ingest answers 408.
 //! - **Early answers.** A response given before its request's body was read to the end (a

@@ -7,7 +7,7 @@
 //! text, its location and an environment lookup, so tests never mutate the process environment.
 //!
 //! Two levels, as in ripgrep's `LowArgs` → `HiArgs`: the `Raw*` structs mirror the TOML with
-//! every value `Spanned` (so errors can point at a line), then [`Config::from_raw`] turns them
+//! every value `Spanned` (so errors can point at a line), then `Config::from_raw` turns them
 //! into typed values. Only `Config` leaves this module. The raw layer lives in `config/raw.rs`,
 //! the rules' tests in `config/tests.rs`.
 

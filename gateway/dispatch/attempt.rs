@@ -23,7 +23,7 @@ use crate::model::{AttemptError, AttemptRecord, DeliveryRecord, DeliveryState, E
 use crate::plugin::{CallInput, ChainOutcome};
 use crate::retry::RetryPolicy;
 use crate::sign;
-use crate::store::{Effects, Finish, Loaded, Next, Prepared as ChainResult, StoreError};
+use crate::store::{ChainResult, Effects, Finish, Loaded, Next, StoreError};
 
 /// How an attempt came about, which decides what follows a failure.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -19,7 +19,7 @@
 //! latency. A *claim* marks a delivery as this process's business until its record is durable,
 //! so the scan skips it; the scheduler snapshots the claims before each scan, which makes a
 //! claim released after a commit invisible to a snapshot older than that commit. The scan
-//! claims up to [`LOOKAHEAD`] times the limits: the extra passes wait for a slot in memory, and a
+//! claims up to `LOOKAHEAD` times the limits: the extra passes wait for a slot in memory, and a
 //! finished attempt hands its slot straight to the next one, so slots do not idle between
 //! scheduler rounds.
 //!

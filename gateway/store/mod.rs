@@ -4,7 +4,7 @@
 //! Owns: the only `redb` and `tokio_postgres` imports, both layouts, and the single writer (a
 //! thread for redb, a task for PostgreSQL) that turns many concurrent writes into one commit
 //! (group commit). [`Store`] is the one handle the rest of the gateway sees: writes go to the
-//! writer as [`write::Op`]s whatever the backend; reads go to the backend's read path.
+//! writer as `ops::Op`s whatever the backend; reads go to the backend's read path.
 //! Must not touch: HTTP, plugins or signing. Callers hand it finished records; it stores them
 //! and answers reads.
 //!
@@ -17,10 +17,11 @@
 //! Listing intersects these in descending id order (ids are UUIDv7, so that is newest first
 //! and a time range is an id range): no query scans the deliveries table.
 //!
-//! **Group commit:** every write goes through one thread that drains whatever has queued up
-//! (up to [`MAX_BATCH`] operations), applies it all in one write transaction, commits once with
-//! `Durability::Immediate` (one fsync) and only then answers each caller. Under load, hundreds
-//! of ingest requests share one fsync instead of paying one each.
+//! **Group commit:** every write goes through one writer loop (`store::writer`, the same for
+//! both backends) that drains whatever has queued up (up to [`MAX_BATCH`] operations), has the
+//! backend apply it all in one write transaction, commits once (redb: one fsync with
+//! `Durability::Immediate`; PostgreSQL: one WAL flush) and only then answers each caller. Under
+//! load, hundreds of ingest requests share one fsync instead of paying one each.
 //!
 //! **Backends.** Both keep the same records (JSON of `model`) and the same invariants; the
 //! contract tests in `store::tests` run against each. PostgreSQL keeps the due entry and the
@@ -323,7 +324,7 @@ impl Store {
         delivery_id: Uuid,
         attempt: AttemptRecord,
         next: Next,
-        prepared: Option<Prepared>,
+        prepared: Option<ChainResult>,
     ) -> Result<(), StoreError> {
         self.finish(Finish::Attempt { delivery_id, attempt, next, prepared }).await
     }

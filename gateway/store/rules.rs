@@ -35,7 +35,7 @@ pub(crate) fn apply_attempt(
     d: &mut DeliveryRecord,
     attempt: crate::model::AttemptRecord,
     next: Next,
-    prepared: Option<super::Prepared>,
+    prepared: Option<super::ChainResult>,
 ) {
     if let Some(p) = prepared {
         d.prepared = true;

@@ -70,19 +70,25 @@ pub(crate) struct IdempotencyRecord {
     pub(crate) created_ms: u64,
 }
 
-/// What follows an attempt.
+/// What follows an attempt, decided by dispatch (`dispatch::attempt::decide_sent`) and applied
+/// by the store (`store::rules::apply_attempt`) together with the attempt's record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Next {
+    /// Pending again, due at these Unix milliseconds (the retry schedule's next step).
     RetryAt(u64),
+    /// Final: the endpoint answered 2xx.
     Succeeded,
+    /// Final: retries are exhausted, or the failure cannot be retried.
     Failed,
-    /// State and schedule stay as they are (a failed manual resend).
+    /// The attempt is recorded but the delivery's state and schedule stay as they were: a
+    /// manual resend that failed must not end (or reschedule) a delivery that is still
+    /// pending its own retries, nor revive a failed one.
     Keep,
 }
 
 /// The plugin chain's result, stored with the first attempt so retries reuse it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prepared {
+pub struct ChainResult {
     /// The transformed body, or `None` when every plugin kept the envelope.
     pub body: Option<String>,
 }
@@ -93,7 +99,7 @@ pub struct Prepared {
 pub enum Finish {
     /// An attempt was made: append it and move the delivery to `next`. `prepared` stores the
     /// plugin chain's result with the delivery's first attempt.
-    Attempt { delivery_id: Uuid, attempt: AttemptRecord, next: Next, prepared: Option<Prepared> },
+    Attempt { delivery_id: Uuid, attempt: AttemptRecord, next: Next, prepared: Option<ChainResult> },
     /// The delivery ends without an attempt: a plugin dropped or failed it, or its stored event
     /// cannot be read.
     Settle { delivery_id: Uuid, state: DeliveryState, note: PluginNote },
@@ -168,7 +174,7 @@ pub struct DeliveryPage {
     pub next: Option<Uuid>,
 }
 
-/// One due delivery found by [`Store::scan_due`], with its records as of the scan.
+/// One due delivery found by [`Store::scan_due`](super::Store::scan_due), with its records as of the scan.
 #[derive(Debug)]
 pub struct DueItem {
     pub delivery_id: Uuid,
@@ -199,7 +205,7 @@ pub struct DueScan {
     pub next_due_ms: Option<u64>,
 }
 
-/// An `admit` for [`Store::scan_due`] that takes at most `n` of each endpoint's deliveries.
+/// An `admit` for [`Store::scan_due`](super::Store::scan_due) that takes at most `n` of each endpoint's deliveries.
 pub fn per_endpoint(n: usize) -> impl FnMut(&str) -> bool + Send + 'static {
     let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     move |ep| {

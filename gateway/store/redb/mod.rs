@@ -1,7 +1,7 @@
 //! The redb backend: one file in `data_dir`, one writer thread, reads off the async runtime.
 //!
 //! Owns: opening the file (and its schema check), the writer thread running `store::writer`
-//! with [`write::Writer`], and [`Redb`], the read side the `Store` handle calls, method for
+//! with `write::Writer`, and [`Redb`], the read side the `Store` handle calls, method for
 //! method beside `store::pg::Pg`.
 //! Must not touch: the rules of a write (those are `store::rules`) or anything the other
 //! backend does.
