@@ -7,14 +7,15 @@
 //! - Handlers: `api` (`events`, `log`, `endpoints`, `tenants`, `admin`, and the shared `state`
 //!   and `error`).
 //! - Services: `ingest` (a validated event becomes a committed one), `dispatch` (the only module
-//!   that knows the stage order: due → prepare → sign → deliver → record), `operations`
-//!   (Hookgate's own events), `tenants` (tenants, tokens, quotas), `live` (the running config
+//!   that knows the stage order: due → prepare → sign → deliver → record), `tenants`
+//!   (tenants, tokens, quotas), `live` (the running config
 //!   and its reload), `retention`, `workbench` (`hookgate plugin run|new`), `listen` (`hookgate
 //!   listen`).
 //! - Domain and storage: `store` (redb or PostgreSQL; the only module that imports `redb` or
 //!   `tokio_postgres`; group commit; leases between nodes), `plugin` (the only module that
 //!   imports `wasmtime`), `deliver` (the only outbound HTTP; SSRF guard), `health` (circuits,
 //!   pauses, rate limits), `registry` (the live endpoints), `events` (building events),
+//!   `operations` (Hookgate's own events),
 //!   `fanout` (who receives an event), `metrics`, `serve` (the inbound server and its limits).
 //! - Pure leaves: `sign`, `json` (strict parser, canonical writer), `retry`, `clock`, `seal`,
 //!   `config` (TOML → validated `Config`), `endpoint` (what an endpoint is), `model` (records).
@@ -185,7 +186,6 @@ async fn services(
     let metrics = Arc::new(metrics::Metrics::default());
     let health =
         Arc::new(health::HealthBook::new(health::Policy::from_config(&config.delivery), store.health_records().await?));
-    let operations = Arc::new(operations::Operations::new(config.operations_endpoint.clone()));
     let tenants = Arc::new(tenants::Tenants::new(config, store.tenants().await?, store.tokens().await?));
     let reloader = Arc::new(live::Reloader {
         path: config.source.clone(),
@@ -193,7 +193,6 @@ async fn services(
         registry: registry.clone(),
         health: health.clone(),
         tenants: tenants.clone(),
-        operations: operations.clone(),
         store: store.clone(),
         clock: hooks.clock.clone(),
         lock: tokio::sync::Mutex::new(()),
@@ -206,7 +205,6 @@ async fn services(
         wake: hooks.wake.clone(),
         clock: hooks.clock.clone(),
         health: health.clone(),
-        operations: operations.clone(),
         tenants: tenants.clone(),
     })?;
     let ingest = Arc::new(ingest::Ingest {
@@ -228,7 +226,6 @@ async fn services(
         clock: hooks.clock.clone(),
         connections: Arc::default(),
         health,
-        operations,
         tenants,
         ingest,
     })

@@ -20,7 +20,6 @@ use crate::config::{Config, ConfigError};
 use crate::deliver::{Deliverer, Policy};
 use crate::health::HealthBook;
 pub use crate::metrics::ReloadStatus;
-use crate::operations::Operations;
 use crate::plugin::PluginHost;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -119,7 +118,6 @@ pub struct Reloader {
     pub registry: Arc<Registry>,
     pub health: Arc<HealthBook>,
     pub tenants: Arc<Tenants>,
-    pub operations: Arc<Operations>,
     pub store: Store,
     pub clock: crate::clock::SharedClock,
     /// One reload at a time: a second waits for the first and then reads the file again.
@@ -184,7 +182,6 @@ impl Reloader {
                 tracing::warn!(token_id = %token, error = %e, "cannot delete a removed tenant's token from the store");
             }
         }
-        self.operations.set_endpoint(config.operations_endpoint.clone());
         self.store.set_idempotency_ttl(config.retention.idempotency);
         for w in &config.warnings {
             tracing::warn!("{w}");

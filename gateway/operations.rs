@@ -5,7 +5,8 @@
 //! Owns: the triggers and the shape of their payloads. Each one becomes an ordinary event with
 //! one delivery to the operations endpoint (stored, signed, retried, visible in the log),
 //! written in the same transaction as the change it announces.
-//! Must not touch: storage or HTTP; it builds `IngestWrite`s for the caller to write.
+//! Must not touch: storage or HTTP; it builds `IngestWrite`s for the caller to write. It keeps
+//! no state: where the events go is the running config's, read by the caller per use.
 //!
 //! **No loops:** a delivery to the operations endpoint that is exhausted announces nothing, so
 //! a broken operations endpoint cannot feed itself events.
@@ -17,42 +18,35 @@ use crate::model::{AttemptError, DeliveryRecord, EndpointHealth, ErrorKind, Skip
 use crate::registry::Registry;
 use crate::store::IngestWrite;
 
-/// Where operational events go, if anywhere.
-pub struct Operations {
-    /// Swapped by a config reload.
-    endpoint: std::sync::RwLock<Option<String>>,
+/// Operational events as of one config snapshot: where they go (`[operations] endpoint` of the
+/// running generation, read by the caller), and the registry and health that decide whether
+/// that endpoint gets a delivery now. Built for one use, so a reload needs to tell it nothing.
+pub struct Operations<'a> {
+    /// The `[operations] endpoint`, if any.
+    pub endpoint: Option<&'a str>,
+    pub registry: &'a Registry,
+    pub health: &'a HealthBook,
 }
 
-impl Operations {
-    pub fn new(endpoint: Option<String>) -> Operations {
-        Operations { endpoint: std::sync::RwLock::new(endpoint) }
-    }
-
-    /// The `[operations] endpoint` of a reloaded config.
-    pub fn set_endpoint(&self, endpoint: Option<String>) {
-        *self.endpoint.write().expect("operations lock") = endpoint;
-    }
-
+impl Operations<'_> {
     pub fn is_operations_endpoint(&self, id: &str) -> bool {
-        self.endpoint.read().expect("operations lock").as_deref() == Some(id)
+        self.endpoint == Some(id)
     }
 
     /// An operational event with `data`, ready to store; `None` when no operations endpoint is
     /// configured (or it is gone).
     fn event(
         &self,
-        registry: &Registry,
-        health: &HealthBook,
         trigger: &str,
         subject_endpoint: &str,
         data: serde_json::Value,
         now_ms: u64,
     ) -> Option<IngestWrite> {
-        let target = registry.get(self.endpoint.read().expect("operations lock").as_deref()?)?;
+        let target = self.registry.get(self.endpoint?)?;
         let doc = serde_json::json!({ "trigger": trigger, "endpoint_id": subject_endpoint, "data": data });
         let json::Value::Object(fields) = json::Value::from(&doc) else { unreachable!("built as an object") };
         let canonical = json::canonical_with_slot(&fields, "idempotency_key");
-        let (receivers, skipped) = if health.is_enabled(&target.id) {
+        let (receivers, skipped) = if self.health.is_enabled(&target.id) {
             (vec![&target], vec![])
         } else {
             let reason = ErrorKind::EndpointDisabled.as_str().into();
@@ -64,15 +58,8 @@ impl Operations {
     }
 
     /// Announces an endpoint's health change (`trigger` is one of `endpoint.*`).
-    pub fn endpoint_event(
-        &self,
-        registry: &Registry,
-        health: &HealthBook,
-        trigger: &str,
-        h: &EndpointHealth,
-        now_ms: u64,
-    ) -> Option<IngestWrite> {
-        let url = registry.get(&h.endpoint_id).map(|e| e.url.to_string());
+    pub fn endpoint_event(&self, trigger: &str, h: &EndpointHealth, now_ms: u64) -> Option<IngestWrite> {
+        let url = self.registry.get(&h.endpoint_id).map(|e| e.url.to_string());
         let data = serde_json::json!({
             "endpoint_id": h.endpoint_id,
             "url": url,
@@ -85,15 +72,13 @@ impl Operations {
             "last_failure_at": h.last_failure_at_ms.map(rfc3339),
             "last_error": h.last_error.as_ref().map(error_json),
         });
-        self.event(registry, health, trigger, &h.endpoint_id, data, now_ms)
+        self.event(trigger, &h.endpoint_id, data, now_ms)
     }
 
     /// Announces a delivery that failed after its last retry. Deliveries to the operations
     /// endpoint itself announce nothing.
     pub fn exhausted_event(
         &self,
-        registry: &Registry,
-        health: &HealthBook,
         d: &DeliveryRecord,
         last_error: Option<&AttemptError>,
         now_ms: u64,
@@ -115,7 +100,7 @@ impl Operations {
             "attempts": d.attempts.len() + 1,
             "last_error": last_error.map(error_json),
         });
-        self.event(registry, health, "delivery.exhausted", &d.endpoint_id, data, now_ms)
+        self.event("delivery.exhausted", &d.endpoint_id, data, now_ms)
     }
 }
 

@@ -19,6 +19,7 @@ use crate::health::HealthView;
 use crate::json;
 use crate::model::DEFAULT_TENANT;
 use crate::model::{now_ms, rfc3339};
+use crate::operations::Operations;
 use crate::store::Effects;
 
 #[derive(Serialize)]
@@ -335,7 +336,10 @@ async fn set_enabled(st: &AppState, id: &str, enabled: bool, limited: bool) -> R
         return Ok(());
     };
     let mut effects = Effects::default();
-    effects.events.extend(st.operations.endpoint_event(&st.endpoints, &st.health, transition.trigger(), &health, now));
+    let config = st.config();
+    let ops =
+        Operations { endpoint: config.operations_endpoint.as_deref(), registry: &st.endpoints, health: &st.health };
+    effects.events.extend(ops.endpoint_event(transition.trigger(), &health, now));
     effects.health = Some(health);
     if let Err(e) = st.store.put_health(effects).await {
         // Not stored: undo in memory, so memory and disk agree.

@@ -18,7 +18,6 @@ use crate::health::HealthBook;
 use crate::ingest::Ingest;
 use crate::live::{Live, Reloader};
 use crate::metrics::Metrics;
-use crate::operations::Operations;
 use crate::registry::Registry;
 use crate::serve::ConnectionStats;
 use crate::store::Store;
@@ -42,7 +41,6 @@ pub struct AppState {
     pub connections: Arc<ConnectionStats>,
     /// Endpoint health: ingest skips disabled endpoints; the API shows and changes it.
     pub health: Arc<HealthBook>,
-    pub operations: Arc<Operations>,
     pub tenants: Arc<Tenants>,
     /// Turns a validated event into a committed one (see `ingest`).
     pub ingest: Arc<Ingest>,

@@ -105,7 +105,6 @@ pub(crate) struct Ctx {
     metrics: Arc<Metrics>,
     clock: SharedClock,
     health: Arc<HealthBook>,
-    operations: Arc<Operations>,
     tenants: Arc<Tenants>,
     claims: Mutex<Claims>,
     /// `max_in_flight` permits: attempts running at once over all endpoints.
@@ -142,13 +141,12 @@ pub struct Parts {
     pub wake: Arc<Notify>,
     pub clock: SharedClock,
     pub health: Arc<HealthBook>,
-    pub operations: Arc<Operations>,
     pub tenants: Arc<Tenants>,
 }
 
 impl Dispatcher {
     pub fn new(parts: Parts) -> anyhow::Result<Dispatcher> {
-        let Parts { live, store, endpoints, metrics, wake, clock, health, operations, tenants } = parts;
+        let Parts { live, store, endpoints, metrics, wake, clock, health, tenants } = parts;
         let global_slots = Arc::new(Semaphore::new(live.config().delivery.max_in_flight));
         Ok(Dispatcher {
             ctx: Arc::new(Ctx {
@@ -158,7 +156,6 @@ impl Dispatcher {
                 metrics,
                 clock,
                 health,
-                operations,
                 tenants,
                 claims: Mutex::new(Claims::default()),
                 global_slots,
@@ -436,17 +433,19 @@ fn effects(
     now: u64,
 ) -> crate::store::Effects {
     let mut out = crate::store::Effects::default();
-    let (ops, reg, book) = (&ctx.operations, &ctx.endpoints, &ctx.health);
+    let config = ctx.live.config();
+    let ops =
+        Operations { endpoint: config.operations_endpoint.as_deref(), registry: &ctx.endpoints, health: &ctx.health };
     if let Some((h, transitions)) = health {
         for t in transitions {
             tracing::warn!(endpoint = %h.endpoint_id, change = t.trigger(), consecutive_failures = h.consecutive_failures,
                 "endpoint health changed");
-            out.events.extend(ops.endpoint_event(reg, book, t.trigger(), &h, now));
+            out.events.extend(ops.endpoint_event(t.trigger(), &h, now));
         }
         out.health = Some(h);
     }
     if let Some((d, error)) = exhausted {
-        out.events.extend(ops.exhausted_event(reg, book, &d, error.as_ref(), now));
+        out.events.extend(ops.exhausted_event(&d, error.as_ref(), now));
     }
     if !out.events.is_empty() {
         ctx.wake.notify_one();
@@ -533,7 +532,6 @@ mod tests {
             wake: Arc::default(),
             clock: crate::clock::system(),
             health,
-            operations: Arc::new(Operations::new(None)),
             tenants: Arc::new(Tenants::new(&config2, vec![], vec![])),
         })
         .unwrap();
