@@ -316,12 +316,7 @@ pub async fn create_token(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    st.admin(&headers)?;
-    st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
-    let o = body_object(&body)?;
-    if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
-        return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
-    }
+    let o = expiry_body(&st, &headers, &id, &body)?;
     let now = st.clock.now_ms();
     let ttl = expires_in(&o, None, std::time::Duration::from_secs(3650 * 86_400))?;
     let (token, record) = st.tenants.issue_token(&id, now, ttl.map(|d| now + d.as_millis() as u64), false);
@@ -369,12 +364,7 @@ pub async fn create_portal_link(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    st.admin(&headers)?;
-    st.tenants.get(&id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
-    let o = body_object(&body)?;
-    if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
-        return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
-    }
+    let o = expiry_body(&st, &headers, &id, &body)?;
     let ttl = expires_in(&o, Some(PORTAL_CODE_TTL), PORTAL_CODE_MAX)?.unwrap_or(PORTAL_CODE_TTL);
     let now = st.clock.now_ms();
     let expires_at = now + ttl.as_millis() as u64;
@@ -390,6 +380,17 @@ pub async fn create_portal_link(
     // Referer headers.
     let body = serde_json::json!({ "url": format!("{base}/#portal={code}"), "expires_at": rfc3339(expires_at) });
     Ok(json_response(StatusCode::CREATED, body.to_string()))
+}
+
+/// The body of an admin route that issues a credential for tenant `id`: `{expires_in?}` only.
+fn expiry_body(st: &AppState, headers: &HeaderMap, id: &str, body: &[u8]) -> Result<json::Object, ApiError> {
+    st.admin(headers)?;
+    st.tenants.get(id).ok_or_else(|| ApiError::not_found(format!("no tenant with id {id:?}")))?;
+    let o = body_object(body)?;
+    if let Some((k, _)) = o.iter().find(|(k, _)| *k != "expires_in") {
+        return Err(invalid(format!("unknown field `{k}`; expected expires_in")));
+    }
+    Ok(o)
 }
 
 /// `POST /v1/portal/session` `{code}` (no token: the code is the credential): exchanges a portal
