@@ -142,42 +142,42 @@ impl Metrics {
 
     /// The long-lived metrics (clones share their values).
     fn register(&self, r: &mut Registry) {
-        r.register("hookgate_events_ingested", "Events accepted (202) by ingest.", self.events_ingested.clone());
-        r.register("hookgate_deliveries_created", "Deliveries created by fan-out.", self.deliveries_created.clone());
-        r.register("hookgate_deliveries", "Deliveries that reached a final state, by outcome.", self.outcomes.clone());
+        r.register("hookgate_events_ingested", "Events accepted (202) by ingest", self.events_ingested.clone());
+        r.register("hookgate_deliveries_created", "Deliveries created by fan-out", self.deliveries_created.clone());
+        r.register("hookgate_deliveries", "Deliveries that reached a final state, by outcome", self.outcomes.clone());
         r.register(
             "hookgate_attempts",
-            "Delivery attempts by response status class and error kind.",
+            "Delivery attempts by response status class and error kind",
             self.attempts.clone(),
         );
         r.register(
             "hookgate_attempt_record_failures",
-            "Attempt outcomes whose durable record failed; the delivery cools down and is tried again.",
+            "Attempt outcomes whose durable record failed; the delivery cools down and is tried again",
             self.record_failures.clone(),
         );
         r.register(
             "hookgate_pruned_deliveries",
-            "Final deliveries removed by retention.",
+            "Final deliveries removed by retention",
             self.pruned_deliveries.clone(),
         );
         r.register(
             "hookgate_pruned_events",
-            "Events removed by retention (with their last delivery).",
+            "Events removed by retention (with their last delivery)",
             self.pruned_events.clone(),
         );
         r.register(
             "hookgate_ingest_commit_seconds",
-            "Time from an accepted request to its durable commit.",
+            "Time from an accepted request to its durable commit",
             self.ingest_commit.0.clone(),
         );
         r.register(
             "hookgate_attempt_duration_seconds",
-            "Duration of one delivery attempt.",
+            "Duration of one delivery attempt",
             self.attempt_duration.0.clone(),
         );
         r.register(
             "hookgate_delivery_latency_seconds",
-            "Time from event receipt to successful delivery.",
+            "Time from event receipt to successful delivery",
             self.delivery_latency.0.clone(),
         );
     }
@@ -201,34 +201,34 @@ impl Gauges {
     fn register(&self, r: &mut Registry) {
         r.register(
             "hookgate_config_generation",
-            "The running configuration's generation (1 at start, +1 per applied reload).",
+            "The running configuration's generation (1 at start, +1 per applied reload)",
             gauge(self.config_generation),
         );
         // Only once a reload was tried: before that there is no outcome to report.
         if let Some(at) = self.last_reload.at_ms {
             r.register(
                 "hookgate_config_last_reload_timestamp_seconds",
-                "When the last reload was attempted.",
+                "When the last reload was attempted",
                 gauge(at / 1000),
             );
             r.register(
                 "hookgate_config_last_reload_success",
-                "1 if the last reload applied, 0 if it was refused.",
+                "1 if the last reload applied, 0 if it was refused",
                 gauge(u64::from(self.last_reload.error.is_none())),
             );
         }
         type PerPlugin = fn(&crate::plugin::PluginStats) -> u64;
         let families: [(&str, &str, PerPlugin); 4] = [
-            ("hookgate_plugin_calls", "Plugin calls, by plugin.", |p| p.calls),
+            ("hookgate_plugin_calls", "Plugin calls, by plugin", |p| p.calls),
             (
                 "hookgate_plugin_failures",
-                "Plugin calls that failed (trap, deadline, memory, error, invalid output).",
+                "Plugin calls that failed (trap, deadline, memory, error, invalid output)",
                 |p| p.failures,
             ),
-            ("hookgate_plugin_timeouts", "Plugin calls stopped at their deadline.", |p| p.timeouts),
+            ("hookgate_plugin_timeouts", "Plugin calls stopped at their deadline", |p| p.timeouts),
             (
                 "hookgate_plugin_log_lines_dropped",
-                "host.log lines dropped because a call went over its log budget.",
+                "host.log lines dropped because a call went over its log budget",
                 |p| p.log_dropped,
             ),
         ];
@@ -239,30 +239,30 @@ impl Gauges {
             }
             r.register(name, help, family);
         }
-        r.register("hookgate_pending_deliveries", "Deliveries waiting for an attempt.", gauge(self.pending));
-        r.register("hookgate_store_commits", "Durable (fsync'd) store commits.", total(self.store_commits));
+        r.register("hookgate_pending_deliveries", "Deliveries waiting for an attempt", gauge(self.pending));
+        r.register("hookgate_store_commits", "Durable (fsync'd) store commits", total(self.store_commits));
         r.register(
             "hookgate_store_operations",
-            "Write operations carried by those commits.",
+            "Write operations carried by those commits",
             total(self.store_operations),
         );
         r.register(
             "hookgate_store_failed_commits",
-            "Store commits that failed; every write in them was refused.",
+            "Store commits that failed; every write in them was refused",
             total(self.store_failed_commits),
         );
         r.register(
             "hookgate_deliveries_cooling_down",
-            "Deliveries held back after a failed record write.",
+            "Deliveries held back after a failed record write",
             gauge(self.cooling_down),
         );
-        r.register("hookgate_db_file_bytes", "Size of the database file.", gauge(self.db_file_bytes));
+        r.register("hookgate_db_file_bytes", "Size of the database file", gauge(self.db_file_bytes));
         r.register(
             "hookgate_endpoints_circuit_open",
-            "Endpoints whose circuit is open or half-open.",
+            "Endpoints whose circuit is open or half-open",
             gauge(self.circuits_open),
         );
-        r.register("hookgate_endpoints_disabled", "Disabled endpoints.", gauge(self.endpoints_disabled));
+        r.register("hookgate_endpoints_disabled", "Disabled endpoints", gauge(self.endpoints_disabled));
     }
 }
 
@@ -314,6 +314,11 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("last_reload"), "{text}");
+        // The registry ends each HELP with a period itself.
+        assert!(
+            text.lines().filter(|l| l.starts_with("# HELP")).all(|l| l.ends_with('.') && !l.ends_with("..")),
+            "{text}"
+        );
         let mut g = gauges();
         g.last_reload = ReloadStatus { at_ms: Some(5_000), error: Some("bad".into()) };
         let text = m.render(&g);

@@ -347,6 +347,26 @@ pub fn skipped(why: &str) {
     let _ = writeln!(std::io::stderr(), "\nSKIPPED {}: {why}\n", std::thread::current().name().unwrap_or("test"));
 }
 
+/// `promtool` (Debian's `prometheus` package, which `.ci/run` installs), or `None` locally
+/// after saying how to get it. Under `CI` a missing `promtool` fails the test.
+pub fn promtool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => Some(p),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("promtool is not installed: under CI the exposition is checked")
+        }
+        None => {
+            skipped("install promtool (Debian: apt-get install prometheus) to check the /metrics exposition");
+            None
+        }
+    }
+}
+
 /// The throwaway PostgreSQL server's URL (`HOOKGATE_TEST_POSTGRES_URL`, started by `.ci/run`),
 /// or `None` locally after saying how to get one. Under `CI` a missing server fails the test.
 pub fn pg_server() -> Option<String> {
