@@ -202,13 +202,14 @@ impl Reloader {
 fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let key_id = |c: &Config| c.signing.main_key.as_ref().map(|k| k.id().to_owned());
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 13] = [
         ("server.listen", o.listen != n.listen),
         ("server.data_dir", o.data_dir != n.data_dir),
         ("server.cache_size", o.cache_size != n.cache_size),
         ("server.max_connections", o.max_connections != n.max_connections),
         ("server.header_read_timeout", o.header_read_timeout != n.header_read_timeout),
         ("server.keep_alive_timeout", o.keep_alive_timeout != n.keep_alive_timeout),
+        ("server.log_format", o.log_format != n.log_format),
         ("delivery.max_in_flight", old.delivery.max_in_flight != new.delivery.max_in_flight),
         (
             "delivery.max_in_flight_per_endpoint",

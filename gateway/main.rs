@@ -30,6 +30,10 @@ enum Command {
         /// (refuse to start unless `hookgate migrate` has brought the schema up to date).
         #[arg(long)]
         no_migrate: bool,
+        /// How to write the log to stdout: text, or json (one object per line, for log
+        /// shippers). Overrides [server] log_format.
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Apply the embedded PostgreSQL migrations ([storage] backend = "postgres"), then print
     /// the schema version. Safe to run from several nodes at once.
@@ -115,7 +119,9 @@ fn main() -> ExitCode {
         Command::RotateMainKey { config } => rotate_main_key(&config, &env),
         Command::Check { config } => check_command(&config, &env),
         Command::Migrate { config } => migrate_command(&config, &env),
-        Command::Serve { config, watch, no_migrate } => serve_command(&config, watch, no_migrate, &env),
+        Command::Serve { config, watch, no_migrate, log_format } => {
+            serve_command(&config, watch, no_migrate, log_format.as_deref(), &env)
+        }
     }
 }
 
@@ -239,9 +245,9 @@ fn serve_command(
     config: &std::path::Path,
     watch: bool,
     no_migrate: bool,
+    log_format: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> ExitCode {
-    init_tracing();
     let config = match Config::load(config, env) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -249,6 +255,9 @@ fn serve_command(
             return ExitCode::FAILURE;
         }
     };
+    // The flag's values are checked by clap; the file's by the config.
+    let format = log_format.and_then(|f| f.parse().ok()).unwrap_or(config.server.log_format);
+    init_tracing(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -298,10 +307,16 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_tracing() {
+/// The log on stdout, filtered by `RUST_LOG` (default `info`): lines for people, or one JSON
+/// object per line (`timestamp`, `level`, `fields` with `message`, and the span it happened in).
+fn init_tracing(format: hookgate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match format {
+        hookgate::config::LogFormat::Text => fmt.init(),
+        hookgate::config::LogFormat::Json => fmt.json().init(),
+    }
 }
 
 fn print_summary(c: &Config) {

@@ -324,4 +324,39 @@ mod tests {
         let text = m.render(&g);
         assert!(text.lines().any(|l| l == "hookgate_config_last_reload_success 0"), "{text}");
     }
+
+    /// The Grafana board in `config/` asks only for series this exposition has: a metric
+    /// renamed here and not there fails this test.
+    #[test]
+    fn the_grafana_board_uses_only_exposed_series() {
+        let m = Metrics::default();
+        m.outcome(DeliveryState::Succeeded);
+        m.attempt(Some(200), None, Duration::from_millis(3));
+        let mut g = gauges();
+        g.plugins = vec![crate::plugin::PluginStats { plugin: "p".into(), calls: 1, ..Default::default() }];
+        g.last_reload = ReloadStatus { at_ms: Some(5_000), error: None };
+        let text = m.render(&g);
+        let exposed: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let board: serde_json::Value =
+            serde_json::from_str(include_str!("../config/grafana-dashboard.json")).expect("the board is JSON");
+        let panels = board["panels"].as_array().expect("panels");
+        assert!(panels.len() >= 10, "{}", panels.len());
+        let mut asked = 0;
+        for panel in panels {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for (i, _) in expr.match_indices("hookgate_") {
+                    let name: String =
+                        expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    assert!(exposed.contains(name.as_str()), "{}: {name} is not exposed", panel["title"]);
+                    asked += 1;
+                }
+            }
+        }
+        assert!(asked >= 25, "{asked}");
+    }
 }

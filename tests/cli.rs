@@ -262,3 +262,55 @@ fn plugin_new_skeletons_build_and_run_in_every_language() {
         assert!(config.exists());
     }
 }
+
+/// `serve --log-format json` (and `[server] log_format = "json"`) writes one JSON object per
+/// line on stdout, for log shippers: the start line among them, with its level and fields.
+#[test]
+fn serve_logs_json_lines() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, in_file) in [(true, false), (false, true)] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let path = dir.path().join("json-log.toml");
+        let format = if in_file { "log_format = \"json\"\n" } else { "" };
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data-{port}\"\n{format}[auth]\ningest_tokens = [\"t\"]\n\
+                 [signing]\nsecret = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n"
+            ),
+        )
+        .unwrap();
+        let mut args = vec!["serve", "--config", path.to_str().unwrap()];
+        if flag {
+            args.extend(["--log-format", "json"]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        // The warnings come first (no endpoints, no main key), then the start line.
+        for line in stdout.lines().take(10) {
+            let line = line.unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(v["timestamp"].is_string() && v["level"].is_string(), "{line}");
+            let message = v["fields"]["message"].as_str().unwrap_or_default().to_owned();
+            seen.push(message.clone());
+            if message == "hookgate is serving" {
+                assert_eq!(v["level"], "INFO", "{line}");
+                assert_eq!(v["fields"]["listen"], format!("127.0.0.1:{port}"), "{line}");
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(seen.iter().any(|m| m == "hookgate is serving"), "flag {flag}, file {in_file}: {seen:?}");
+        assert!(seen.iter().any(|m| m.contains("no [[endpoints]]")), "the config's warnings are JSON too: {seen:?}");
+    }
+}

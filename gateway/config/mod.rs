@@ -122,8 +122,30 @@ pub fn valid_plugin_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
 }
 
+/// How `serve` writes its log: lines for people, or one JSON object per line for shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not a log format; use \"text\" or \"json\"")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// How `serve` writes its log (`[server] log_format`).
+    pub log_format: LogFormat,
     /// The base of portal links (`https://hooks.example.com`); `None`: the request's `Host`.
     pub public_url: Option<url::Url>,
     pub listen: SocketAddr,

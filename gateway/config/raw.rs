@@ -47,6 +47,7 @@ section!(RawServer {
     request_body_timeout: String,
     keep_alive_timeout: String,
     public_url: String,
+    log_format: String,
 });
 section!(RawAuth { ingest_tokens: Vec<String>, admin_tokens: Vec<String> });
 section!(RawSigning { secret: String, previous_secrets: Vec<String>, rotation_overlap: String, main_key: String });

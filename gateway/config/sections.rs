@@ -74,7 +74,10 @@ impl Config {
                 format!("{cache_text:?} must be a size from 1MiB to 64GiB, e.g. \"64MiB\""),
             )
         })?;
+        let (format_line, format_text) = ctx.string(s.log_format, "server.log_format")?;
+        let log_format = format_text.parse().map_err(|m| ctx.error("server.log_format", format_line, m))?;
         Ok(ServerConfig {
+            log_format,
             public_url,
             listen,
             data_dir,

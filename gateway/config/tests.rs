@@ -272,3 +272,13 @@ fn storage_backend_and_its_errors() {
     let e = parse(&minimal("[storage]\nbackend = \"sqlite\"")).unwrap_err();
     assert_eq!((e.key.as_str(), e.line), ("storage.backend", Some(6)), "{e}");
 }
+
+/// `[server] log_format`: text by default, json on request, anything else named with its line.
+#[test]
+fn log_format() {
+    assert_eq!(parse(&minimal("")).unwrap().server.log_format, LogFormat::Text);
+    assert_eq!(parse(&minimal("[server]\nlog_format = \"json\"")).unwrap().server.log_format, LogFormat::Json);
+    let e = parse(&minimal("[server]\nlog_format = \"xml\"")).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("server.log_format", Some(6)), "{e}");
+    assert!(e.message.contains("\"text\" or \"json\""), "{e}");
+}
