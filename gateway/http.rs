@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants", get(tenants::list_tenants).post(tenants::create_tenant))
         .route("/v1/tenants/{id}", get(tenants::get_tenant).patch(tenants::patch_tenant).delete(tenants::delete_tenant))
         .route("/v1/tenants/{id}/secret/rotate", post(tenants::rotate_secret))
+        .route("/v1/tenants/{id}/secret/reveal", post(tenants::reveal_secret))
         .route("/v1/tenants/{id}/events", post(events::create_tenant_event))
         .route(
             "/v1/tenants/{id}/endpoints",

@@ -336,11 +336,8 @@ mod tests {
         g.plugins = vec![crate::plugin::PluginStats { plugin: "p".into(), calls: 1, ..Default::default() }];
         g.last_reload = ReloadStatus { at_ms: Some(5_000), error: None };
         let text = m.render(&g);
-        let exposed: std::collections::HashSet<&str> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split(['{', ' ']).next())
-            .collect();
+        let exposed: std::collections::HashSet<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
         let board: serde_json::Value =
             serde_json::from_str(include_str!("../config/grafana-dashboard.json")).expect("the board is JSON");
         let panels = board["panels"].as_array().expect("panels");

@@ -91,6 +91,7 @@ async fn dashboard_in_chromium_filters_opens_and_resends() {
             .await;
         let newest = browser.find("#attempts tbody tr").await.text().await;
         assert!(newest.contains("(manual)") && newest.contains("200"), "{newest}");
+        browser.screenshot(&shot.with_file_name("dashboard-delivery.png")).await;
 
         // The endpoints view: state, circuit, last hour's success rate, last error, and a
         // button that disables and enables the endpoint through the API.
@@ -225,5 +226,124 @@ async fn portal_link_shows_one_tenant_and_sends_a_test_event() {
     browser.screenshot(&shot).await;
     browser.quit().await;
     outcome.expect("the portal scenario finished in time");
+    gw.stop().await.unwrap();
+}
+
+/// What the views lacked, at 1400×900: the admin dashboard has a Tenants view that leads into
+/// one tenant's deliveries and endpoints; a delivery opened beside a wide list leaves the row's
+/// time and state in view; the signing secret is revealed and rotated from the endpoints view,
+/// by the admin for a tenant and by the tenant in its portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_view_wide_rows_and_the_signing_secret() {
+    if !browser_available() {
+        return;
+    }
+    let rx = Receiver::start(Behavior::Status(500)).await;
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "delivery", "max_retries", "0");
+    let gw = TestGateway::start(&cfg).await;
+    let mut secrets = std::collections::HashMap::new();
+    for (tenant, name) in [("acme", "Acme Corp"), ("globex", "Globex")] {
+        let (s, t) = gw.send_json(reqwest::Method::POST, "/v1/tenants", &json!({"id": tenant, "name": name})).await;
+        assert_eq!(s, 201, "{t}");
+        secrets.insert(tenant, t["secret"].as_str().unwrap().to_owned());
+        let body = json!({"url": rx.url(&format!("/{tenant}/a/rather/long/path/to/the/receiver")), "triggers": ["*"]});
+        let (s, e) = gw.send_json(reqwest::Method::POST, &format!("/v1/tenants/{tenant}/endpoints"), &body).await;
+        assert_eq!(s, 201, "{e}");
+    }
+    // Wide rows: long triggers, endpoint ids and resource fields.
+    for (tenant, n) in [("acme", 0), ("acme", 1), ("globex", 2)] {
+        let event = json!({
+            "trigger": "calendar.events_update.with_a_rather_long_trigger_name",
+            "calendar_id": format!("cal_{n}_{}", "x".repeat(60)),
+            "calendar_deduplication_key": "k".repeat(80),
+            "data": {},
+        });
+        let r = gw
+            .http
+            .post(format!("{}/v1/tenants/{tenant}/events", gw.base))
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    eventually(WAIT, || async {
+        let (_, p) = gw.get("/v1/deliveries?state=failed").await;
+        (p["data"].as_array().unwrap().len() == 3).then_some(())
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tenants.png");
+    let run = async {
+        browser.goto(&format!("{}/", gw.base)).await;
+        browser.find("#token").await.type_text(ADMIN_TOKEN).await;
+        browser.find("#save-token").await.click().await;
+        browser.wait_for("document.querySelectorAll('#rows tr').length === 3", WAIT).await;
+
+        // The Tenants view, and into acme's deliveries.
+        browser.find("#tab-tenants").await.click().await;
+        browser.wait_for("document.querySelector('#tenant-rows tr[data-id=acme]') !== null", WAIT).await;
+        let acme = browser.find("#tenant-rows tr[data-id=acme]").await.text().await;
+        assert!(acme.contains("Acme Corp") && acme.contains("api"), "{acme}");
+        browser.screenshot(&shot).await;
+        browser.find("#tenant-rows tr[data-id=acme] button.view").await.click().await;
+        browser.wait_for("document.querySelectorAll('#rows tr').length === 2", WAIT).await;
+        let rows =
+            browser.eval("return [...document.querySelectorAll('#rows tr')].map(tr => tr.textContent).join('|')").await;
+        assert!(!rows.as_str().unwrap().contains("globex"), "only acme's deliveries: {rows}");
+        assert_eq!(browser.find("#scope-name").await.text().await, "acme");
+
+        // A delivery open beside the wide list: its row's time and state are still in view.
+        browser.find("#rows tr").await.click().await;
+        browser.wait_for("document.querySelector('#detail-state')?.textContent === 'failed'", WAIT).await;
+        browser.screenshot(&shot.with_file_name("tenants-delivery.png")).await;
+        let visible = browser
+            .eval(
+                "const list = document.querySelector('.list').getBoundingClientRect(); \
+                 const row = document.querySelector('#rows tr.sel'); \
+                 return [0, 1].map(i => { const c = row.cells[i].getBoundingClientRect(); \
+                   return c.left >= list.left - 1 && c.right <= list.right + 1 && c.right <= window.innerWidth; })",
+            )
+            .await;
+        assert_eq!(visible, json!([true, true]), "the time and state cells are in view");
+        assert_eq!(browser.eval("return document.documentElement.scrollWidth <= window.innerWidth").await, json!(true));
+
+        // The secret, revealed and rotated by the admin in acme's endpoints view.
+        browser.find("#tab-endpoints").await.click().await;
+        browser.wait_for("!document.querySelector('#secret-panel').hidden", WAIT).await;
+        browser.find("#secret-reveal").await.click().await;
+        browser.wait_for("document.querySelector('#secret-value').textContent.startsWith('whsec_')", WAIT).await;
+        assert_eq!(browser.find("#secret-value").await.text().await, secrets["acme"]);
+        browser.find("#secret-rotate").await.click().await;
+        browser.find("#secret-rotate-confirm").await.click().await;
+        browser.wait_for("document.querySelector('#secret-note').textContent.startsWith('rotated')", WAIT).await;
+        let rotated = browser.find("#secret-value").await.text().await;
+        assert_ne!(rotated, secrets["acme"]);
+        let (_, t) = gw.get("/v1/tenants/acme").await;
+        let fingerprint = hookgate::sign::Secret::parse(&rotated).unwrap().fingerprint();
+        assert_eq!(t["secret_fingerprint"], json!(fingerprint), "the new secret signs now");
+
+        // And by the tenant in its portal, which has no Tenants view.
+        let (s, link) = gw.send_json(reqwest::Method::POST, "/v1/tenants/globex/portal", &json!({})).await;
+        assert_eq!(s, 201, "{link}");
+        browser.eval("sessionStorage.clear(); return true").await;
+        browser.goto("about:blank").await;
+        browser.goto(link["url"].as_str().unwrap()).await;
+        browser.wait_for("document.querySelectorAll('#rows tr').length === 1", WAIT).await;
+        assert_eq!(browser.eval("return document.querySelector('#tab-tenants').hidden").await, json!(true));
+        browser.find("#tab-endpoints").await.click().await;
+        browser.wait_for("!document.querySelector('#secret-panel').hidden", WAIT).await;
+        browser.find("#secret-reveal").await.click().await;
+        browser.wait_for("document.querySelector('#secret-value').textContent.startsWith('whsec_')", WAIT).await;
+        assert_eq!(browser.find("#secret-value").await.text().await, secrets["globex"]);
+        browser.screenshot(&shot.with_file_name("portal-secret.png")).await;
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;
+    browser.quit().await;
+    outcome.expect("the scenario finished in time");
     gw.stop().await.unwrap();
 }

@@ -767,3 +767,61 @@ async fn delivers_signed(path: &std::path::Path, cfg: &str, rx: &mut Receiver, a
     assert!(verify_with(&got, own), "the endpoint's own secret signs");
     gw.stop().await.unwrap();
 }
+
+/// A tenant sees and rotates its own signing secret (as Svix's portal does): `POST
+/// .../secret/reveal` with the tenant's token returns the secret that signs now, never cached;
+/// another tenant's token gets 404, a GET 405; a rotation by the tenant's token is revealed next
+/// and signs its deliveries. The file's tenants are rotated in the file (409).
+#[tokio::test]
+async fn tenants_reveal_and_rotate_their_own_secret() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    let acme = create_tenant(&gw, json!({"id": "acme"})).await;
+    create_tenant(&gw, json!({"id": "globex"})).await;
+    create_endpoint(&gw, "acme", json!({"url": rx.url("/a"), "triggers": ["*"]})).await;
+    let token = |tenant: &'static str| {
+        let gw = &gw;
+        async move {
+            let (s, t) = admin(gw, reqwest::Method::POST, &format!("/v1/tenants/{tenant}/tokens"), &json!({})).await;
+            assert_eq!(s, 201, "{t}");
+            t["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (acme_token, globex_token) = (token("acme").await, token("globex").await);
+
+    let reveal = gw
+        .http
+        .post(format!("{}/v1/tenants/acme/secret/reveal", gw.base))
+        .header("authorization", format!("Bearer {acme_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reveal.headers()["cache-control"], "no-store");
+    let (s, shown) = (reveal.status().as_u16(), serde_json::from_str::<Value>(&reveal.text().await.unwrap()).unwrap());
+    assert_eq!(s, 200, "{shown}");
+    assert_eq!(shown["secret"], acme["secret"], "the secret that signs now");
+    assert_eq!(shown["fingerprint"], acme["secret_fingerprint"]);
+    let (s, b) = as_tenant(&gw, &globex_token, reqwest::Method::POST, "/v1/tenants/acme/secret/reveal", None).await;
+    assert_eq!(s, 404, "another tenant's secret is not found: {b}");
+    let (s, _) = as_tenant(&gw, &acme_token, reqwest::Method::GET, "/v1/tenants/acme/secret/reveal", None).await;
+    assert_eq!(s, 405, "never a GET");
+    let (s, _) = as_tenant(&gw, INGEST_TOKEN, reqwest::Method::POST, "/v1/tenants/acme/secret/reveal", None).await;
+    assert_eq!(s, 401);
+
+    let (s, rotated) =
+        as_tenant(&gw, &acme_token, reqwest::Method::POST, "/v1/tenants/acme/secret/rotate", Some(&json!({}))).await;
+    assert_eq!(s, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(json!(new), acme["secret"]);
+    let (_, shown) = as_tenant(&gw, &acme_token, reqwest::Method::POST, "/v1/tenants/acme/secret/reveal", None).await;
+    assert_eq!(shown["secret"], json!(new), "{shown}");
+    assert_eq!(shown["also_signing"].as_array().unwrap().len(), 1, "the old one signs beside it: {shown}");
+    let (s, _) =
+        as_tenant(&gw, &globex_token, reqwest::Method::POST, "/v1/tenants/acme/secret/rotate", Some(&json!({}))).await;
+    assert_eq!(s, 404);
+    let (s, _) = ingest_for(&gw, "acme", &state_change("b"), &[]).await;
+    assert_eq!(s, 202);
+    assert!(standard_only(&rx.next(WAIT).await, &new), "signed with the rotated secret");
+    gw.stop().await.unwrap();
+}

@@ -258,14 +258,19 @@ pub async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /v1/tenants/{id}/secret/rotate`: a new secret signs from now on, shown this once; the
-/// old one keeps signing next to it for `signing.rotation_overlap`.
+/// `POST /v1/tenants/{id}/secret/rotate` (admin, or the tenant's token: the portal rotates its
+/// own secret): a new secret signs from now on, the old one next to it for
+/// `signing.rotation_overlap`. Tenants of the config file are rotated there (409).
 pub async fn rotate_secret(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut record = api_tenant(&st, &headers, &id)?;
+    let t = st.tenant_access(&headers, &id)?;
+    let mut record = match t.origin {
+        TenantOrigin::Config => return Err(read_only(&id)),
+        TenantOrigin::Api { .. } => st.tenants.record(&id).ok_or_else(|| read_only(&id))?,
+    };
     let now = st.clock.now_ms();
     let secret = crate::tenants::rotate(&mut record, now, st.tenants.overlap());
     st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
@@ -275,7 +280,34 @@ pub async fn rotate_secret(
     v["secret"] = serde_json::Value::String(secret);
     v["previous_secret_signs_until"] =
         serde_json::Value::String(rfc3339(now + st.tenants.overlap().as_millis() as u64));
-    Ok(json_response(StatusCode::OK, v.to_string()))
+    Ok(no_store(json_response(StatusCode::OK, v.to_string())))
+}
+
+/// `POST /v1/tenants/{id}/secret/reveal` (admin, or the tenant's token): the secret that signs
+/// the tenant's deliveries now, so that the customer can verify them (the portal shows it on
+/// request). A POST, never a GET, so that the secret is not kept by caches, prefetches or
+/// access logs.
+pub async fn reveal_secret(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = st.tenant_access(&headers, &id)?;
+    let (secret, signs) = t.signing_keys(st.clock.now_ms(), st.tenants.overlap());
+    tracing::info!(tenant = %id, fingerprint = %t.fingerprint(), "tenant secret revealed");
+    let body = serde_json::json!({
+        "tenant": t.id,
+        "secret": secret.to_whsec(),
+        "fingerprint": secret.fingerprint(),
+        "also_signing": signs.iter().map(|s| s.fingerprint()).collect::<Vec<_>>(),
+    });
+    Ok(no_store(json_response(StatusCode::OK, body.to_string())))
+}
+
+/// Marks an answer that carries a secret as not to be stored by any cache.
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// `expires_in` of a body (`"10m"`), within `[1s, max]`.
