@@ -29,6 +29,8 @@ pub enum Check {
     Valid,
     Invalid(String),
     Missing,
+    /// An Ed25519 key (`whsk_`) makes no Attendee signature: that recipe is HMAC only.
+    NotApplicable,
 }
 
 impl std::fmt::Display for Check {
@@ -37,6 +39,7 @@ impl std::fmt::Display for Check {
             Check::Valid => f.write_str("valid"),
             Check::Invalid(why) => write!(f, "INVALID ({why})"),
             Check::Missing => f.write_str("missing"),
+            Check::NotApplicable => f.write_str("none expected (Ed25519 key: v1a only)"),
         }
     }
 }
@@ -45,6 +48,7 @@ impl std::fmt::Display for Check {
 pub fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8], now: i64) -> Verdict {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let attendee = match h("x-webhook-signature") {
+        None if secret.public_key().is_some() => Check::NotApplicable,
         None => Check::Missing,
         Some(sig) => {
             // Receivers written for Attendee re-canonicalise the parsed body; raw-body receivers
@@ -64,7 +68,7 @@ pub fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8], now: i64) -> Ve
             Err(_) => Check::Invalid("webhook-timestamp is not a number".into()),
             Ok(t) if (now - t).abs() > TOLERANCE_SECS => Check::Invalid(format!("timestamp is {}s off", now - t)),
             Ok(_) if sign::verify_standard(secret, id, ts, body, sig) => Check::Valid,
-            Ok(_) => Check::Invalid("no v1 signature matches".into()),
+            Ok(_) => Check::Invalid("no signature of this key's kind (v1 or v1a) matches".into()),
         },
         (None, None, None) => Check::Missing,
         _ => Check::Invalid("webhook-id, webhook-timestamp and webhook-signature must all be present".into()),
@@ -104,8 +108,38 @@ fn receive(secret: &Secret, method: &Method, uri: &Uri, headers: &HeaderMap, bod
         Ok(pretty) => println!("{}", serde_json::to_string_pretty(&pretty).unwrap_or_default()),
         Err(_) => println!("{}", String::from_utf8_lossy(body)),
     }
-    let ok = v.attendee != Check::Missing
-        && !matches!(v.attendee, Check::Invalid(_))
-        && !matches!(v.standard, Check::Invalid(_));
+    let ok = match v.attendee {
+        // Only the Standard Webhooks signature can be checked: it must be there and valid.
+        Check::NotApplicable => v.standard == Check::Valid,
+        Check::Valid => !matches!(v.standard, Check::Invalid(_)),
+        Check::Missing | Check::Invalid(_) => false,
+    };
     if ok { (StatusCode::OK, "verified\n") } else { (StatusCode::UNAUTHORIZED, "signature verification failed\n") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(signed: &sign::SignedHeaders) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in signed.pairs() {
+            h.insert(name, value.parse().unwrap());
+        }
+        h
+    }
+
+    /// With an Ed25519 key, `listen` checks the `v1a` signature and expects no Attendee header.
+    #[test]
+    fn an_ed25519_key_checks_v1a_only() {
+        let key = Secret::generate_ed25519();
+        let body = br#"{"data":{},"trigger":"t"}"#;
+        let signed = sign::sign(&key, &[], "msg_1", 1_700_000_000, body);
+        let v = verify(&key, &headers(&signed), body, 1_700_000_000);
+        assert_eq!((v.attendee, v.standard), (Check::NotApplicable, Check::Valid));
+        let v = verify(&key, &headers(&signed), br#"{"data":{},"trigger":"x"}"#, 1_700_000_000);
+        assert!(matches!(v.standard, Check::Invalid(_)), "{:?}", v.standard);
+        let other = Secret::generate_ed25519();
+        assert!(matches!(verify(&other, &headers(&signed), body, 1_700_000_000).standard, Check::Invalid(_)));
+    }
 }

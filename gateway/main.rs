@@ -47,7 +47,8 @@ enum Command {
         /// Port on 127.0.0.1.
         #[arg(long, short, default_value_t = 9000)]
         port: u16,
-        /// The signing secret (base64, or whsec_<base64>), as in [signing] secret.
+        /// The signing secret (base64, or whsec_<base64>), as in [signing] secret; or an
+        /// Ed25519 secret key (whsk_<base64>) to check `v1a` signatures.
         #[arg(long, short)]
         secret: String,
     },

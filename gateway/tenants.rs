@@ -78,6 +78,11 @@ impl Tenant {
         (&current.secret, others)
     }
 
+    /// The `whpk_` public key of the secret that signs now, if it is an Ed25519 key.
+    pub fn public_key(&self) -> Option<String> {
+        self.keys.iter().find(|k| k.retired_at_ms.is_none()).and_then(|k| k.secret.public_key())
+    }
+
     /// The fingerprint of the secret that signs now.
     pub fn fingerprint(&self) -> String {
         self.keys.iter().find(|k| k.retired_at_ms.is_none()).map_or_else(String::new, |k| k.secret.fingerprint())
@@ -112,18 +117,23 @@ impl Tenant {
 }
 
 /// A new secret for a tenant record: `whsec_` + base64 of 32 random bytes.
-pub fn new_secret(now_ms: u64) -> StoredSecret {
-    StoredSecret { secret: Secret::generate().to_whsec(), created_at_ms: now_ms, retired_at_ms: None }
+pub fn new_secret(now_ms: u64, ed25519: bool) -> StoredSecret {
+    let secret = if ed25519 { Secret::generate_ed25519() } else { Secret::generate() };
+    StoredSecret { secret: secret.to_whsec(), created_at_ms: now_ms, retired_at_ms: None }
 }
 
-/// Rotates a record's secret: the current one retires now, a new one signs from now on.
-/// Secrets retired longer ago than `overlap` are dropped. Returns the new secret's text.
-pub fn rotate(record: &mut TenantRecord, now_ms: u64, overlap: Duration) -> String {
+/// Rotates a record's secret: the current one retires now, a new one signs from now on (an
+/// Ed25519 key when `ed25519` says so, else of the current secret's kind). Secrets retired
+/// longer ago than `overlap` are dropped. Returns the new secret's text.
+pub fn rotate(record: &mut TenantRecord, now_ms: u64, overlap: Duration, ed25519: Option<bool>) -> String {
+    let current_is_ed25519 =
+        record.secrets.iter().find(|s| s.retired_at_ms.is_none()).is_some_and(|s| s.secret.starts_with("whsk_"));
+    let ed25519 = ed25519.unwrap_or(current_is_ed25519);
     for s in &mut record.secrets {
         s.retired_at_ms.get_or_insert(now_ms);
     }
     record.secrets.retain(|s| s.retired_at_ms.is_some_and(|at| now_ms < at + overlap.as_millis() as u64));
-    let fresh = new_secret(now_ms);
+    let fresh = new_secret(now_ms, ed25519);
     let text = fresh.secret.clone();
     record.secrets.insert(0, fresh);
     text
@@ -449,7 +459,7 @@ mod tests {
             id: "acme".into(),
             name: None,
             metadata: None,
-            secrets: vec![new_secret(0)],
+            secrets: vec![new_secret(0, false)],
             max_endpoints: None,
             max_events_per_second: None,
             created_at_ms: 0,
@@ -462,7 +472,7 @@ mod tests {
         let overlap = Duration::from_secs(10);
         let mut r = record();
         let first = Secret::parse(&r.secrets[0].secret).unwrap();
-        rotate(&mut r, 1_000, overlap);
+        rotate(&mut r, 1_000, overlap, None);
         let t = Tenant::from_record(&r, limits).unwrap();
         let (current, others) = t.signing_keys(1_000, overlap);
         assert_ne!(current.fingerprint(), first.fingerprint(), "the new secret signs");
@@ -470,7 +480,7 @@ mod tests {
         let (_, others) = t.signing_keys(11_000, overlap);
         assert!(others.is_empty(), "dropped after the overlap");
         // A second rotation after the overlap forgets the first secret in the record too.
-        rotate(&mut r, 20_000, overlap);
+        rotate(&mut r, 20_000, overlap, None);
         assert_eq!(r.secrets.len(), 2);
     }
 

@@ -825,3 +825,73 @@ async fn tenants_reveal_and_rotate_their_own_secret() {
     assert!(standard_only(&rx.next(WAIT).await, &new), "signed with the rotated secret");
     gw.stop().await.unwrap();
 }
+
+/// Checks every `v1a,` entry of a `webhook-signature` with an Ed25519 library against the
+/// `whpk_` public key, as a receiver holding only the public key would.
+fn v1a_verifies(r: &Received, public_key: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key: [u8; 32] = b64.decode(public_key.strip_prefix("whpk_").unwrap()).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key).unwrap();
+    let content =
+        [r.header("webhook-id").as_bytes(), b".", r.header("webhook-timestamp").as_bytes(), b".", &r.body].concat();
+    r.header("webhook-signature").split(' ').filter_map(|e| e.strip_prefix("v1a,")).any(|sig| {
+        let sig = ed25519_dalek::Signature::from_slice(&b64.decode(sig).unwrap()).unwrap();
+        key.verify_strict(&content, &sig).is_ok()
+    })
+}
+
+/// Ed25519 (Standard Webhooks `v1a`): a tenant created with `key_type = "ed25519"` signs with a
+/// `whsk_` key whose `whpk_` public key its view shows, and sends no Attendee header (that
+/// recipe is HMAC); a switch back to HMAC signs with both kinds during the overlap; an endpoint's
+/// own `whsk_` secret does the same for that endpoint.
+#[tokio::test]
+async fn ed25519_keys_sign_v1a_and_switch_with_hmac() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    let acme = create_tenant(&gw, json!({"id": "acme", "key_type": "ed25519"})).await;
+    let secret = acme["secret"].as_str().unwrap().to_owned();
+    let public = acme["public_key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsk_") && public.starts_with("whpk_"), "{acme}");
+    create_endpoint(&gw, "acme", json!({"url": rx.url("/acme"), "triggers": ["*"]})).await;
+    let (s, _) = ingest_for(&gw, "acme", &state_change("b1"), &[]).await;
+    assert_eq!(s, 202);
+    let got = rx.next(WAIT).await;
+    assert!(got.header("webhook-signature").starts_with("v1a,"), "{}", got.header("webhook-signature"));
+    assert!(v1a_verifies(&got, &public), "verifies with the public key alone");
+    assert_eq!(got.header("x-webhook-signature"), "", "no Attendee signature from an Ed25519 key");
+
+    // Switch to HMAC: both kinds sign during the overlap.
+    let (s, rotated) =
+        admin(&gw, reqwest::Method::POST, "/v1/tenants/acme/secret/rotate", &json!({"key_type": "hmac"})).await;
+    assert_eq!(s, 200, "{rotated}");
+    let hmac = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(hmac.starts_with("whsec_") && rotated["public_key"].is_null(), "{rotated}");
+    let (s, _) = ingest_for(&gw, "acme", &state_change("b2"), &[]).await;
+    assert_eq!(s, 202);
+    let got = rx.next(WAIT).await;
+    assert!(v1a_verifies(&got, &public), "the old Ed25519 key still signs: {}", got.header("webhook-signature"));
+    assert!(verify_with(&got, &hmac), "and the new HMAC secret signs both recipes");
+
+    // An endpoint's own whsk_ secret: its public key in the endpoint's view, v1a on its deliveries.
+    let own = hookgate::sign::Secret::generate_ed25519();
+    let (s, ep) = admin(
+        &gw,
+        reqwest::Method::POST,
+        "/v1/endpoints",
+        &json!({"url": rx.url("/own"), "triggers": ["*"], "secret": own.to_whsec()}),
+    )
+    .await;
+    assert_eq!(s, 201, "{ep}");
+    assert_eq!(ep["public_key"], json!(own.public_key().unwrap()), "{ep}");
+    assert!(!ep.to_string().contains(&own.to_whsec()), "the secret itself is never shown");
+    let (s, _) = gw.ingest(&state_change("b3")).await;
+    assert_eq!(s, 202);
+    let got = rx.next(WAIT).await;
+    assert_eq!(got.path, "/own");
+    assert!(v1a_verifies(&got, &own.public_key().unwrap()));
+    let (s, b) = admin(&gw, reqwest::Method::POST, "/v1/tenants", &json!({"id": "bad", "key_type": "rsa"})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_tenant")), "{b}");
+    gw.stop().await.unwrap();
+}

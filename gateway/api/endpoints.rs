@@ -32,6 +32,10 @@ struct EndpointView<'a> {
     #[serde(rename = "match")]
     matches: Option<serde_json::Map<String, serde_json::Value>>,
     has_secret: bool,
+    /// The `whpk_` public key receivers verify `v1a` signatures with, when the endpoint's own
+    /// secret is an Ed25519 key (it is not a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
     plugins: &'a [String],
     /// `config` (read-only here except `enabled`; edit the file) or `api`.
     source: &'static str,
@@ -72,6 +76,7 @@ fn endpoint_view<'a>(e: &'a Endpoint, hv: &HealthView) -> EndpointView<'a> {
                 .collect()
         }),
         has_secret: e.secret.is_some(),
+        public_key: e.secret.as_ref().and_then(crate::sign::Secret::public_key),
         plugins: &e.plugins,
         source: match e.origin {
             Origin::Config => "config",

@@ -55,6 +55,8 @@ fn view(st: &AppState, t: &Tenant) -> serde_json::Value {
         "name": t.name,
         "metadata": t.metadata.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()),
         "secret_fingerprint": t.fingerprint(),
+        // Not a secret: what receivers verify `v1a` signatures with, for an Ed25519 key.
+        "public_key": t.public_key(),
         "source": match t.origin { TenantOrigin::Config => "config", TenantOrigin::Api { .. } => "api" },
         "created_at": match t.origin { TenantOrigin::Config => None, TenantOrigin::Api { created_at_ms } => Some(rfc3339(created_at_ms)) },
         "endpoints": endpoints,
@@ -119,8 +121,9 @@ async fn has_deliveries(st: &AppState, q: DeliveryQuery) -> Result<bool, ApiErro
     Ok(!page.deliveries.is_empty())
 }
 
-/// `POST /v1/tenants` `{id, name?, metadata?, secret?, max_endpoints?, max_events_per_second?}`:
-/// answers with the tenant and, this once, its secret.
+/// `POST /v1/tenants` `{id, name?, metadata?, secret?, key_type?, max_endpoints?,
+/// max_events_per_second?}`: answers with the tenant and, this once, its secret. Without a
+/// `secret`, one is generated: HMAC (`whsec_`) unless `key_type` is `"ed25519"` (`whsk_`).
 pub async fn create_tenant(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -152,8 +155,9 @@ pub async fn create_tenant(
         ));
     }
     let now = st.clock.now_ms();
+    let ed25519 = key_type(&o)?;
     let secret = match o.get("secret") {
-        None | Some(Value::Null) => crate::tenants::new_secret(now),
+        None | Some(Value::Null) => crate::tenants::new_secret(now, ed25519.unwrap_or(false)),
         Some(Value::String(s)) => {
             let parsed = crate::sign::Secret::parse(s).map_err(|e| invalid(format!("`secret`: the secret {e}")))?;
             crate::model::StoredSecret { secret: parsed.to_whsec(), created_at_ms: now, retired_at_ms: None }
@@ -170,7 +174,7 @@ pub async fn create_tenant(
         max_events_per_second: None,
         created_at_ms: now,
     };
-    apply_fields(&o, &mut record, &["id", "secret"])?;
+    apply_fields(&o, &mut record, &["id", "secret", "key_type"])?;
     st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
     let t = st.tenants.put(record).map_err(invalid)?;
     tracing::info!(tenant = %id, fingerprint = %t.fingerprint(), "tenant created through the API");
@@ -259,20 +263,28 @@ pub async fn delete_tenant(
 }
 
 /// `POST /v1/tenants/{id}/secret/rotate` (admin, or the tenant's token: the portal rotates its
-/// own secret): a new secret signs from now on, the old one next to it for
-/// `signing.rotation_overlap`. Tenants of the config file are rotated there (409).
+/// own secret) `{key_type?}`: a new secret signs from now on, the old one next to it for
+/// `signing.rotation_overlap`; the new one is of the current kind unless `key_type` switches it
+/// (during the overlap, `webhook-signature` then carries a `v1,` and a `v1a,` entry). Tenants
+/// of the config file are rotated there (409).
 pub async fn rotate_secret(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let t = st.tenant_access(&headers, &id)?;
     let mut record = match t.origin {
         TenantOrigin::Config => return Err(read_only(&id)),
         TenantOrigin::Api { .. } => st.tenants.record(&id).ok_or_else(|| read_only(&id))?,
     };
+    let o = body_object(&body)?;
+    if let Some((k, _)) = o.iter().find(|(k, _)| *k != "key_type") {
+        return Err(invalid(format!("unknown field `{k}`; expected key_type")));
+    }
+    let ed25519 = key_type(&o)?;
     let now = st.clock.now_ms();
-    let secret = crate::tenants::rotate(&mut record, now, st.tenants.overlap());
+    let secret = crate::tenants::rotate(&mut record, now, st.tenants.overlap(), ed25519);
     st.store.put_tenant(record.clone()).await.map_err(|e| ApiError::store(&e))?;
     let t = st.tenants.put(record).map_err(invalid)?;
     tracing::info!(tenant = %id, fingerprint = %t.fingerprint(), "tenant secret rotated");
@@ -298,10 +310,22 @@ pub async fn reveal_secret(
     let body = serde_json::json!({
         "tenant": t.id,
         "secret": secret.to_whsec(),
+        "public_key": secret.public_key(),
         "fingerprint": secret.fingerprint(),
         "also_signing": signs.iter().map(|s| s.fingerprint()).collect::<Vec<_>>(),
     });
     Ok(no_store(json_response(StatusCode::OK, body.to_string())))
+}
+
+/// `key_type` of a body: `"hmac"` (`whsec_`, both signature recipes) or `"ed25519"` (`whsk_`,
+/// Standard Webhooks `v1a` only); `None` when absent.
+fn key_type(o: &json::Object) -> Result<Option<bool>, ApiError> {
+    match o.get("key_type") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(k)) if k == "hmac" => Ok(Some(false)),
+        Some(Value::String(k)) if k == "ed25519" => Ok(Some(true)),
+        Some(_) => Err(invalid("`key_type` must be \"hmac\" or \"ed25519\"")),
+    }
 }
 
 /// Marks an answer that carries a secret as not to be stored by any cache.

@@ -282,3 +282,16 @@ fn log_format() {
     assert_eq!((e.key.as_str(), e.line), ("server.log_format", Some(6)), "{e}");
     assert!(e.message.contains("\"text\" or \"json\""), "{e}");
 }
+
+/// `[signing] secret` (and every other secret) may be an Ed25519 key, `whsk_`; a public key
+/// (`whpk_`) is refused, naming the key and line.
+#[test]
+fn ed25519_secrets() {
+    let key = crate::sign::Secret::generate_ed25519();
+    let c = parse(&format!("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"{}\"\n", key.to_whsec())).unwrap();
+    assert_eq!(c.signing.secret, key);
+    let public = key.public_key().unwrap();
+    let e = parse(&format!("[auth]\ningest_tokens = [\"t\"]\n[signing]\nsecret = \"{public}\"\n")).unwrap_err();
+    assert_eq!((e.key.as_str(), e.line), ("signing.secret", Some(4)), "{e}");
+    assert!(e.message.contains("public key"), "{e}");
+}
