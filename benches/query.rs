@@ -186,6 +186,7 @@ fn write(i: usize) -> IngestWrite {
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
             skipped: vec![],
             tenant: None,
+            trace: None,
         },
         deliveries,
         idempotency: None,

@@ -67,6 +67,7 @@ pub fn build_write(
             delivery_ids: deliveries.iter().map(|d| d.id).collect(),
             skipped,
             tenant: None,
+            trace: None,
         },
         deliveries,
         idempotency,

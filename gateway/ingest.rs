@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Context, KeyValue};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
@@ -21,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::model::{DEFAULT_TENANT, ErrorKind, Skipped};
 use crate::registry::Registry;
 use crate::store::{IdempotencyClaim, IngestOutcome, Store, StoreError};
+use crate::telemetry::{self, Telemetry};
 
 /// What an ingest touches.
 pub struct Ingest {
@@ -32,21 +35,26 @@ pub struct Ingest {
     pub wake: Arc<Notify>,
     /// "Now" for the event's timestamps: the same clock dispatch schedules by.
     pub clock: SharedClock,
+    pub telemetry: Telemetry,
 }
 
 impl Ingest {
     /// Fans `event` out to `tenant`'s endpoints and commits it with its deliveries (or finds
-    /// the event an earlier request with the same `idempotency_key` stored).
+    /// the event an earlier request with the same `idempotency_key` stored). `span` is the
+    /// request's ingest span: fan-out and the commit are its children, and the event keeps its
+    /// `traceparent` so that every attempt joins the trace.
     pub async fn accept(
         &self,
         tenant: &str,
         event: &ValidEvent,
         idempotency_key: Option<String>,
+        span: &Context,
     ) -> Result<IngestOutcome, StoreError> {
         // The slot lets dispatch add each delivery's idempotency key by splicing text.
         let (payload, envelope_slot) = json::canonical_with_slot(&event.fields, "idempotency_key");
         let now = self.clock.now_ms();
         // Fan-out (and Attendee's override rule) within the tenant's own endpoints.
+        let fanout = self.telemetry.start_span("hookgate.fanout", SpanKind::Internal, span, vec![], vec![]);
         let endpoints = self.registry.of_tenant(tenant);
         let receivers = crate::fanout::select(&endpoints, &event.trigger, &event.fields);
         // A disabled endpoint gets no delivery; the event's record says why.
@@ -64,9 +72,18 @@ impl Ingest {
         let mut write =
             build_write(&event.trigger, &event.fields, (payload, envelope_slot), &receivers, skipped, now, claim);
         set_tenant(&mut write, tenant);
+        write.event.trace = telemetry::traceparent(span);
+        telemetry::record(&fanout, vec![KeyValue::new("hookgate.deliveries", write.deliveries.len() as i64)]);
+        telemetry::end(&fanout);
+        let commit = self.telemetry.start_span("hookgate.commit", SpanKind::Internal, span, vec![], vec![]);
         let commit_started = std::time::Instant::now();
-        let outcome = self.store.ingest(write).await?;
+        let outcome = self.store.ingest(write).await;
         self.metrics.ingest_commit.observe(commit_started.elapsed());
+        if let Err(e) = &outcome {
+            telemetry::fail(&commit, e.to_string());
+        }
+        telemetry::end(&commit);
+        let outcome = outcome?;
         if let IngestOutcome::Created { event_id, deliveries } = &outcome {
             self.wake.notify_one();
             self.metrics.events_ingested.inc();

@@ -50,6 +50,7 @@ pub mod seal;
 pub mod serve;
 pub mod sign;
 pub mod store;
+pub mod telemetry;
 pub mod tenants;
 pub mod workbench;
 
@@ -118,7 +119,13 @@ pub async fn run_with(
     let settings_changed = Arc::new(Notify::new());
     let listener_task =
         store.postgres().map(|pg| pg.spawn_listener(hooks.wake.clone(), settings_changed.clone(), stop.clone()));
-    let state = services(&config, live, store.clone(), &hooks).await?;
+    let telemetry = match telemetry::Settings::resolve(&config.telemetry, &|name| std::env::var(name).ok())
+        .map_err(|e| anyhow::anyhow!("telemetry: {e}"))?
+    {
+        Some(settings) => telemetry::Telemetry::start(&settings).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?,
+        None => telemetry::Telemetry::off(),
+    };
+    let state = services(&config, live, store.clone(), &hooks, telemetry.clone()).await?;
     let background = Background::spawn(&state, &config, &hooks, settings_changed, &stop);
     let connections = state.connections.clone();
     let endpoint_count = state.endpoints.snapshot().len();
@@ -140,6 +147,7 @@ pub async fn run_with(
     .await;
     stop.cancel();
     let dispatched = background.join().await;
+    telemetry.shutdown(Duration::from_secs(5)).await;
     if let Some(t) = listener_task {
         let _ = t.await;
     }
@@ -180,6 +188,7 @@ async fn services(
     live: Arc<live::Live>,
     store: store::Store,
     hooks: &Hooks,
+    telemetry: telemetry::Telemetry,
 ) -> anyhow::Result<api::AppState> {
     let registry = Arc::new(registry::Registry::new(&config.endpoints, store.endpoints().await?));
     store.set_idempotency_ttl(config.retention.idempotency);
@@ -206,6 +215,7 @@ async fn services(
         clock: hooks.clock.clone(),
         health: health.clone(),
         tenants: tenants.clone(),
+        telemetry: telemetry.clone(),
     })?;
     let ingest = Arc::new(ingest::Ingest {
         store: store.clone(),
@@ -214,6 +224,7 @@ async fn services(
         metrics: metrics.clone(),
         wake: hooks.wake.clone(),
         clock: hooks.clock.clone(),
+        telemetry: telemetry.clone(),
     });
     Ok(api::AppState {
         live,
@@ -228,6 +239,7 @@ async fn services(
         health,
         tenants,
         ingest,
+        telemetry,
     })
 }
 

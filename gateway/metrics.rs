@@ -108,6 +108,8 @@ pub struct Gauges {
     /// The running config generation and the last reload.
     pub config_generation: u64,
     pub last_reload: ReloadStatus,
+    /// Trace spans dropped: the export queue was full, or an export failed.
+    pub spans_dropped: u64,
 }
 
 impl Metrics {
@@ -263,6 +265,11 @@ impl Gauges {
             gauge(self.circuits_open),
         );
         r.register("hookgate_endpoints_disabled", "Disabled endpoints", gauge(self.endpoints_disabled));
+        r.register(
+            "hookgate_telemetry_spans_dropped",
+            "Trace spans dropped because the export queue was full or an export failed",
+            total(self.spans_dropped),
+        );
     }
 }
 
@@ -283,6 +290,7 @@ mod tests {
             plugins: Vec::new(),
             config_generation: 1,
             last_reload: ReloadStatus::default(),
+            spans_dropped: 0,
         }
     }
 

@@ -33,6 +33,10 @@ pub struct EventRecord {
     /// The tenant it was ingested for; `None`: the default tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The W3C `traceparent` of its ingest span, when tracing is on: every attempt's span joins
+    /// that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// An endpoint fan-out chose for an event but that got no delivery.

@@ -30,6 +30,8 @@ mod plugins;
 mod reload;
 /// Retention and FIFO ordering.
 mod retention;
+/// OpenTelemetry traces, received by a collector in the test.
+mod telemetry;
 /// Tenants: secrets, scoping, tokens, quotas, isolation.
 mod tenants;
 /// Module headers and stage boundaries.

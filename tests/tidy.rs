@@ -118,7 +118,19 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("services", &["ingest", "dispatch", "tenants", "live", "retention", "workbench", "listen"]),
     (
         "domain and storage",
-        &["store", "plugin", "deliver", "health", "registry", "fanout", "events", "operations", "metrics", "serve"],
+        &[
+            "store",
+            "plugin",
+            "deliver",
+            "health",
+            "registry",
+            "fanout",
+            "events",
+            "operations",
+            "metrics",
+            "serve",
+            "telemetry",
+        ],
     ),
     ("pure leaves", &["sign", "json", "retry", "clock", "seal", "config", "endpoint", "model", "deliver/guard"]),
 ];

@@ -136,6 +136,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         plugins: st.live.get().plugins.as_ref().map(|p| p.stats()).unwrap_or_default(),
         config_generation: st.live.get().number,
         last_reload: st.live.status(),
+        spans_dropped: st.telemetry.dropped(),
     };
     (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], st.metrics.render(&gauges))
         .into_response()

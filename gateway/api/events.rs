@@ -9,6 +9,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 use super::error::{ApiError, json_response};
 use super::state::AppState;
@@ -17,6 +19,7 @@ use crate::events::ValidEvent;
 use crate::json::{self, Value};
 use crate::model::DEFAULT_TENANT;
 use crate::store::IngestOutcome;
+use crate::telemetry;
 use crate::tenants::Tenant;
 
 /// The longest `Idempotency-Key` accepted.
@@ -140,7 +143,35 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
     };
     let idempotency_key = idempotency_key(headers)?;
     let event = validate(&bytes)?;
-    let outcome = st.ingest.accept(tenant, &event, idempotency_key).await.map_err(|e| ApiError::store(&e))?;
+    // One trace per event: a producer's `traceparent` becomes the ingest span's parent.
+    let parent = telemetry::remote(headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    let span = st.telemetry.start_span(
+        "hookgate.ingest",
+        SpanKind::Server,
+        &parent,
+        vec![
+            KeyValue::new("hookgate.tenant", tenant.to_owned()),
+            KeyValue::new("hookgate.trigger", event.trigger.clone()),
+            KeyValue::new("hookgate.event.size", bytes.len() as i64),
+        ],
+        vec![],
+    );
+    let outcome = st.ingest.accept(tenant, &event, idempotency_key, &span).await;
+    match &outcome {
+        Ok(IngestOutcome::Created { event_id, deliveries } | IngestOutcome::Replayed { event_id, deliveries }) => {
+            telemetry::record(
+                &span,
+                vec![
+                    KeyValue::new("hookgate.event.id", event_id.to_string()),
+                    KeyValue::new("hookgate.deliveries", *deliveries as i64),
+                ],
+            );
+        }
+        Ok(IngestOutcome::KeyReused) => telemetry::fail(&span, "idempotency key reused".into()),
+        Err(e) => telemetry::fail(&span, e.to_string()),
+    }
+    telemetry::end(&span);
+    let outcome = outcome.map_err(|e| ApiError::store(&e))?;
     let (event_id, n, replayed) = match outcome {
         IngestOutcome::Created { event_id, deliveries } => (event_id, deliveries, false),
         IngestOutcome::Replayed { event_id, deliveries } => (event_id, deliveries, true),

@@ -32,6 +32,8 @@ pub struct EventView<'a> {
     /// Endpoints the event was routed to but that got no delivery, and why.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub skipped: &'a [crate::model::Skipped],
+    /// The OpenTelemetry trace of the event (tracing on): look it up in the trace viewer.
+    pub trace_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -133,6 +135,7 @@ fn event_view(e: &EventRecord) -> Result<EventView<'_>, ApiError> {
         payload,
         delivery_ids: &e.delivery_ids,
         skipped: &e.skipped,
+        trace_id: e.trace.as_deref().and_then(crate::telemetry::trace_id),
     })
 }
 
@@ -212,12 +215,15 @@ pub(crate) async fn detail_value(
         resource: serde_json::Map<String, serde_json::Value>,
         /// The exact bytes sent (or to be sent), as JSON; null for a filtered delivery.
         body: Option<Box<RawValue>>,
+        /// The event's OpenTelemetry trace, when tracing was on at ingest.
+        trace_id: Option<String>,
     }
     let detail = Detail {
         delivery: delivery_view(&d),
         url: st.endpoints.get(&d.endpoint_id).map(|e| e.url.to_string()),
         resource: resource_map(&d),
         body,
+        trace_id: event.trace.as_deref().and_then(crate::telemetry::trace_id),
     };
     let mut v = serde_json::to_value(&detail).unwrap_or_default();
     localize(&mut v, &d, tenant.is_some());

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::serve::ConnectionStats;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::tenants::{Tenant, Tenants, TokenError, TokenSet};
 
 /// What every handler can reach.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub tenants: Arc<Tenants>,
     /// Turns a validated event into a committed one (see `ingest`).
     pub ingest: Arc<Ingest>,
+    /// Traces (a no-op when off).
+    pub telemetry: Telemetry,
 }
 
 impl AppState {

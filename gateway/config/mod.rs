@@ -38,6 +38,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[operations] endpoint`: the endpoint that receives Hookgate's own events.
     pub operations_endpoint: Option<String>,
+    /// `[telemetry]`: where traces go (each value, when set, over its `OTEL_*` variable).
+    pub telemetry: TelemetryConfig,
     /// `[[tenants]]`; the `default` tenant is implicit.
     pub tenants: Vec<TenantConfig>,
     /// `[tenants_defaults]`: quotas of tenants that do not set their own.
@@ -236,6 +238,21 @@ pub struct DeliveryConfig {
     pub breaker_cooldown: Duration,
     /// An endpoint whose attempts have all failed for this long is disabled; `None`: never.
     pub disable_after: Option<Duration>,
+    /// Attempts send a W3C `traceparent` header (their span's), so receivers that trace join
+    /// the event's trace.
+    pub propagate_trace: bool,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP. `None` leaves the standard environment
+/// variable (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER[_ARG]`)
+/// in charge; tracing is off when neither names an endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryConfig {
+    /// The collector's base URL (`http://collector:4318`); spans go to `{endpoint}/v1/traces`.
+    pub endpoint: Option<String>,
+    pub service_name: Option<String>,
+    /// The share of traces kept (0 to 1), for traces that do not come with a sampled parent.
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -376,6 +393,7 @@ impl Config {
             warnings.push("no [[endpoints]]: events will be stored but delivered nowhere".into());
         }
         let operations_endpoint = Self::operations_from_raw(raw.operations.unwrap_or_default(), ctx, &endpoints)?;
+        let telemetry = Self::telemetry_from_raw(raw.telemetry.unwrap_or_default(), ctx)?;
         Ok(Config {
             server,
             auth,
@@ -384,6 +402,7 @@ impl Config {
             retention,
             storage,
             operations_endpoint,
+            telemetry,
             tenants,
             tenant_defaults,
             endpoints,

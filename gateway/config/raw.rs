@@ -66,10 +66,12 @@ section!(RawDelivery {
     breaker_failures: i64,
     breaker_cooldown: String,
     disable_after: String,
+    propagate_trace: bool,
 });
 section!(RawRetention { deliveries: String, idempotency: String });
 section!(RawStorage { backend: String, postgres_url: String, postgres_pool: i64, lease: String });
 section!(RawOperations { endpoint: String });
+section!(RawTelemetry { endpoint: String, service_name: String, sample_ratio: f64 });
 section!(RawTenantLimits { max_endpoints: i64, max_events_per_second: i64 });
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +86,7 @@ pub(super) struct RawConfig {
     pub(super) retention: Option<RawRetention>,
     pub(super) storage: Option<RawStorage>,
     pub(super) operations: Option<RawOperations>,
+    pub(super) telemetry: Option<RawTelemetry>,
     pub(super) endpoints: Option<Vec<RawEndpoint>>,
     pub(super) plugins: Option<Vec<RawPlugin>>,
     pub(super) triggers: Option<std::collections::BTreeMap<String, Spanned<RawTrigger>>>,
@@ -125,6 +128,7 @@ impl RawConfig {
             retention: both(self.retention, base.retention, RawRetention::over),
             storage: both(self.storage, base.storage, RawStorage::over),
             operations: both(self.operations, base.operations, RawOperations::over),
+            telemetry: both(self.telemetry, base.telemetry, RawTelemetry::over),
             tenants_defaults: both(self.tenants_defaults, base.tenants_defaults, RawTenantLimits::over),
             tenants: self.tenants,
             endpoints: self.endpoints,

@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{Ctx, RawAuth, RawDelivery, RawOperations, RawRetention, RawServer, RawSigning, RawTenantLimits};
+use super::raw::{
+    Ctx, RawAuth, RawDelivery, RawOperations, RawRetention, RawServer, RawSigning, RawTelemetry, RawTenantLimits,
+};
 use super::{
     AuthConfig, Config, ConfigError, DeliveryConfig, Endpoint, RetentionConfig, ServerConfig, SigningConfig,
-    TenantLimits, parse_size,
+    TelemetryConfig, TenantLimits, parse_size,
 };
 use crate::retry::RetryPolicy;
 
@@ -158,6 +160,7 @@ impl Config {
             ctx.number(d.max_in_flight_per_tenant, "delivery.max_in_flight_per_tenant", 1, 100_000)?.min(max_in_flight);
         let allow_http = ctx.boolean(d.allow_http, "delivery.allow_http")?;
         let allow_private_networks = ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
+        let propagate_trace = ctx.boolean(d.propagate_trace, "delivery.propagate_trace")?;
         let breaker_failures = ctx.number(d.breaker_failures, "delivery.breaker_failures", 1, 10_000)? as u32;
         let breaker_cooldown = ctx.bounded_duration(
             d.breaker_cooldown,
@@ -183,6 +186,7 @@ impl Config {
             max_in_flight_per_tenant,
             allow_http,
             allow_private_networks,
+            propagate_trace,
             breaker_failures,
             breaker_cooldown,
             disable_after,
@@ -219,6 +223,32 @@ impl Config {
                 n => Some(n as u32),
             },
         })
+    }
+
+    /// `[telemetry]`: each key optional; an empty string is the same as leaving it out.
+    pub(super) fn telemetry_from_raw(t: RawTelemetry, ctx: &Ctx<'_>) -> Result<TelemetryConfig, ConfigError> {
+        let text = |v: Option<toml::Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            let (_, s) = ctx.string(Some(v), key)?;
+            Ok((!s.trim().is_empty()).then(|| s.trim().to_owned()))
+        };
+        let endpoint_line = t.endpoint.as_ref().and_then(|s| ctx.line(s));
+        let endpoint = text(t.endpoint, "telemetry.endpoint")?;
+        if let Some(e) = &endpoint
+            && !url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ctx.error(
+                "telemetry.endpoint",
+                endpoint_line,
+                format!("{e:?} must be the collector's http(s) URL, like \"http://127.0.0.1:4318\""),
+            ));
+        }
+        let service_name = text(t.service_name, "telemetry.service_name")?;
+        let sample_ratio = match t.sample_ratio {
+            None => None,
+            Some(r) => Some(ctx.float(Some(r), "telemetry.sample_ratio", 0.0, 1.0)?),
+        };
+        Ok(TelemetryConfig { endpoint, service_name, sample_ratio })
     }
 
     /// `[operations] endpoint`: the id of one of the file's endpoints, or nothing.

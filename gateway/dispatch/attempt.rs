@@ -13,6 +13,8 @@
 
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use uuid::Uuid;
 
 use super::Ctx;
@@ -20,10 +22,11 @@ use crate::config::Endpoint;
 use crate::deliver::Outcome;
 use crate::json;
 use crate::model::{AttemptError, AttemptRecord, DeliveryRecord, DeliveryState, ErrorKind, EventRecord, PluginNote};
-use crate::plugin::{CallInput, ChainOutcome};
+use crate::plugin::{CallInput, CallReport, ChainOutcome};
 use crate::retry::RetryPolicy;
 use crate::sign;
 use crate::store::{ChainResult, Effects, Finish, Loaded, Next, StoreError};
+use crate::telemetry;
 
 /// How an attempt came about, which decides what follows a failure.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,6 +54,8 @@ pub struct Ready {
     /// The plugin chain's result when it ran in this pass (stored with the attempt).
     pub chain: Option<ChainResult>,
     pub mode: Mode,
+    /// The event's `traceparent`: the attempt's span joins that trace.
+    pub trace: Option<String>,
 }
 
 /// Step 2's result: the attempt was made (or refused without a request).
@@ -125,7 +130,15 @@ pub async fn prepare(
 /// Step 1 for a delivery whose records are in hand (the scan's, or a resend's own read).
 pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRecord, mode: Mode) -> Prepared {
     let Some(endpoint) = ctx.endpoints.get(&delivery.endpoint_id) else {
-        return Prepared::Send(Box::new(Ready { delivery, endpoint: None, body: String::new(), chain: None, mode }));
+        let trace = event.trace;
+        return Prepared::Send(Box::new(Ready {
+            delivery,
+            endpoint: None,
+            body: String::new(),
+            chain: None,
+            mode,
+            trace,
+        }));
     };
     // A disabled endpoint's pending deliveries end here; a resend by hand still goes.
     if mode != Mode::Manual && !ctx.health.is_enabled(&endpoint.id) {
@@ -139,7 +152,8 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
     };
     if delivery.prepared {
         let body = delivery.body.clone().unwrap_or(envelope);
-        return Prepared::Send(Box::new(Ready { delivery, endpoint: Some(endpoint), body, chain: None, mode }));
+        let trace = event.trace;
+        return Prepared::Send(Box::new(Ready { delivery, endpoint: Some(endpoint), body, chain: None, mode, trace }));
     }
     // One generation for the whole chain: a reload meanwhile does not mix old and new plugins.
     let generation = ctx.live.get();
@@ -151,6 +165,7 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
             body: envelope,
             chain: None,
             mode,
+            trace: event.trace,
         }));
     };
     let input = CallInput {
@@ -160,11 +175,21 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
         envelope: envelope.clone(),
         max_body_bytes: generation.config.server.max_body_bytes,
     };
-    let (state, note) = match host.run_chain(&chain, input).await {
+    let outcome = if ctx.telemetry.enabled() {
+        // Each call becomes a span of the event's trace, timed by the plugin host.
+        let started = std::time::SystemTime::now();
+        let (outcome, calls) = host.run_chain_traced(&chain, input).await;
+        trace_plugin_calls(ctx, event.trace.as_deref(), started, &calls);
+        outcome
+    } else {
+        host.run_chain(&chain, input).await
+    };
+    let trace = event.trace;
+    let (state, note) = match outcome {
         ChainOutcome::Deliver { body } => {
             let chain = Some(ChainResult { body: body.clone() });
             let body = body.unwrap_or(envelope);
-            return Prepared::Send(Box::new(Ready { delivery, endpoint: Some(endpoint), body, chain, mode }));
+            return Prepared::Send(Box::new(Ready { delivery, endpoint: Some(endpoint), body, chain, mode, trace }));
         }
         ChainOutcome::Filtered { plugin, reason } => {
             (DeliveryState::Filtered, PluginNote { plugin, message: reason, kind: None })
@@ -173,6 +198,27 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
     };
     tracing::info!(delivery_id = %delivery.id, plugin = %note.plugin, state = state.as_str(), reason = %note.message, "delivery settled by a plugin");
     Prepared::Done(Box::new(settle(delivery, state, note)))
+}
+
+/// One `hookgate.plugin` span per call of a chain that started at `started`, under the event's
+/// trace.
+fn trace_plugin_calls(ctx: &Ctx, trace: Option<&str>, started: std::time::SystemTime, calls: &[CallReport]) {
+    let parent = telemetry::remote(trace);
+    let mut at = started;
+    for call in calls {
+        let decision = match &call.result {
+            Ok(d) => d.kind(),
+            Err(_) if call.skipped => "failed, skipped",
+            Err(_) => "failed",
+        };
+        let attributes = vec![
+            KeyValue::new("hookgate.plugin", call.plugin.clone()),
+            KeyValue::new("hookgate.plugin.decision", decision),
+            KeyValue::new("hookgate.plugin.peak_memory_bytes", call.peak_memory as i64),
+        ];
+        ctx.telemetry.past_span("hookgate.plugin", &parent, at, call.elapsed, attributes, call.result.is_err());
+        at += call.elapsed;
+    }
 }
 
 fn internal_failure(delivery: DeliveryRecord, message: String) -> Prepared {
@@ -193,7 +239,22 @@ fn settle(delivery: DeliveryRecord, state: DeliveryState, note: PluginNote) -> D
 /// Step 2: signs the body with a fresh timestamp and makes the attempt.
 pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
     let started_at_ms = ctx.clock.now_ms();
-    let Ready { delivery, endpoint, body, chain, mode } = *ready;
+    let Ready { delivery, endpoint, body, chain, mode, trace } = *ready;
+    // The attempt's span joins the event's trace; a retry also links back to the ingest.
+    let number = delivery.attempts.len() + 1;
+    let links = if number > 1 { trace.as_deref().and_then(telemetry::link_to).into_iter().collect() } else { vec![] };
+    let span = ctx.telemetry.start_span(
+        "hookgate.attempt",
+        SpanKind::Client,
+        &telemetry::remote(trace.as_deref()),
+        vec![
+            KeyValue::new("hookgate.delivery.id", delivery.id.to_string()),
+            KeyValue::new("hookgate.endpoint.id", delivery.endpoint_id.clone()),
+            KeyValue::new("hookgate.attempt.number", number as i64),
+            KeyValue::new("hookgate.attempt.manual", mode != Mode::Scheduled),
+        ],
+        links,
+    );
     let not_sent = |kind: ErrorKind, message: String| Outcome {
         status_code: None,
         error: Some(AttemptError { kind, message }),
@@ -220,11 +281,27 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
                     };
                     let key = delivery.idempotency_key.to_string();
                     let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
-                    ctx.live.get().deliverer.send(&endpoint.url, &signed.pairs(), body.into_bytes()).await
+                    let mut headers = signed.pairs();
+                    let traceparent = telemetry::traceparent(&span);
+                    let generation = ctx.live.get();
+                    if let Some(tp) = traceparent.as_deref().filter(|_| generation.config.delivery.propagate_trace) {
+                        headers.push(("traceparent", tp));
+                    }
+                    generation.deliverer.send(&endpoint.url, &headers, body.into_bytes()).await
                 }
             }
         }
     };
+    let mut attributes = vec![KeyValue::new("hookgate.attempt.duration_ms", outcome.duration.as_millis() as i64)];
+    if let Some(code) = outcome.status_code {
+        attributes.push(KeyValue::new("http.response.status_code", i64::from(code)));
+    }
+    if let Some(e) = &outcome.error {
+        attributes.push(KeyValue::new("error.type", e.kind.as_str()));
+        telemetry::fail(&span, e.message.clone());
+    }
+    telemetry::record(&span, attributes);
+    telemetry::end(&span);
     Sent { delivery, chain, mode, started_at_ms, outcome }
 }
 
@@ -364,6 +441,7 @@ mod tests {
             delivery_ids: vec![],
             skipped: vec![],
             tenant: None,
+            trace: None,
         };
         (event, key)
     }

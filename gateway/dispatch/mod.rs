@@ -62,6 +62,7 @@ use crate::model::{DeliveryState, MAX_ATTEMPTS};
 use crate::operations::Operations;
 use crate::registry::Registry;
 use crate::store::{DueItem, Store, StoreError};
+use crate::telemetry::Telemetry;
 use crate::tenants::Tenants;
 
 /// The longest the scheduler sleeps without looking at the due index. Wake-ups come from
@@ -106,6 +107,8 @@ pub(crate) struct Ctx {
     clock: SharedClock,
     health: Arc<HealthBook>,
     tenants: Arc<Tenants>,
+    /// Spans of plugin calls and attempts (a no-op when tracing is off).
+    telemetry: Telemetry,
     claims: Mutex<Claims>,
     /// `max_in_flight` permits: attempts running at once over all endpoints.
     global_slots: Arc<Semaphore>,
@@ -142,11 +145,12 @@ pub struct Parts {
     pub clock: SharedClock,
     pub health: Arc<HealthBook>,
     pub tenants: Arc<Tenants>,
+    pub telemetry: Telemetry,
 }
 
 impl Dispatcher {
     pub fn new(parts: Parts) -> anyhow::Result<Dispatcher> {
-        let Parts { live, store, endpoints, metrics, wake, clock, health, tenants } = parts;
+        let Parts { live, store, endpoints, metrics, wake, clock, health, tenants, telemetry } = parts;
         let global_slots = Arc::new(Semaphore::new(live.config().delivery.max_in_flight));
         Ok(Dispatcher {
             ctx: Arc::new(Ctx {
@@ -157,6 +161,7 @@ impl Dispatcher {
                 clock,
                 health,
                 tenants,
+                telemetry,
                 claims: Mutex::new(Claims::default()),
                 global_slots,
                 wake,
@@ -507,6 +512,7 @@ mod tests {
             delivery_ids: vec![d.id],
             skipped: vec![],
             tenant: None,
+            trace: None,
         };
         // Its event record is written under another id, so the delivery's event is missing.
         let no_event = delivery(Uuid::now_v7());
@@ -533,6 +539,7 @@ mod tests {
             clock: crate::clock::system(),
             health,
             tenants: Arc::new(Tenants::new(&config2, vec![], vec![])),
+            telemetry: Telemetry::off(),
         })
         .unwrap();
         let stop = CancellationToken::new();

@@ -73,6 +73,17 @@ pub enum Decision {
     Replace(String),
 }
 
+impl Decision {
+    /// `keep`, `drop` or `replace`, as traces and reports name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::Keep => "keep",
+            Decision::Drop(_) => "drop",
+            Decision::Replace(_) => "replace",
+        }
+    }
+}
+
 /// What a chain decided for one delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChainOutcome {

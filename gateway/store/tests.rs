@@ -21,6 +21,7 @@ fn event(deliveries: &[DeliveryRecord]) -> EventRecord {
         delivery_ids: deliveries.iter().map(|d| d.id).collect(),
         skipped: vec![],
         tenant: None,
+        trace: None,
     }
 }
 
