@@ -15,7 +15,7 @@
 //!   `tokio_postgres`; group commit; leases between nodes), `plugin` (the only module that
 //!   imports `wasmtime`), `deliver` (the only outbound HTTP; SSRF guard), `health` (circuits,
 //!   pauses, rate limits), `registry` (the live endpoints), `events` (building events),
-//!   `operations` (Hookgate's own events),
+//!   `operations` (Hookgate's own events), `telemetry` (OpenTelemetry traces),
 //!   `fanout` (who receives an event), `metrics`, `serve` (the inbound server and its limits).
 //! - Pure leaves: `sign`, `json` (strict parser, canonical writer), `retry`, `clock`, `seal`,
 //!   `config` (TOML → validated `Config`), `endpoint` (what an endpoint is), `model` (records).

@@ -34,6 +34,8 @@ use crate::config::TelemetryConfig;
 pub const QUEUE: usize = 4096;
 /// The most spans in one export request.
 const BATCH: usize = 512;
+/// How long the first span of a batch waits for others: fewer, larger export requests.
+const LINGER: Duration = Duration::from_millis(200);
 /// How long one export may take before it is abandoned (its spans count as dropped).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -287,8 +289,9 @@ impl SpanProcessor for QueueProcessor {
     }
 }
 
-/// Exports queued spans in batches of up to [`BATCH`] until the queue closes and is empty. A
-/// failed export drops its batch (counted) and is logged once per failure streak.
+/// Exports queued spans in batches of up to [`BATCH`] (a batch waits at most [`LINGER`] to
+/// fill) until the queue closes and is empty. A failed export drops its batch (counted) and is
+/// logged once per failure streak.
 async fn export_loop(
     mut rx: mpsc::Receiver<SpanData>,
     slot: Arc<Mutex<Option<opentelemetry_otlp::SpanExporter>>>,
@@ -299,10 +302,12 @@ async fn export_loop(
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(span) => batch.push(span),
-                Err(_) => break,
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(span)) => batch.push(span),
+                // Closed (its last spans are in this batch) or the linger is over.
+                Ok(None) | Err(_) => break,
             }
         }
         let n = batch.len() as u64;

@@ -65,6 +65,8 @@ pub struct Sent {
     pub mode: Mode,
     pub started_at_ms: u64,
     pub outcome: Outcome,
+    /// The event's trace id (tracing on), for the attempt's log line.
+    pub trace_id: Option<String>,
 }
 
 /// Step 3's result: the one durable write that ends this pass, and what it means for metrics.
@@ -302,13 +304,14 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
     }
     telemetry::record(&span, attributes);
     telemetry::end(&span);
-    Sent { delivery, chain, mode, started_at_ms, outcome }
+    let trace_id = trace.as_deref().and_then(telemetry::trace_id);
+    Sent { delivery, chain, mode, started_at_ms, outcome, trace_id }
 }
 
 /// Step 3: what follows the attempt, as the write that records it. `jitter` is a sample in
 /// `[-1, 1]`.
 pub fn decide_sent(policy: &RetryPolicy, sent: Sent, now_ms: u64, jitter: f64) -> Decided {
-    let Sent { delivery, chain, mode, started_at_ms, outcome } = sent;
+    let Sent { delivery, chain, mode, started_at_ms, outcome, trace_id } = sent;
     let next = match mode {
         Mode::Scheduled => decide(policy, delivery.automatic_attempts() + 1, &outcome, now_ms, jitter),
         Mode::Manual | Mode::Requeued if outcome.error.is_none() => Next::Succeeded,
@@ -329,10 +332,10 @@ pub fn decide_sent(policy: &RetryPolicy, sent: Sent, now_ms: u64, jitter: f64) -
     if kind.is_some() {
         tracing::info!(delivery_id = %fields.0, endpoint = %fields.1, attempt = fields.2, manual = fields.3, status = fields.4,
             error = kind.map(ErrorKind::as_str), duration_ms = outcome.duration.as_millis() as u64,
-            next_attempt_at = next_text(), "attempt failed");
+            next_attempt_at = next_text(), trace_id = trace_id.as_deref(), "attempt failed");
     } else {
         tracing::debug!(delivery_id = %fields.0, endpoint = %fields.1, attempt = fields.2, manual = fields.3, status = fields.4,
-            duration_ms = outcome.duration.as_millis() as u64, "attempt succeeded");
+            duration_ms = outcome.duration.as_millis() as u64, trace_id = trace_id.as_deref(), "attempt succeeded");
     }
     let newly_final = match next {
         Next::Succeeded if delivery.state != DeliveryState::Succeeded => Some(DeliveryState::Succeeded),
