@@ -88,7 +88,8 @@ impl Ingest {
             self.wake.notify_one();
             self.metrics.events_ingested.inc();
             self.metrics.deliveries_created.inc_by(*deliveries as u64);
-            tracing::debug!(%event_id, trigger = %event.trigger, deliveries, "event accepted");
+            let trace_id = telemetry::traceparent(span).as_deref().and_then(telemetry::trace_id);
+            tracing::debug!(%event_id, trigger = %event.trigger, deliveries, trace_id, "event accepted");
         }
         Ok(outcome)
     }

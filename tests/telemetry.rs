@@ -146,3 +146,32 @@ async fn one_event_one_trace_with_plugin_and_retry() {
     assert_eq!(attribute(&attempts[0], "error.type"), Some(AnyValue::StringValue("status".into())));
     gw.stop().await.unwrap();
 }
+
+/// A collector that is down costs delivery nothing: events are accepted and delivered as
+/// usual, and the spans that could not be exported are counted in `/metrics`.
+#[tokio::test]
+async fn a_collector_that_is_down_never_holds_delivery() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    // A port that nothing listens on.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let cfg = base_config(dir.path())
+        + &endpoint("hooks", &rx.url("/hooks"), r#"["*"]"#)
+        + &format!("\n[telemetry]\nendpoint = \"{dead}\"\n");
+    let gw = TestGateway::start(&cfg).await;
+    for bot in ["a", "b", "c"] {
+        let (s, _) = gw.ingest(&state_change(bot)).await;
+        assert_eq!(s, 202);
+    }
+    for _ in 0..3 {
+        rx.next(WAIT).await;
+    }
+    // Three spans per event and one per attempt, all dropped once their export fails.
+    let dropped = eventually(WAIT, || async {
+        let n = metric(&gw, "hookgate_telemetry_spans_dropped_total").await;
+        (n >= 12.0).then_some(n)
+    })
+    .await;
+    assert_eq!(dropped, 12.0);
+    gw.stop().await.unwrap();
+}
