@@ -183,7 +183,11 @@ pub fn validate_body(
     let secret = string("secret", base.and_then(|b| b.secret.as_ref()), false)?;
     let rate_limit = string("rate_limit", base.and_then(|b| b.rate_limit.as_ref()), false)?;
     let ordering = string("ordering", base.and_then(|b| b.ordering.as_ref()), false)?;
-    let ordering_key = string("ordering_key", base.and_then(|b| b.ordering_key.as_ref()), false)?;
+    // Turning ordering off (`"ordering": null`) drops the stored key with it, unless the body
+    // names one (which `validate` then refuses): a key orders nothing on its own.
+    let stored_key =
+        base.and_then(|b| b.ordering_key.as_ref()).filter(|_| !matches!(o.get("ordering"), Some(Value::Null)));
+    let ordering_key = string("ordering_key", stored_key, false)?;
     let spec = EndpointSpec {
         id,
         url,

@@ -635,3 +635,30 @@ async fn every_refusal_has_the_error_shape_and_limits_agree() {
     assert_eq!((s, r["error"]["code"].as_str()), (400, Some("invalid_json")), "{r}");
     gw.stop().await.unwrap();
 }
+
+/// `PATCH {"ordering": null}` turns FIFO off for an endpoint ordered by a key, without the
+/// caller having to clear `ordering_key` too; naming a key while turning ordering off is still
+/// refused.
+#[tokio::test]
+async fn turning_ordering_off_drops_its_key() {
+    let rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    let (s, ep) = gw
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/endpoints",
+            &json!({"url": rx.url("/o"), "triggers": ["*"], "ordering": "fifo", "ordering_key": "bot_id"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{ep}");
+    let path = format!("/v1/endpoints/{}", ep["id"].as_str().unwrap());
+    let (s, b) = gw.patch(&path, &json!({"ordering": null, "ordering_key": "bot_id"})).await;
+    assert_eq!(s, 400, "a key without ordering is refused: {b}");
+    let (s, b) = gw.patch(&path, &json!({"ordering": null})).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["ordering"].is_null() && b["ordering_key"].is_null(), "{b}");
+    let (_, after) = gw.get(&path).await;
+    assert!(after["ordering"].is_null() && after["ordering_key"].is_null(), "{after}");
+    gw.stop().await.unwrap();
+}
