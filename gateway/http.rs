@@ -61,7 +61,7 @@ async fn json_errors(response: Response) -> Response {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    use api::{admin, endpoints, events, log, tenants};
+    use api::{admin, charts, endpoints, events, log, tenants};
     Router::new()
         .route("/v1/events", post(events::create_event))
         .route("/v1/events/{id}", get(log::get_event))
@@ -74,6 +74,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/endpoints/{id}",
             get(endpoints::get_endpoint).patch(endpoints::patch_endpoint).delete(endpoints::delete_endpoint),
         )
+        .route("/v1/stats", get(charts::get_stats))
+        .route("/v1/stats/overview", get(charts::get_overview))
+        .route("/v1/tenants/{id}/stats", get(charts::get_tenant_stats))
+        .route("/v1/tenants/{id}/stats/overview", get(charts::get_tenant_overview))
         .route("/v1/tenants", get(tenants::list_tenants).post(tenants::create_tenant))
         .route("/v1/tenants/{id}", get(tenants::get_tenant).patch(tenants::patch_tenant).delete(tenants::delete_tenant))
         .route("/v1/tenants/{id}/secret/rotate", post(tenants::rotate_secret))

@@ -50,6 +50,7 @@ pub mod seal;
 pub mod serve;
 pub mod sign;
 pub mod store;
+pub mod tally;
 pub mod telemetry;
 pub mod tenants;
 pub mod workbench;

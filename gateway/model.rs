@@ -210,6 +210,22 @@ pub struct EndpointHealth {
     /// Increases with every change, so a late write of an older snapshot cannot win.
     #[serde(default)]
     pub version: u64,
+    /// The last [`HEALTH_HISTORY`] circuit and enabled/disabled changes, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HealthChange>,
+}
+
+/// How many health changes an endpoint remembers.
+pub const HEALTH_HISTORY: usize = 20;
+
+/// One change of an endpoint's circuit or enabled state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthChange {
+    pub at_ms: u64,
+    /// `circuit_opened`, `circuit_closed`, `disabled` or `enabled`.
+    pub change: String,
+    /// Why, in words: the failure that opened the circuit, "by hand", ...
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -462,18 +462,18 @@ async fn migrate_and_check_report_the_schema() {
     assert!(!ok && err.contains("run `hookgate migrate"), "{err}");
 
     let (ok, out, err) = hookgate(&["migrate", "--config", example], &env);
-    assert!(ok && out.contains("applied migration(s) 1, 2; schema version 2"), "{out}{err}");
+    assert!(ok && out.contains("applied migration(s) 1, 2, 3; schema version 3"), "{out}{err}");
     let (ok, out, _) = hookgate(&["migrate", "--config", example], &env);
     assert!(ok && out.contains("up to date"), "{out}");
     let (ok, out, err) = hookgate(&["check", "--config", example], &env);
-    assert!(ok && out.contains("schema version 2 (up to date)"), "{out}{err}");
+    assert!(ok && out.contains("schema version 3 (up to date)"), "{out}{err}");
 
     // A database migrated by a newer hookgate is refused, not misread.
     let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(conn);
     client.execute("UPDATE hookgate_schema SET version = 99", &[]).await.unwrap();
     let (ok, _, err) = hookgate(&["check", "--config", example], &env);
-    assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 2"), "{err}");
+    assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 3"), "{err}");
     let (ok, _, err) = hookgate(&["serve", "--config", path.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("schema version 99"), "{err}");
     client.execute("UPDATE hookgate_schema SET version = 2", &[]).await.unwrap();

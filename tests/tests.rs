@@ -6,6 +6,8 @@ mod util;
 
 /// The delivery log, resend, runtime endpoints, metrics and `listen`.
 mod api;
+/// The charts' buckets and the overview through the API, on both backends.
+mod charts;
 /// `hookgate check` and `--help`.
 mod cli;
 /// Several nodes on one PostgreSQL database: sharing, kill -9, a database restart.

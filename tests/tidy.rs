@@ -132,7 +132,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
         ],
     ),
-    ("pure leaves", &["sign", "json", "retry", "clock", "seal", "config", "endpoint", "model", "deliver/guard"]),
+    (
+        "pure leaves",
+        &["sign", "json", "retry", "clock", "seal", "config", "endpoint", "model", "tally", "deliver/guard"],
+    ),
 ];
 
 /// A module's path inside the crate: `store/pg/write/mod.rs` is `store/pg/write`.

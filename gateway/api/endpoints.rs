@@ -57,6 +57,8 @@ struct EndpointView<'a> {
     attempts_last_hour: u32,
     /// Successful attempts over all attempts in the last hour; null without attempts.
     success_rate_last_hour: Option<f64>,
+    /// The last circuit and enabled/disabled changes, newest first.
+    health_history: Vec<serde_json::Value>,
 }
 
 fn endpoint_view<'a>(e: &'a Endpoint, hv: &HealthView) -> EndpointView<'a> {
@@ -101,6 +103,12 @@ fn endpoint_view<'a>(e: &'a Endpoint, hv: &HealthView) -> EndpointView<'a> {
         attempts_last_hour: hv.attempts_last_hour,
         success_rate_last_hour: (hv.attempts_last_hour > 0)
             .then(|| f64::from(hv.successes_last_hour) / f64::from(hv.attempts_last_hour)),
+        health_history: h
+            .history
+            .iter()
+            .rev()
+            .map(|c| serde_json::json!({ "at": rfc3339(c.at_ms), "change": c.change, "detail": c.detail }))
+            .collect(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `endpoints` — endpoints of the config file and of the API, per tenant or not.
 //! - `tenants` — tenants, their tokens, secrets, portal links and test sends.
 //! - `admin` — `/healthz`, reload, `/metrics`, the dashboard page.
+//! - `charts` — delivery counts and latency over time, and the dashboard's overview.
 //! - `state` and `error` — what every handler shares: the services, the token checks and the
 //!   error shape. They sit at the bottom of this layer, so imports only go down.
 //!
@@ -13,6 +14,7 @@
 //! stores through their APIs.
 
 pub mod admin;
+pub mod charts;
 pub mod endpoints;
 pub mod error;
 pub mod events;

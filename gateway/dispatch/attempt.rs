@@ -86,6 +86,8 @@ pub struct Decided {
 pub struct Recorded {
     pub newly_final: Option<DeliveryState>,
     pub created_at_ms: u64,
+    /// What the charts count of this pass.
+    pub sample: crate::tally::Sample,
 }
 
 /// Step 1: turns what the scan loaded into the body to send, running the plugin chain on the
@@ -362,8 +364,9 @@ pub fn decide_sent(policy: &RetryPolicy, sent: Sent, now_ms: u64, jitter: f64) -
 /// Step 4: makes the decision durable through the store's group commit.
 pub async fn record(ctx: &Ctx, decided: Decided) -> Result<Recorded, StoreError> {
     let Decided { finish, newly_final, created_at_ms, effects } = decided;
+    let sample = super::charts::sample(&finish, newly_final);
     ctx.store.finish_with(finish, effects).await?;
-    Ok(Recorded { newly_final, created_at_ms })
+    Ok(Recorded { newly_final, created_at_ms, sample })
 }
 
 /// The body a delivery sends: the event's fields plus its `idempotency_key`, in canonical JSON.

@@ -38,6 +38,7 @@
 //! the pause.
 
 mod attempt;
+mod charts;
 mod claims;
 
 use std::collections::HashMap;
@@ -114,6 +115,8 @@ pub(crate) struct Ctx {
     global_slots: Arc<Semaphore>,
     /// Signalled by ingest after a commit, by every released slot and by every released claim.
     wake: Arc<Notify>,
+    /// What recorded passes counted for the charts since the last flush (`charts`).
+    tally: crate::tally::Tally,
 }
 
 /// Why a manual resend was refused.
@@ -165,6 +168,7 @@ impl Dispatcher {
                 claims: Mutex::new(Claims::default()),
                 global_slots,
                 wake,
+                tally: crate::tally::Tally::default(),
             }),
         })
     }
@@ -186,6 +190,8 @@ impl Dispatcher {
         let mut last_round = tokio::time::Instant::now();
         let renewals =
             ctx.store.postgres().map(|pg| tokio::spawn(renew_leases(ctx.clone(), pg.lease(), shutdown.clone())));
+        let stop_tally = CancellationToken::new();
+        let tally = tokio::spawn(charts::flush_loop(ctx.clone(), stop_tally.clone()));
         loop {
             while tasks.try_join_next().is_some() {}
             let sleep_for = match schedule_round(ctx, &mut tasks).await {
@@ -226,6 +232,9 @@ impl Dispatcher {
             );
             tasks.shutdown().await;
         }
+        // The last counts, after the last attempts.
+        stop_tally.cancel();
+        let _ = tally.await;
         if let Some(r) = renewals {
             let _ = r.await;
             // Whatever this node still holds is free for the other nodes now, not at the end
@@ -235,6 +244,12 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Hands what this node counted for the charts to the store now (a chart read then
+    /// includes the last second).
+    pub async fn flush_tally(&self) {
+        charts::flush(&self.ctx).await;
     }
 
     /// Makes one manual attempt of a delivery now (same idempotency key, freshly signed) and
@@ -253,7 +268,8 @@ impl Dispatcher {
         if delivery.state == DeliveryState::Pending && delivery.fifo.is_some() && !ctx.store.is_due(&delivery).await? {
             return Err(ResendError::WaitingInOrder);
         }
-        let mut claim = try_claim(ctx, id, &delivery.endpoint_id).ok_or(ResendError::InProgress)?;
+        let endpoint_id = delivery.endpoint_id.clone();
+        let mut claim = try_claim(ctx, id, &endpoint_id).ok_or(ResendError::InProgress)?;
         // On a shared database another node may be attempting it right now.
         if !ctx.store.try_lease(id, crate::model::now_ms()).await? {
             return Err(ResendError::InProgress);
@@ -263,7 +279,7 @@ impl Dispatcher {
         let (claim, decided) = run_to_decision(ctx, claim, prepared).await;
         match attempt::record(ctx, decided).await {
             Ok(recorded) => {
-                observe(ctx, &recorded);
+                observe(ctx, &endpoint_id, &recorded);
                 claim.recorded();
                 Ok(())
             }
@@ -354,7 +370,7 @@ async fn scheduled_pass(ctx: Arc<Ctx>, item: DueItem, mut claim: Claim) {
     let (claim, decided) = run_to_decision(&ctx, claim, prepared).await;
     match attempt::record(&ctx, decided).await {
         Ok(recorded) => {
-            observe(&ctx, &recorded);
+            observe(&ctx, &endpoint_id, &recorded);
             claim.recorded();
         }
         Err(e) => claim.cool_down(&e),
@@ -458,8 +474,9 @@ fn effects(
     out
 }
 
-/// Outcome metrics, counted once the write that reaches the outcome is durable.
-fn observe(ctx: &Ctx, recorded: &attempt::Recorded) {
+/// Outcome metrics and the charts' counts, once the write that reaches the outcome is durable.
+fn observe(ctx: &Ctx, endpoint_id: &str, recorded: &attempt::Recorded) {
+    ctx.tally.add(endpoint_id, ctx.clock.now_ms(), recorded.sample);
     if let Some(state) = recorded.newly_final {
         ctx.metrics.outcome(state);
         if state == DeliveryState::Succeeded {

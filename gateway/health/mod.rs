@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::deliver::Outcome;
 use crate::endpoint::RateLimit;
-use crate::model::{AttemptError, Circuit, EndpointHealth, ErrorKind};
+use crate::model::{AttemptError, Circuit, EndpointHealth, ErrorKind, HEALTH_HISTORY, HealthChange};
 
 /// What the breaker and auto-disable are configured to do.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +88,11 @@ pub enum Transition {
 }
 
 impl Transition {
+    /// The name in an endpoint's history (the trigger without its `endpoint.` prefix).
+    pub fn name(self) -> &'static str {
+        &self.trigger()["endpoint.".len()..]
+    }
+
     pub fn trigger(self) -> &'static str {
         match self {
             Transition::CircuitOpened => "endpoint.circuit_opened",
@@ -160,8 +165,27 @@ pub fn apply(
             }
         }
     }
+    for &t in &out {
+        let detail = match (t, error) {
+            (Transition::CircuitClosed, _) => "an attempt was answered".to_owned(),
+            (Transition::Disabled, _) => {
+                format!("every attempt failed for {} s", p.disable_after.map_or(0, |d| d.as_secs()))
+            }
+            (_, Some(e)) => format!("{} failures in a row, the last: {}", h.consecutive_failures, e.kind.as_str()),
+            (_, None) => format!("{} failures in a row", h.consecutive_failures),
+        };
+        remember(h, t, now_ms, detail);
+    }
     h.version += 1;
     out
+}
+
+/// Appends a change to the endpoint's history, keeping the last [`HEALTH_HISTORY`].
+fn remember(h: &mut EndpointHealth, t: Transition, now_ms: u64, detail: String) {
+    if h.history.len() >= HEALTH_HISTORY {
+        h.history.remove(0);
+    }
+    h.history.push(HealthChange { at_ms: now_ms, change: t.name().to_owned(), detail });
 }
 
 /// Enables or disables an endpoint by hand. Enabling starts afresh: circuit closed, no failures.
@@ -174,13 +198,16 @@ pub fn set_enabled(h: &mut EndpointHealth, enabled: bool, now_ms: u64) -> Option
                 endpoint_id: id,
                 version: version + 1,
                 last_success_at_ms: h.last_success_at_ms,
+                history: std::mem::take(&mut h.history),
                 ..Default::default()
             };
+            remember(h, Transition::Enabled, now_ms, "by hand".into());
             Some(Transition::Enabled)
         }
         (false, None) => {
             h.disabled_at_ms = Some(now_ms);
             h.version += 1;
+            remember(h, Transition::Disabled, now_ms, "by hand".into());
             Some(Transition::Disabled)
         }
         _ => None,

@@ -159,3 +159,28 @@ fn the_book_lets_one_probe_through() {
     assert_eq!((h.circuit, t), (Circuit::Closed, vec![Transition::CircuitClosed]));
     assert_eq!(book.view("a", 30_005).attempts_last_hour, 4);
 }
+
+/// Every circuit and enabled change lands in the endpoint's history, with why, and the history
+/// keeps the last `HEALTH_HISTORY` through a re-enable (which otherwise starts afresh).
+#[test]
+fn health_changes_are_remembered_with_their_reason() {
+    let p = Policy { disable_after: None, ..policy() };
+    let mut h = EndpointHealth::default();
+    let e = err(ErrorKind::Timeout);
+    for t in 0..3 {
+        apply(&mut h, Verdict::Down, Some(&e), t, &p);
+    }
+    h.circuit = Circuit::HalfOpen;
+    apply(&mut h, Verdict::Success, None, 40_000, &p);
+    set_enabled(&mut h, false, 50_000);
+    set_enabled(&mut h, true, 60_000);
+    let seen: Vec<(u64, &str)> = h.history.iter().map(|c| (c.at_ms, c.change.as_str())).collect();
+    assert_eq!(seen, [(2, "circuit_opened"), (40_000, "circuit_closed"), (50_000, "disabled"), (60_000, "enabled")]);
+    assert!(h.history[0].detail.contains("3 failures in a row") && h.history[0].detail.contains("timeout"));
+    assert_eq!(h.history[2].detail, "by hand");
+    for t in 0..(2 * HEALTH_HISTORY as u64) {
+        set_enabled(&mut h, t % 2 == 1, 100_000 + t);
+    }
+    assert_eq!(h.history.len(), HEALTH_HISTORY);
+    assert_eq!(h.history.last().unwrap().at_ms, 100_000 + 2 * HEALTH_HISTORY as u64 - 1);
+}

@@ -32,9 +32,10 @@
 //! Layout: the two backends side by side, `redb` and `pg`, each with its reads and its side of
 //! every write; what they share beside them: `ops` (the operations and replies), `writer` (the
 //! one batch-draining loop), `rules` (pure: what an attempt does to a delivery, index keys,
-//! FIFO turns), `types` (what callers hand in and get back); `tests` runs the same contract
-//! against both.
+//! FIFO turns), `types` (what callers hand in and get back), `charts` (the charts' buckets and
+//! backlogs); `tests` runs the same contract against both.
 
+mod charts;
 mod ops;
 pub mod pg;
 pub mod redb;

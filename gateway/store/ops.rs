@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{Effects, Finish, IngestOutcome, IngestWrite, PruneReport, PruneRequest, StoreError};
 use crate::model::{EndpointRecord, TenantRecord, TokenRecord};
+use crate::tally::Row;
 
 /// One write, and where its answer goes once the batch holding it has committed.
 pub(crate) enum Op {
@@ -33,6 +34,12 @@ pub(crate) enum Op {
         at_ms: u64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    /// Adds the charts' counts (`tally`) to their buckets, dropping buckets past their keep.
+    AddTally {
+        rows: Vec<Row>,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// An operation without its reply channel: what a writer keeps so that a batch the database
@@ -51,6 +58,7 @@ pub(crate) enum Body {
     DeleteToken(String),
     DeleteEndpoint(String),
     Requeue { ids: Vec<Uuid>, at_ms: u64 },
+    AddTally { rows: Vec<Row>, now_ms: u64 },
 }
 
 impl Op {
@@ -82,6 +90,7 @@ impl Op {
             Op::DeleteToken(s, _) => Body::DeleteToken(s.clone()),
             Op::DeleteEndpoint(s, _) => Body::DeleteEndpoint(s.clone()),
             Op::Requeue { ids, at_ms, .. } => Body::Requeue { ids: ids.clone(), at_ms: *at_ms },
+            Op::AddTally { rows, now_ms, .. } => Body::AddTally { rows: rows.clone(), now_ms: *now_ms },
         }
     }
 }
@@ -103,6 +112,7 @@ impl Body {
             (Body::DeleteToken(s), Reply::Unit(tx, _)) => Op::DeleteToken(s, tx),
             (Body::DeleteEndpoint(s), Reply::Unit(tx, _)) => Op::DeleteEndpoint(s, tx),
             (Body::Requeue { ids, at_ms }, Reply::Count(reply, _)) => Op::Requeue { ids, at_ms, reply },
+            (Body::AddTally { rows, now_ms }, Reply::Unit(reply, _)) => Op::AddTally { rows, now_ms, reply },
             _ => unreachable!("a batch answers each operation with the reply of its kind, in order"),
         }
     }

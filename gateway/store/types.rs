@@ -233,3 +233,13 @@ impl ScanLimits {
         ScanLimits { global_free: n, per_endpoint: n, cluster_per_endpoint: usize::MAX }
     }
 }
+
+/// Deliveries waiting on a set of endpoints (due, or waiting for a retry).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backlog {
+    pub pending: u64,
+    /// The count stopped at the read's cap: there are at least `pending`.
+    pub capped: bool,
+    /// When the oldest of them was created.
+    pub oldest_pending_ms: Option<u64>,
+}

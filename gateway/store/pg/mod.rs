@@ -31,6 +31,7 @@ mod leases;
 mod read;
 mod rows;
 mod schema;
+mod tally;
 pub mod testing;
 mod write;
 

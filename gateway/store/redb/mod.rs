@@ -15,6 +15,7 @@
 
 pub(crate) mod read;
 pub(crate) mod schema;
+mod tally;
 pub(crate) mod write;
 
 use std::collections::HashSet;

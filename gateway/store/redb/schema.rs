@@ -39,6 +39,21 @@ pub(crate) const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("t
 /// Tenant-scoped tokens, by token id → JSON `TokenRecord` (the token's SHA-256, never the token).
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
+/// The charts' buckets (`tally`), one table per resolution: `(scope, bucket_start_ms)` →
+/// `tally::Counts::to_bytes`. Grouped by scope first, so one chart is one range read.
+pub(crate) const TALLY_MINUTE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("tally_minute");
+pub(crate) const TALLY_HOUR: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("tally_hour");
+
+/// The table of a resolution's buckets.
+pub(crate) fn tally_table(
+    res: crate::tally::Resolution,
+) -> TableDefinition<'static, (&'static str, u64), &'static [u8]> {
+    match res {
+        crate::tally::Resolution::Minute => TALLY_MINUTE,
+        crate::tally::Resolution::Hour => TALLY_HOUR,
+    }
+}
+
 pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// Creates every table and checks the schema version, so readers never meet a missing table
@@ -71,6 +86,9 @@ pub(super) fn init(db: &Database) -> Result<(), StoreError> {
         txn.open_table(FIFO).map_err(storage)?;
         txn.open_table(TENANTS).map_err(storage)?;
         txn.open_table(TOKENS).map_err(storage)?;
+        // Added after schema 1 shipped: opening creates them in an older file.
+        txn.open_table(TALLY_MINUTE).map_err(storage)?;
+        txn.open_table(TALLY_HOUR).map_err(storage)?;
     }
     txn.commit().map_err(storage)
 }

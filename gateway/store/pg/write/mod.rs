@@ -27,6 +27,7 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 mod ingest;
+mod tally;
 mod upkeep;
 
 use ingest::{plain_ingest, plain_ingests};
@@ -74,7 +75,8 @@ fn fail_all(ops: Vec<Op>, e: StoreError) -> (Vec<Reply>, Result<(), StoreError>)
             | Op::DeleteTenant(_, tx)
             | Op::PutToken(_, tx)
             | Op::DeleteToken(_, tx)
-            | Op::DeleteEndpoint(_, tx) => Reply::Unit(tx, Err(e.clone())),
+            | Op::DeleteEndpoint(_, tx)
+            | Op::AddTally { reply: tx, .. } => Reply::Unit(tx, Err(e.clone())),
             Op::Prune(_, tx) => Reply::Prune(tx, Err(e.clone())),
             Op::ReleaseFifo(_, tx) => Reply::Count(tx, Err(e.clone())),
             Op::Requeue { reply, .. } => Reply::Count(reply, Err(e.clone())),
@@ -239,6 +241,10 @@ impl<'a, 't> Batch<'a, 't> {
             Op::Requeue { ids, at_ms, reply } => {
                 let r = if skip { Ok(0) } else { self.requeue(&ids, at_ms).await };
                 split(r.map(Ok), failure, |r| Reply::Count(reply, r))
+            }
+            Op::AddTally { rows, now_ms, reply } => {
+                let r = if skip { Ok(()) } else { self.add_tally(&rows, now_ms).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(reply, r))
             }
         }
     }

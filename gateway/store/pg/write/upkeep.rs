@@ -141,6 +141,8 @@ impl Batch<'_, '_> {
         self.flush().await?;
         self.txn.execute("DELETE FROM endpoints WHERE id = $1", &[&id]).await.map_err(pg_error)?;
         self.txn.execute("DELETE FROM endpoint_health WHERE id = $1", &[&id]).await.map_err(pg_error)?;
+        let scope = crate::tally::endpoint_scope(id);
+        self.txn.execute("DELETE FROM tally WHERE scope = $1", &[&scope]).await.map_err(pg_error)?;
         Ok(())
     }
 

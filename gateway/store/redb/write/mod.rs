@@ -8,6 +8,7 @@
 //! `write::upkeep`.
 
 mod fifo;
+mod tally;
 mod upkeep;
 
 use std::sync::Arc;
@@ -81,11 +82,7 @@ fn apply_batch(
                     split(r.map(Ok), &mut failure, |r| Reply::Prune(tx, r))
                 }
                 Op::PutTenant(r, tx) => {
-                    let r = if skip {
-                        Ok(())
-                    } else {
-                        t.tenants.insert(r.id.as_str(), to_json(&r).as_slice()).map(drop).map_err(storage)
-                    };
+                    let r = if skip { Ok(()) } else { put_json(&mut t.tenants, &r.id, &r) };
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::DeleteTenant(id, tx) => {
@@ -93,11 +90,7 @@ fn apply_batch(
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::PutToken(r, tx) => {
-                    let r = if skip {
-                        Ok(())
-                    } else {
-                        t.tokens.insert(r.id.as_str(), to_json(&r).as_slice()).map(drop).map_err(storage)
-                    };
+                    let r = if skip { Ok(()) } else { put_json(&mut t.tokens, &r.id, &r) };
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::DeleteToken(id, tx) => {
@@ -116,18 +109,23 @@ fn apply_batch(
                     let r = if skip {
                         Ok(())
                     } else {
-                        // Its health goes with it; its deliveries (the history) stay.
+                        // Its health and chart buckets go with it; its deliveries (the history) stay.
                         t.endpoints
                             .remove(id.as_str())
                             .and_then(|_| t.health.remove(id.as_str()))
                             .map(drop)
                             .map_err(storage)
+                            .and_then(|()| tally::remove_scope(&txn, &crate::tally::endpoint_scope(&id)))
                     };
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
                 }
                 Op::Requeue { ids, at_ms, reply } => {
                     let r = if skip { Ok(0) } else { t.requeue(&ids, at_ms) };
                     split(r.map(Ok), &mut failure, |r| Reply::Count(reply, r))
+                }
+                Op::AddTally { rows, now_ms, reply } => {
+                    let r = if skip { Ok(()) } else { tally::add_rows(&txn, &rows, now_ms) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(reply, r))
                 }
             };
             replies.push(reply);
@@ -142,6 +140,15 @@ fn apply_batch(
         return Err(e);
     }
     txn.commit().map_err(storage)
+}
+
+/// Stores `value`'s JSON under `key`.
+fn put_json(
+    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), StoreError> {
+    table.insert(key, to_json(value).as_slice()).map(drop).map_err(storage)
 }
 
 /// Every table a write transaction touches, opened once per batch.

@@ -157,6 +157,8 @@ macro_rules! contract {
     };
 }
 
+mod charts;
+
 contract! {
 async fn due_scan_is_per_endpoint_and_respects_limits(t) {
     let store = t.store();

@@ -1,0 +1,103 @@
+//! The redb side of the charts: reading bucket ranges and a set of endpoints' backlog.
+//!
+//! Owns: read transactions over `tally_minute` / `tally_hour` and the per-endpoint due ranges.
+//! Must not touch: writes (the writer adds buckets in `write::tally`) or what a bucket means
+//! (`crate::tally`).
+
+use redb::{Database, ReadableDatabase};
+
+use super::Redb;
+use super::schema::{DELIVERIES, DUE, tally_table};
+use super::storage;
+use crate::model::DeliveryRecord;
+use crate::store::{Backlog, StoreError};
+use crate::tally::{Counts, Resolution};
+
+/// The most due entries a backlog read walks; past it the count is reported as capped.
+pub(crate) const BACKLOG_CAP: u64 = 10_000;
+
+impl Redb {
+    pub(crate) async fn tally_series(
+        &self,
+        res: Resolution,
+        scope: String,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<(u64, Counts)>, StoreError> {
+        self.read(move |db| series(db, res, &scope, from_ms, to_ms)).await
+    }
+
+    pub(crate) async fn tally_totals(
+        &self,
+        res: Resolution,
+        scopes: Vec<String>,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<(String, Counts)>, StoreError> {
+        self.read(move |db| {
+            let mut out = Vec::with_capacity(scopes.len());
+            for scope in scopes {
+                let mut total = Counts::default();
+                for (_, c) in series(db, res, &scope, from_ms, to_ms)? {
+                    total.add(&c);
+                }
+                out.push((scope, total));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn backlog_of(&self, endpoints: Vec<String>) -> Result<Backlog, StoreError> {
+        self.read(move |db| backlog(db, &endpoints)).await
+    }
+}
+
+/// The buckets of `scope` starting in `[from_ms, to_ms)`, oldest first (one range read).
+fn series(
+    db: &Database,
+    res: Resolution,
+    scope: &str,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<(u64, Counts)>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(tally_table(res)).map_err(storage)?;
+    let mut out = Vec::new();
+    for entry in table.range((scope, from_ms)..(scope, to_ms)).map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        out.push((k.value().1, Counts::from_bytes(v.value())));
+    }
+    Ok(out)
+}
+
+/// Due deliveries of the given endpoints (as `pending_count` counts them: due or waiting for a
+/// retry), walking at most [`BACKLOG_CAP`] entries, and when the oldest of them was created.
+fn backlog(db: &Database, endpoints: &[String]) -> Result<Backlog, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let due = txn.open_table(DUE).map_err(storage)?;
+    let mut out = Backlog::default();
+    let mut oldest: Option<u128> = None;
+    'endpoints: for e in endpoints {
+        for entry in due.range((e.as_str(), 0u64, 0u128)..=(e.as_str(), u64::MAX, u128::MAX)).map_err(storage)? {
+            let id = entry.map_err(storage)?.0.value().2;
+            oldest = Some(oldest.map_or(id, |o| o.min(id)));
+            out.pending += 1;
+            if out.pending >= BACKLOG_CAP {
+                out.capped = true;
+                break 'endpoints;
+            }
+        }
+    }
+    if let Some(id) = oldest {
+        let deliveries = txn.open_table(DELIVERIES).map_err(storage)?;
+        // Ids are UUIDv7: without a readable record, the id's own timestamp will do.
+        let created = deliveries
+            .get(id)
+            .map_err(storage)?
+            .and_then(|raw| serde_json::from_slice::<DeliveryRecord>(raw.value()).ok())
+            .map_or((id >> 80) as u64, |d| d.created_at_ms);
+        out.oldest_pending_ms = Some(created);
+    }
+    Ok(out)
+}
