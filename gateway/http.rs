@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::health))
         .route("/", get(admin::dashboard))
+        .route("/dashboard/charts.js", get(admin::charts_js))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)

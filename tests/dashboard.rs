@@ -58,6 +58,8 @@ async fn dashboard_in_chromium_filters_opens_and_resends() {
         browser.find("#token").await.type_text(ADMIN_TOKEN).await;
         browser.find("#save-token").await.click().await;
         browser.wait_for("document.querySelectorAll('#rows tr').length === 4", WAIT).await;
+        // The dashboard opens on the overview; the log is one tab away.
+        browser.find("#tab-deliveries").await.click().await;
 
         browser.find("#f-resource-value").await.type_text("bot_a").await;
         browser.find("#f-apply").await.click().await;
@@ -345,5 +347,123 @@ async fn tenants_view_wide_rows_and_the_signing_secret() {
     let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;
     browser.quit().await;
     outcome.expect("the scenario finished in time");
+    gw.stop().await.unwrap();
+}
+
+/// The sum of the `data-value`s of the chart marks matching `css`, as an expression.
+fn sum_of(css: &str) -> String {
+    format!("[...document.querySelectorAll({css:?})].reduce((n, m) => n + Number(m.dataset.value), 0)")
+}
+
+/// [`sum_of`] as a script that returns it.
+fn marks(css: &str) -> String {
+    format!("return {}", sum_of(css))
+}
+
+/// The charts in Chromium: the overview (the page opens on it) shows the deliveries the test
+/// sent, failures as red bars beside green successes, the failing endpoint ranked first and the
+/// backlog; the failing endpoint's page shows its own charts and its disable history; a
+/// tenant's portal opens on charts of its own deliveries only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_show_the_sent_deliveries_overview_endpoint_page_and_portal() {
+    if !browser_available() {
+        return;
+    }
+    let ok = Receiver::start(Behavior::Status(200)).await;
+    let bad = Receiver::start(Behavior::Status(500)).await;
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "delivery", "max_retries", "0")
+        + &endpoint("ok", &ok.url("/"), r#"["*"]"#)
+        + &endpoint("bad", &bad.url("/"), r#"["*"]"#);
+    let gw = TestGateway::start(&cfg).await;
+    let (s, t) = gw.send_json(reqwest::Method::POST, "/v1/tenants", &json!({"id": "acme", "name": "Acme"})).await;
+    assert_eq!(s, 201, "{t}");
+    let (s, e) = gw
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/tenants/acme/endpoints",
+            &json!({"url": ok.url("/acme"), "triggers": ["*"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    for i in 0..4 {
+        assert_eq!(gw.ingest(&state_change(&format!("bot_{i}"))).await.0, 202);
+    }
+    for i in 0..2 {
+        let req = gw
+            .http
+            .post(format!("{}/v1/tenants/acme/events", gw.base))
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(state_change(&format!("acme_{i}")).to_string());
+        assert_eq!(response(req).await.0, 202);
+    }
+    eventually(WAIT, || async {
+        let (_, p) = gw.get("/v1/deliveries?state=pending").await;
+        let (_, all) = gw.get("/v1/deliveries").await;
+        (p["data"].as_array().unwrap().is_empty() && all["data"].as_array().unwrap().len() == 10).then_some(())
+    })
+    .await;
+    // A disable and an enable by hand, for the endpoint's history.
+    assert_eq!(gw.patch("/v1/endpoints/bad", &json!({"enabled": false})).await.0, 200);
+    assert_eq!(gw.patch("/v1/endpoints/bad", &json!({"enabled": true})).await.0, 200);
+    let (s, link) = gw.send_json(reqwest::Method::POST, "/v1/tenants/acme/portal", &json!({})).await;
+    assert_eq!(s, 201, "{link}");
+
+    let browser = Browser::start().await;
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("overview.png");
+    let run = async {
+        browser.goto(&format!("{}/", gw.base)).await;
+        browser.find("#token").await.type_text(ADMIN_TOKEN).await;
+        browser.find("#save-token").await.click().await;
+        assert_eq!(browser.eval("return document.querySelector('#overview-view').hidden").await, json!(false));
+        browser.wait_for(&format!("{} === 6", sum_of("#ov-deliveries rect.succeeded")), WAIT).await;
+        assert_eq!(
+            browser.eval(&marks("#ov-deliveries rect.failed")).await,
+            json!(4),
+            "the failures, in their own bars"
+        );
+        let fills = browser
+            .eval(
+                "const f = s => getComputedStyle(document.querySelector('#ov-deliveries rect.' + s)).fill; \
+                 return [f('succeeded'), f('failed')]",
+            )
+            .await;
+        assert_ne!(fills[0], fills[1], "failures have their own colour: {fills}");
+        assert_eq!(browser.find("#card-failed").await.text().await, "4");
+        assert_eq!(browser.find("#card-pending").await.text().await, "0");
+        assert_eq!(browser.eval("return document.querySelector('#rank-failing tr').dataset.id").await, json!("bad"));
+        assert!(
+            browser.eval("return document.querySelectorAll('#ov-latency circle.p95').length").await.as_u64().unwrap()
+                >= 1,
+            "the latency chart has a point"
+        );
+        browser.screenshot(&shot).await;
+
+        // The failing endpoint's page: its own charts and its history.
+        browser.find("#rank-failing tr[data-id=bad] .endpoint-link").await.click().await;
+        browser.wait_for("!document.querySelector('#endpoint-page').hidden && document.querySelector('#endpoint-page').dataset.id === 'bad'", WAIT).await;
+        assert_eq!(browser.eval(&marks("#ep-deliveries rect.failed")).await, json!(4));
+        assert_eq!(browser.eval(&marks("#ep-deliveries rect.succeeded")).await, json!(0));
+        let history = browser.find("#history").await.text().await;
+        assert!(
+            history.contains("enabled") && history.contains("disabled") && history.contains("by hand"),
+            "{history}"
+        );
+        browser.screenshot(&shot.with_file_name("endpoint-page.png")).await;
+
+        // The portal opens on the tenant's own charts.
+        browser.eval("sessionStorage.clear(); return true").await;
+        browser.goto("about:blank").await;
+        browser.goto(link["url"].as_str().unwrap()).await;
+        browser.wait_for(&format!("{} === 2", sum_of("#ov-deliveries rect.succeeded")), WAIT).await;
+        assert_eq!(browser.eval(&marks("#ov-deliveries rect.failed")).await, json!(0), "no other tenant's failures");
+        assert_eq!(browser.eval("return document.querySelector('#overview-view').hidden").await, json!(false));
+        assert_eq!(browser.find("#card-succeeded").await.text().await, "2");
+        browser.screenshot(&shot.with_file_name("portal-overview.png")).await;
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;
+    browser.quit().await;
+    outcome.expect("the charts scenario finished in time");
     gw.stop().await.unwrap();
 }

@@ -157,12 +157,27 @@ pub async fn dashboard() -> Response {
             // page has a Resend button), no forms or base-URL tricks.
             (
                 axum::http::header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
                  img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
             (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         DASHBOARD,
+    )
+        .into_response()
+}
+
+/// `GET /dashboard/charts.js`: the dashboard's charts (plain SVG, no library), served by the
+/// gateway itself so that the page needs no network beyond it.
+pub async fn charts_js() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        include_str!("charts.js"),
     )
         .into_response()
 }
