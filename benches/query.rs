@@ -108,6 +108,7 @@ fn main() {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         println!("{label:<32} {n:>8} {:>10.2} {:>10.2}", times[times.len() / 2], times[times.len() - 1]);
     }
+    charts(&rt, &store, total);
     let backlog = rt.block_on(store.pending_count()).unwrap();
     let mut scans = Vec::new();
     for _ in 0..20 {
@@ -132,6 +133,65 @@ fn main() {
     );
     drop(store);
     writer.join();
+}
+
+/// The charts' reads on the same store: the tally of the million deliveries, as if they had
+/// been attempted evenly over the last 30 days (one attempt each, one in ten failed and
+/// retried), is added through the store like the dispatcher's flushes add it; then the reads
+/// behind `GET /v1/stats` and the overview are timed. None of them touches the deliveries.
+fn charts(rt: &tokio::runtime::Runtime, store: &Store, total: usize) {
+    use hookgate::tally::{Resolution, Sample, Tally};
+    let now = hookgate::model::now_ms();
+    let span = 30 * 24 * 3_600_000u64;
+    let tally = Tally::default();
+    let added = Instant::now();
+    let mut rows = 0;
+    for i in 0..total {
+        let at = now - span + (i as u64 * span) / total as u64;
+        let failed = i % 10 == 0;
+        let sample =
+            Sample { attempt_ms: Some(20 + (i % 300) as u64), retried: failed, succeeded: !failed, failed: false };
+        tally.add(ENDPOINTS[i % ENDPOINTS.len()], at, sample);
+        // A day's worth at a time, as flushes would (each prunes what is past its keep).
+        if i % (total / 30).max(1) == 0 {
+            let batch = tally.take();
+            rows += batch.len();
+            rt.block_on(store.add_tally(batch, at)).unwrap();
+        }
+    }
+    let batch = tally.take();
+    rows += batch.len();
+    rt.block_on(store.add_tally(batch, now)).unwrap();
+    println!(
+        "tally of {total} deliveries over 30 days: {rows} bucket rows added in {:.1} s",
+        added.elapsed().as_secs_f64()
+    );
+    let day = 24 * 3_600_000u64;
+    let time = |label: &str, f: &dyn Fn() -> usize| {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..20 {
+            let t = Instant::now();
+            n = f();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("{label:<44} {n:>8} {:>10.2} {:>10.2}", times[times.len() / 2], times[times.len() - 1]);
+    };
+    println!("{:<44} {:>8} {:>10} {:>10}", "chart read", "buckets", "median ms", "max ms");
+    time("all, minute buckets, 24 h", &|| {
+        rt.block_on(store.tally_series(Resolution::Minute, "*".into(), now - day, now + 60_000)).unwrap().len()
+    });
+    time("one endpoint, hour buckets, 30 days", &|| {
+        rt.block_on(store.tally_series(Resolution::Hour, "e:acme".into(), now - 30 * day, now + day)).unwrap().len()
+    });
+    time("ranking: 4 endpoints' totals, hours, 24 h", &|| {
+        let scopes = ENDPOINTS.iter().map(|e| format!("e:{e}")).collect();
+        rt.block_on(store.tally_totals(Resolution::Hour, scopes, now - day, now + 3_600_000)).unwrap().len()
+    });
+    time("backlog of 4 endpoints (capped at 10000)", &|| {
+        rt.block_on(store.backlog_of(ENDPOINTS.iter().map(|e| (*e).to_owned()).collect())).unwrap().pending as usize
+    });
 }
 
 /// VmRSS of this process, in MiB (Linux).

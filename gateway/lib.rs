@@ -18,7 +18,8 @@
 //!   `operations` (Hookgate's own events), `telemetry` (OpenTelemetry traces),
 //!   `fanout` (who receives an event), `metrics`, `serve` (the inbound server and its limits).
 //! - Pure leaves: `sign`, `json` (strict parser, canonical writer), `retry`, `clock`, `seal`,
-//!   `config` (TOML → validated `Config`), `endpoint` (what an endpoint is), `model` (records).
+//!   `config` (TOML → validated `Config`), `endpoint` (what an endpoint is), `model` (records),
+//!   `tally` (the charts' buckets).
 //!
 //! The entry point is [`run`]: it takes a bound listener, a validated config and a shutdown
 //! future, so tests run the real gateway on `127.0.0.1:0` in-process.
