@@ -125,6 +125,13 @@ async fn two_nodes_deliver_every_event_once() {
     assert_eq!(seen.len(), 320, "every delivery arrived");
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "no node crashed, so nothing may arrive twice: {twice:?}");
+    // The charts add up what both nodes delivered: each adds its own counts to the same rows,
+    // within a second of recording them.
+    eventually(Duration::from_secs(10), || async {
+        let (_, s) = get(&bases[1], "/v1/stats/overview?window=1h").await;
+        (s["totals"]["succeeded"] == 320 && s["totals"]["attempts"] == 320).then_some(())
+    })
+    .await;
 
     // An Idempotency-Key taken on one node is taken on the other.
     let body = json!({"trigger": "cluster.key", "data": {"n": 1}});
