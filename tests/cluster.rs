@@ -483,11 +483,11 @@ async fn migrate_and_check_report_the_schema() {
     assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 3"), "{err}");
     let (ok, _, err) = hookgate(&["serve", "--config", path.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("schema version 99"), "{err}");
-    client.execute("UPDATE hookgate_schema SET version = 2", &[]).await.unwrap();
+    client.execute("UPDATE hookgate_schema SET version = 3", &[]).await.unwrap();
     drop(client);
     let _ = driver.await;
 
-    // A database the previous release migrated (schema 1) is brought to 2, its rows kept.
+    // A database an older release migrated (schema 1) is brought up to date, its rows kept.
     let old = fresh_database().await.unwrap();
     let (client, conn) = tokio_postgres::connect(&old, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(conn);
@@ -506,7 +506,7 @@ async fn migrate_and_check_report_the_schema() {
         .await
         .unwrap();
     let (ok, out, err) = hookgate(&["migrate", "--config", example], &[("DATABASE_URL", old.as_str())]);
-    assert!(ok && out.contains("applied migration(s) 2; schema version 2"), "{out}{err}");
+    assert!(ok && out.contains("applied migration(s) 2, 3; schema version 3"), "{out}{err}");
     let row = client.query_one("SELECT count(*), min(lease_token) FROM deliveries", &[]).await.unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 0), "the row is kept, with a token of 0");
     drop(client);
