@@ -63,15 +63,19 @@ pub fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8], now: i64) -> Ve
             }
         }
     };
-    let standard = match (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature")) {
+    // Svix's names carry the same values: a delivery with only `svix-*` headers is checked the
+    // same way.
+    let set = if h("webhook-signature").is_none() && h("svix-signature").is_some() { "svix" } else { "webhook" };
+    let h = |suffix: &str| h(&format!("{set}-{suffix}"));
+    let standard = match (h("id"), h("timestamp"), h("signature")) {
         (Some(id), Some(ts), Some(sig)) => match ts.parse::<i64>() {
-            Err(_) => Check::Invalid("webhook-timestamp is not a number".into()),
+            Err(_) => Check::Invalid(format!("{set}-timestamp is not a number")),
             Ok(t) if (now - t).abs() > TOLERANCE_SECS => Check::Invalid(format!("timestamp is {}s off", now - t)),
             Ok(_) if sign::verify_standard(secret, id, ts, body, sig) => Check::Valid,
             Ok(_) => Check::Invalid("no signature of this key's kind (v1 or v1a) matches".into()),
         },
         (None, None, None) => Check::Missing,
-        _ => Check::Invalid("webhook-id, webhook-timestamp and webhook-signature must all be present".into()),
+        _ => Check::Invalid(format!("{set}-id, {set}-timestamp and {set}-signature must all be present")),
     };
     Verdict { attendee, standard }
 }
@@ -108,12 +112,10 @@ fn receive(secret: &Secret, method: &Method, uri: &Uri, headers: &HeaderMap, bod
         Ok(pretty) => println!("{}", serde_json::to_string_pretty(&pretty).unwrap_or_default()),
         Err(_) => println!("{}", String::from_utf8_lossy(body)),
     }
-    let ok = match v.attendee {
-        // Only the Standard Webhooks signature can be checked: it must be there and valid.
-        Check::NotApplicable => v.standard == Check::Valid,
-        Check::Valid => !matches!(v.standard, Check::Invalid(_)),
-        Check::Missing | Check::Invalid(_) => false,
-    };
+    // The gateway's `signature_headers` decide which sets come: every set present must verify,
+    // and at least one must be there.
+    let checks = [&v.attendee, &v.standard];
+    let ok = checks.iter().any(|c| **c == Check::Valid) && !checks.iter().any(|c| matches!(c, Check::Invalid(_)));
     if ok { (StatusCode::OK, "verified\n") } else { (StatusCode::UNAUTHORIZED, "signature verification failed\n") }
 }
 
@@ -122,11 +124,34 @@ mod tests {
     use super::*;
 
     fn headers(signed: &sign::SignedHeaders) -> HeaderMap {
+        headers_of(signed, sign::HeaderSets::default())
+    }
+
+    fn headers_of(signed: &sign::SignedHeaders, sets: sign::HeaderSets) -> HeaderMap {
         let mut h = HeaderMap::new();
-        for (name, value) in signed.pairs() {
+        for (name, value) in signed.pairs_for(sets) {
             h.insert(name, value.parse().unwrap());
         }
         h
+    }
+
+    /// Deliveries that carry only Svix's headers are checked through them.
+    #[test]
+    fn svix_headers_alone_are_checked() {
+        let key = Secret::parse("whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let body = br#"{"data":{},"trigger":"t"}"#;
+        let signed = sign::sign(&key, &[], "msg_1", 1_700_000_000, body);
+        let svix = sign::HeaderSets::parse(["svix"]).unwrap();
+        let v = verify(&key, &headers_of(&signed, svix), body, 1_700_000_000);
+        assert_eq!((v.attendee, v.standard), (Check::Missing, Check::Valid));
+        let v = verify(&key, &headers_of(&signed, svix), b"{}", 1_700_000_000);
+        assert!(matches!(v.standard, Check::Invalid(_)));
+        let mut partial = headers_of(&signed, svix);
+        partial.remove("svix-id");
+        assert_eq!(
+            verify(&key, &partial, body, 1_700_000_000).standard,
+            Check::Invalid("svix-id, svix-timestamp and svix-signature must all be present".into())
+        );
     }
 
     /// With an Ed25519 key, `listen` checks the `v1a` signature and expects no Attendee header.

@@ -177,6 +177,50 @@ pub fn standard_signature(secret: &Secret, msg_id: &str, timestamp: i64, body: &
     }
 }
 
+/// Which signature headers an attempt carries (`[delivery] signature_headers`): Attendee's
+/// `X-Webhook-Signature`, Standard Webhooks' `webhook-id`/`-timestamp`/`-signature`, and the same
+/// three as Svix names them (`svix-id`/`-timestamp`/`-signature`), for receivers that verify with
+/// Svix's libraries. The Standard Webhooks and Svix sets carry the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSets {
+    pub attendee: bool,
+    pub webhook: bool,
+    pub svix: bool,
+}
+
+impl Default for HeaderSets {
+    fn default() -> HeaderSets {
+        HeaderSets { attendee: true, webhook: true, svix: false }
+    }
+}
+
+impl HeaderSets {
+    /// The names of the sets, as the config file spells them.
+    pub const NAMES: [&'static str; 3] = ["attendee", "webhook", "svix"];
+
+    /// Reads a list of set names: at least one, each known, none twice.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<HeaderSets, String> {
+        let mut out = HeaderSets { attendee: false, webhook: false, svix: false };
+        for name in names {
+            let slot = match name {
+                "attendee" => &mut out.attendee,
+                "webhook" => &mut out.webhook,
+                "svix" => &mut out.svix,
+                other => {
+                    return Err(format!("unknown header set {other:?}: use {}", HeaderSets::NAMES.join(", ")));
+                }
+            };
+            if std::mem::replace(slot, true) {
+                return Err(format!("{name:?} is listed twice"));
+            }
+        }
+        if out == (HeaderSets { attendee: false, webhook: false, svix: false }) {
+            return Err(format!("name at least one of {}", HeaderSets::NAMES.join(", ")));
+        }
+        Ok(out)
+    }
+}
+
 /// The signature headers of one attempt, in the order they are sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedHeaders {
@@ -188,16 +232,24 @@ pub struct SignedHeaders {
 }
 
 impl SignedHeaders {
+    /// The default sets' headers: Attendee's and Standard Webhooks'.
     pub fn pairs(&self) -> Vec<(&'static str, &str)> {
-        let mut pairs = Vec::with_capacity(4);
-        if let Some(attendee) = &self.x_webhook_signature {
+        self.pairs_for(HeaderSets::default())
+    }
+
+    /// The headers of the chosen sets. Attendee's is absent for an Ed25519 key (HMAC only).
+    pub fn pairs_for(&self, sets: HeaderSets) -> Vec<(&'static str, &str)> {
+        let mut pairs = Vec::with_capacity(7);
+        if let (true, Some(attendee)) = (sets.attendee, &self.x_webhook_signature) {
             pairs.push(("x-webhook-signature", attendee.as_str()));
         }
-        pairs.extend([
-            ("webhook-id", self.webhook_id.as_str()),
-            ("webhook-timestamp", self.webhook_timestamp.as_str()),
-            ("webhook-signature", self.webhook_signature.as_str()),
-        ]);
+        let standard = [self.webhook_id.as_str(), self.webhook_timestamp.as_str(), self.webhook_signature.as_str()];
+        if sets.webhook {
+            pairs.extend(["webhook-id", "webhook-timestamp", "webhook-signature"].into_iter().zip(standard));
+        }
+        if sets.svix {
+            pairs.extend(["svix-id", "svix-timestamp", "svix-signature"].into_iter().zip(standard));
+        }
         pairs
     }
 }
@@ -368,6 +420,26 @@ mod tests {
         let fresh = Secret::generate_ed25519();
         assert_ne!(fresh, key);
         assert!(fresh.to_whsec().starts_with("whsk_") && fresh.public_key().unwrap().starts_with("whpk_"));
+    }
+
+    /// The header sets: names are checked, and each set carries its headers with the same
+    /// values (Svix's are Standard Webhooks' under other names).
+    #[test]
+    fn header_sets_choose_the_headers_sent() {
+        assert_eq!(HeaderSets::parse(["webhook", "attendee"]), Ok(HeaderSets::default()));
+        assert!(HeaderSets::parse(["svx"]).unwrap_err().contains("unknown header set \"svx\""));
+        assert!(HeaderSets::parse(["svix", "svix"]).unwrap_err().contains("twice"));
+        assert!(HeaderSets::parse([]).unwrap_err().contains("at least one"));
+        let secret = Secret::parse(VECTOR_SECRET).unwrap();
+        let h = sign(&secret, &[], "msg_1", 1_700_000_000, b"{}");
+        let names = |sets| h.pairs_for(sets).iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        let svix = HeaderSets::parse(["svix"]).unwrap();
+        assert_eq!(names(svix), ["svix-id", "svix-timestamp", "svix-signature"]);
+        assert_eq!(names(HeaderSets::default()).len(), 4);
+        assert_eq!(names(HeaderSets::parse(["attendee", "webhook", "svix"]).unwrap()).len(), 7);
+        let pairs = h.pairs_for(svix);
+        assert_eq!(pairs[2].1, h.webhook_signature);
+        assert!(verify_standard(&secret, pairs[0].1, pairs[1].1, b"{}", pairs[2].1));
     }
 
     fn hex(text: &str) -> Vec<u8> {

@@ -10,6 +10,34 @@ use crate::util::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// `[delivery] signature_headers = ["svix"]`: attempts carry only `svix-id`, `svix-timestamp`
+/// and `svix-signature` (Svix's names for the Standard Webhooks headers, which receivers verify
+/// with Svix's libraries); the official `standardwebhooks` verifier accepts them as its own.
+#[tokio::test]
+async fn the_svix_header_set_replaces_the_others() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "delivery", "signature_headers", r#"["svix"]"#)
+        + &endpoint("acme", &rx.url("/hook"), r#"["*"]"#);
+    let gw = TestGateway::start(&cfg).await;
+    assert_eq!(gw.ingest(&state_change("b")).await.0, 202);
+    let req = rx.next(WAIT).await;
+    for absent in ["x-webhook-signature", "webhook-id", "webhook-timestamp", "webhook-signature"] {
+        assert_eq!(req.header(absent), "", "{absent} is not sent");
+    }
+    assert_eq!(req.header("svix-id"), req.json()["idempotency_key"].as_str().unwrap());
+    let wh = standardwebhooks::Webhook::new(&format!("whsec_{SECRET}")).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["id", "timestamp", "signature"] {
+        headers.insert(
+            format!("webhook-{name}").parse::<http::HeaderName>().unwrap(),
+            req.header(&format!("svix-{name}")).parse().unwrap(),
+        );
+    }
+    wh.verify(&req.body, &headers).expect("the svix-* headers verify");
+    gw.stop().await.unwrap();
+}
+
 /// The receiver's view: the body is canonical JSON of the envelope, and both signature recipes
 /// verify over it, Standard Webhooks through the official `standardwebhooks` crate.
 #[tokio::test]

@@ -241,6 +241,8 @@ pub struct DeliveryConfig {
     /// Attempts send a W3C `traceparent` header (their span's), so receivers that trace join
     /// the event's trace.
     pub propagate_trace: bool,
+    /// Which signature headers attempts carry (`attendee`, `webhook`, `svix`).
+    pub signature_headers: crate::sign::HeaderSets,
 }
 
 /// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP. `None` leaves the standard environment

@@ -67,6 +67,7 @@ section!(RawDelivery {
     breaker_cooldown: String,
     disable_after: String,
     propagate_trace: bool,
+    signature_headers: Vec<String>,
 });
 section!(RawRetention { deliveries: String, idempotency: String });
 section!(RawStorage { backend: String, postgres_url: String, postgres_pool: i64, lease: String });

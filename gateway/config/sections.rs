@@ -161,6 +161,10 @@ impl Config {
         let allow_http = ctx.boolean(d.allow_http, "delivery.allow_http")?;
         let allow_private_networks = ctx.boolean(d.allow_private_networks, "delivery.allow_private_networks")?;
         let propagate_trace = ctx.boolean(d.propagate_trace, "delivery.propagate_trace")?;
+        let sets_line = d.signature_headers.as_ref().and_then(|s| ctx.line(s));
+        let sets = ctx.strings(d.signature_headers, "delivery.signature_headers")?;
+        let signature_headers = crate::sign::HeaderSets::parse(sets.iter().map(|(_, s)| s.as_str()))
+            .map_err(|m| ctx.error("delivery.signature_headers", sets_line, m))?;
         let breaker_failures = ctx.number(d.breaker_failures, "delivery.breaker_failures", 1, 10_000)? as u32;
         let breaker_cooldown = ctx.bounded_duration(
             d.breaker_cooldown,
@@ -187,6 +191,7 @@ impl Config {
             allow_http,
             allow_private_networks,
             propagate_trace,
+            signature_headers,
             breaker_failures,
             breaker_cooldown,
             disable_after,

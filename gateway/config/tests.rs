@@ -112,6 +112,8 @@ fn errors_name_key_and_line() {
         (minimal("[delivery]\nbogus = 1"), "delivery.bogus", 6, "unknown field"),
         (minimal("[delivery]\nmax_retries = \"x\""), "delivery.max_retries", 6, "invalid type"),
         (minimal("[delivery]\njitter = 1.5"), "delivery.jitter", 6, "out of range"),
+        (minimal("[delivery]\nsignature_headers = [\"svx\"]"), "delivery.signature_headers", 6, "unknown header set"),
+        (minimal("[delivery]\nsignature_headers = []"), "delivery.signature_headers", 6, "at least one"),
         (minimal(&ep.replace("https://example.com/h", "not a url")), "endpoints[0].url", 7, "not a valid URL"),
         (minimal(&ep.replace("https:", "http:")), "endpoints[0].url", 7, "http://"),
         (minimal(&ep.replace("[\"bot.state_change\"]", "[]")), "endpoints[0].triggers", 8, "at least one"),

@@ -285,9 +285,9 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
                     };
                     let key = delivery.idempotency_key.to_string();
                     let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
-                    let mut headers = signed.pairs();
-                    let traceparent = telemetry::traceparent(&span);
                     let generation = ctx.live.get();
+                    let mut headers = signed.pairs_for(generation.config.delivery.signature_headers);
+                    let traceparent = telemetry::traceparent(&span);
                     if let Some(tp) = traceparent.as_deref().filter(|_| generation.config.delivery.propagate_trace) {
                         headers.push(("traceparent", tp));
                     }
