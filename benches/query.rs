@@ -247,6 +247,7 @@ fn write(i: usize) -> IngestWrite {
             skipped: vec![],
             tenant: None,
             trace: None,
+            message: None,
         },
         deliveries,
         idempotency: None,

@@ -68,6 +68,7 @@ pub fn build_write(
             skipped,
             tenant: None,
             trace: None,
+            message: None,
         },
         deliveries,
         idempotency,

@@ -59,6 +59,23 @@ async fn json_errors(response: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
+/// The Svix-compatible API, each path with and without a trailing slash (the SDKs differ).
+fn svix_routes() -> Router<AppState> {
+    use api::svix::{apps, endpoints, messages};
+    let routes: Vec<(&str, axum::routing::MethodRouter<AppState>)> = vec![
+        ("/api/v1/app", get(apps::list_apps).post(apps::create)),
+        ("/api/v1/app/{app}", get(apps::get).delete(apps::delete)),
+        ("/api/v1/app/{app}/endpoint", get(endpoints::list_endpoints).post(endpoints::create)),
+        ("/api/v1/app/{app}/endpoint/{endpoint}", get(endpoints::get).delete(endpoints::delete)),
+        ("/api/v1/app/{app}/endpoint/{endpoint}/secret", get(endpoints::secret)),
+        ("/api/v1/app/{app}/msg", post(messages::create)),
+        ("/api/v1/app/{app}/msg/{msg}", get(messages::get)),
+    ];
+    routes
+        .into_iter()
+        .fold(Router::new(), |r, (path, method)| r.route(path, method.clone()).route(&format!("{path}/"), method))
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     use api::{admin, charts, endpoints, events, log, tenants};
@@ -104,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/orphaned-endpoints", get(endpoints::list_orphaned))
         .route("/v1/admin/orphaned-endpoints/{tenant}/{endpoint}", delete(endpoints::delete_orphaned))
+        .merge(svix_routes())
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::health))
         .route("/", get(admin::dashboard))

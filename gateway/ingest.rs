@@ -52,6 +52,33 @@ impl Ingest {
     ) -> Result<IngestOutcome, StoreError> {
         // The slot lets dispatch add each delivery's idempotency key by splicing text.
         let (payload, envelope_slot) = json::canonical_with_slot(&event.fields, "idempotency_key");
+        self.commit(tenant, event, (payload, Some(envelope_slot)), None, idempotency_key, span).await
+    }
+
+    /// [`accept`](Self::accept) for a message of the Svix-compatible API: `payload` (the JSON
+    /// text as the producer sent it) is stored and delivered exactly as it is; `event`'s fields
+    /// (the payload's members) serve fan-out and the log's resource index.
+    pub async fn accept_message(
+        &self,
+        tenant: &str,
+        event: &ValidEvent,
+        payload: String,
+        meta: crate::model::MessageMeta,
+        idempotency_key: Option<String>,
+        span: &Context,
+    ) -> Result<IngestOutcome, StoreError> {
+        self.commit(tenant, event, (payload, None), Some(meta), idempotency_key, span).await
+    }
+
+    async fn commit(
+        &self,
+        tenant: &str,
+        event: &ValidEvent,
+        (payload, envelope_slot): (String, Option<usize>),
+        message: Option<crate::model::MessageMeta>,
+        idempotency_key: Option<String>,
+        span: &Context,
+    ) -> Result<IngestOutcome, StoreError> {
         let now = self.clock.now_ms();
         // Fan-out (and Attendee's override rule) within the tenant's own endpoints.
         let fanout = self.telemetry.start_span("hookgate.fanout", SpanKind::Internal, span, vec![], vec![]);
@@ -69,8 +96,17 @@ impl Ingest {
             key: if tenant == DEFAULT_TENANT { key } else { format!("{tenant}\u{0}{key}") },
             request_hash: hex(&Sha256::digest(payload.as_bytes())),
         });
-        let mut write =
-            build_write(&event.trigger, &event.fields, (payload, envelope_slot), &receivers, skipped, now, claim);
+        let mut write = build_write(
+            &event.trigger,
+            &event.fields,
+            (payload, envelope_slot.unwrap_or(0)),
+            &receivers,
+            skipped,
+            now,
+            claim,
+        );
+        write.event.envelope_slot = envelope_slot;
+        write.event.message = message;
         set_tenant(&mut write, tenant);
         write.event.trace = telemetry::traceparent(span);
         telemetry::record(&fanout, vec![KeyValue::new("hookgate.deliveries", write.deliveries.len() as i64)]);

@@ -37,6 +37,28 @@ pub struct EventRecord {
     /// that trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Set for a message of the Svix-compatible API: its deliveries send `payload` exactly as
+    /// stored (no envelope, no `idempotency_key`) and are signed with the message's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageMeta>,
+}
+
+/// What a Svix-compatible message adds to its event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MessageMeta {
+    /// The producer's own id for the message (`eventId`), unique per application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+impl EventRecord {
+    /// The id a Svix-compatible message is known by (`msg_` and the event id's hex), which its
+    /// deliveries carry as `svix-id`/`webhook-id`.
+    pub fn message_id(&self) -> String {
+        format!("msg_{}", self.id.simple())
+    }
 }
 
 /// An endpoint fan-out chose for an event but that got no delivery.

@@ -32,6 +32,8 @@ mod plugins;
 mod reload;
 /// Retention and FIFO ordering.
 mod retention;
+/// The Svix-compatible API, driven by the official Svix Python SDK.
+mod svix;
 /// OpenTelemetry traces, received by a collector in the test.
 mod telemetry;
 /// Tenants: secrets, scoping, tokens, quotas, isolation.

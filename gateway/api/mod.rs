@@ -7,6 +7,7 @@
 //! - `tenants` — tenants, their tokens, secrets, portal links and test sends.
 //! - `admin` — `/healthz`, reload, `/metrics`, the dashboard page.
 //! - `charts` — delivery counts and latency over time, and the dashboard's overview.
+//! - `svix` — the Svix-compatible API (`/api/v1/…`), translated into the native handlers.
 //! - `state` and `error` — what every handler shares: the services, the token checks and the
 //!   error shape. They sit at the bottom of this layer, so imports only go down.
 //!
@@ -20,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod log;
 pub mod state;
+pub mod svix;
 pub mod tenants;
 
 pub use error::{ApiError, json_response};

@@ -56,6 +56,9 @@ pub struct Ready {
     pub mode: Mode,
     /// The event's `traceparent`: the attempt's span joins that trace.
     pub trace: Option<String>,
+    /// The id the signature covers and `webhook-id` carries: a Svix-compatible message's id
+    /// (the same for each of its deliveries); `None`: the delivery's idempotency key.
+    pub sign_id: Option<String>,
 }
 
 /// Step 2's result: the attempt was made (or refused without a request).
@@ -133,6 +136,7 @@ pub async fn prepare(
 
 /// Step 1 for a delivery whose records are in hand (the scan's, or a resend's own read).
 pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRecord, mode: Mode) -> Prepared {
+    let sign_id = event.message.as_ref().map(|_| event.message_id());
     let Some(endpoint) = ctx.endpoints.get(&delivery.endpoint_id) else {
         let trace = event.trace;
         return Prepared::Send(Box::new(Ready {
@@ -142,6 +146,7 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
             chain: None,
             mode,
             trace,
+            sign_id,
         }));
     };
     // A disabled endpoint's pending deliveries end here; a resend by hand still goes.
@@ -157,7 +162,8 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
     if delivery.prepared {
         let body = delivery.body.clone().unwrap_or(envelope);
         let trace = event.trace;
-        return Prepared::Send(Box::new(Ready { delivery, endpoint: Some(endpoint), body, chain: None, mode, trace }));
+        let ready = Ready { delivery, endpoint: Some(endpoint), body, chain: None, mode, trace, sign_id };
+        return Prepared::Send(Box::new(ready));
     }
     // One generation for the whole chain: a reload meanwhile does not mix old and new plugins.
     let generation = ctx.live.get();
@@ -170,6 +176,7 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
             chain: None,
             mode,
             trace: event.trace,
+            sign_id,
         }));
     };
     let input = CallInput {
@@ -193,7 +200,8 @@ pub async fn prepare_loaded(ctx: &Ctx, delivery: DeliveryRecord, event: EventRec
         ChainOutcome::Deliver { body } => {
             let chain = Some(ChainResult { body: body.clone() });
             let body = body.unwrap_or(envelope);
-            return Prepared::Send(Box::new(Ready { delivery, endpoint: Some(endpoint), body, chain, mode, trace }));
+            let ready = Ready { delivery, endpoint: Some(endpoint), body, chain, mode, trace, sign_id };
+            return Prepared::Send(Box::new(ready));
         }
         ChainOutcome::Filtered { plugin, reason } => {
             (DeliveryState::Filtered, PluginNote { plugin, message: reason, kind: None })
@@ -243,7 +251,7 @@ fn settle(delivery: DeliveryRecord, state: DeliveryState, note: PluginNote) -> D
 /// Step 2: signs the body with a fresh timestamp and makes the attempt.
 pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
     let started_at_ms = ctx.clock.now_ms();
-    let Ready { delivery, endpoint, body, chain, mode, trace } = *ready;
+    let Ready { delivery, endpoint, body, chain, mode, trace, sign_id } = *ready;
     // The attempt's span joins the event's trace; a retry also links back to the ingest.
     let number = delivery.attempts.len() + 1;
     let links = if number > 1 { trace.as_deref().and_then(telemetry::link_to).into_iter().collect() } else { vec![] };
@@ -283,7 +291,7 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
                         Some(s) => (s.clone(), Vec::new()),
                         None => tenant_keys,
                     };
-                    let key = delivery.idempotency_key.to_string();
+                    let key = sign_id.unwrap_or_else(|| delivery.idempotency_key.to_string());
                     let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
                     let generation = ctx.live.get();
                     let mut headers = signed.pairs_for(generation.config.delivery.signature_headers);
@@ -369,10 +377,15 @@ pub async fn record(ctx: &Ctx, decided: Decided) -> Result<Recorded, StoreError>
     Ok(Recorded { newly_final, created_at_ms, sample })
 }
 
-/// The body a delivery sends: the event's fields plus its `idempotency_key`, in canonical JSON.
-/// These bytes are exactly the bytes signed. Events stored with an envelope slot get the key
-/// spliced in; older ones are parsed and rewritten.
+/// The body a delivery sends: the event's fields plus its `idempotency_key`, in canonical JSON
+/// (a Svix-compatible message: its payload as stored). These bytes are exactly the bytes signed.
+/// Events stored with an envelope slot get the key spliced in; older ones are parsed and
+/// rewritten.
 pub fn envelope(event: &EventRecord, idempotency_key: Uuid) -> Result<String, json::ParseError> {
+    // A Svix-compatible message is sent exactly as the producer wrote its payload.
+    if event.message.is_some() {
+        return Ok(event.payload.clone());
+    }
     let key = idempotency_key.hyphenated().to_string();
     if let Some(spliced) =
         event.envelope_slot.and_then(|slot| json::splice_member(&event.payload, slot, "idempotency_key", &key))
@@ -448,6 +461,7 @@ mod tests {
             skipped: vec![],
             tenant: None,
             trace: None,
+            message: None,
         };
         (event, key)
     }

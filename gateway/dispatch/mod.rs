@@ -530,6 +530,7 @@ mod tests {
             skipped: vec![],
             tenant: None,
             trace: None,
+            message: None,
         };
         // Its event record is written under another id, so the delivery's event is missing.
         let no_event = delivery(Uuid::now_v7());

@@ -22,6 +22,7 @@ fn event(deliveries: &[DeliveryRecord]) -> EventRecord {
         skipped: vec![],
         tenant: None,
         trace: None,
+        message: None,
     }
 }
 

@@ -1,0 +1,131 @@
+//! Svix endpoints of an application, which are the tenant's endpoints.
+//!
+//! Owns: `/api/v1/app/{app_id}/endpoint[/{endpoint_id}[/secret]]`: create (`url`,
+//! `eventTypes` or the older `filterTypes`, `secret`, `throttleRate`, `disabled`), get, list,
+//! delete, and the endpoint's signing secret. Each endpoint gets a secret of its own, as on Svix.
+//! Must not touch: the registry's rules: creation and changes go through the native handlers.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{Result, SvixError, answer, list, native, object, time_of};
+use crate::api::endpoints as native_endpoints;
+use crate::api::state::AppState;
+
+/// A native endpoint view as Svix's `EndpointOut`.
+pub fn endpoint_out(e: &Value) -> Value {
+    let triggers: Vec<&str> =
+        e["triggers"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let throttle = e["rate_limit"].as_str().and_then(|r| r.strip_suffix("/s")).and_then(|n| n.parse::<u64>().ok());
+    let created = time_of(&e["created_at"]);
+    json!({
+        "id": e["id"],
+        "url": e["url"],
+        "description": "",
+        "metadata": {},
+        "uid": Value::Null,
+        "version": 1,
+        "disabled": e["enabled"] == false,
+        "eventTypes": (triggers != ["*"]).then_some(&triggers),
+        "filterTypes": (triggers != ["*"]).then_some(&triggers),
+        "channels": Value::Null,
+        "throttleRate": throttle,
+        "createdAt": created,
+        "updatedAt": created,
+    })
+}
+
+/// `POST /api/v1/app/{app_id}/endpoint`.
+pub async fn create(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let o = object(&body)?;
+    let url = o.get("url").and_then(Value::as_str).ok_or_else(|| SvixError::invalid("`url` is required"))?;
+    let types = o.get("eventTypes").filter(|v| !v.is_null()).or_else(|| o.get("filterTypes").filter(|v| !v.is_null()));
+    let triggers = match types {
+        None => json!(["*"]),
+        Some(Value::Array(a)) if a.is_empty() => json!(["*"]),
+        Some(t @ Value::Array(_)) => t.clone(),
+        Some(_) => return Err(SvixError::invalid("`eventTypes` must be a list of event type names")),
+    };
+    let secret = match o.get("secret") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => crate::sign::Secret::generate().to_whsec(),
+        Some(_) => return Err(SvixError::invalid("`secret` must be a string")),
+    };
+    let mut native_body = json!({ "url": url, "triggers": triggers, "secret": secret });
+    match o.get("throttleRate") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+            native_body["rate_limit"] = json!(format!("{n}/s"))
+        }
+        Some(_) => return Err(SvixError::invalid("`throttleRate` must be a positive whole number")),
+    }
+    let body = axum::body::Bytes::from(native_body.to_string());
+    let (_, mut e) = native(
+        native_endpoints::tenant_create_endpoint(State(st.clone()), headers.clone(), Path(app.clone()), body).await,
+    )
+    .await?;
+    if o.get("disabled") == Some(&Value::Bool(true)) {
+        let id = e["id"].as_str().unwrap_or_default().to_owned();
+        let off = axum::body::Bytes::from(json!({ "enabled": false }).to_string());
+        (_, e) =
+            native(native_endpoints::tenant_patch_endpoint(State(st), headers, Path((app, id)), off).await).await?;
+    }
+    Ok(answer(StatusCode::CREATED, endpoint_out(&e)))
+}
+
+/// `GET /api/v1/app/{app_id}/endpoint`.
+pub async fn list_endpoints(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+) -> Result<Response> {
+    let (_, all) = native(native_endpoints::tenant_list_endpoints(State(st), headers, Path(app)).await).await?;
+    Ok(list(all["data"].as_array().map(|a| a.iter().map(endpoint_out).collect()).unwrap_or_default()))
+}
+
+/// `GET /api/v1/app/{app_id}/endpoint/{endpoint_id}`.
+pub async fn get(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(ids): Path<(String, String)>,
+) -> Result<Response> {
+    let (_, e) = native(native_endpoints::tenant_get_endpoint(State(st), headers, Path(ids)).await).await?;
+    Ok(answer(StatusCode::OK, endpoint_out(&e)))
+}
+
+/// `DELETE /api/v1/app/{app_id}/endpoint/{endpoint_id}`: 204.
+pub async fn delete(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(ids): Path<(String, String)>,
+) -> Result<Response> {
+    native(native_endpoints::tenant_delete_endpoint(State(st), headers, Path(ids)).await).await?;
+    Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
+}
+
+/// `GET /api/v1/app/{app_id}/endpoint/{endpoint_id}/secret`: `{key}`, the secret that signs the
+/// endpoint's deliveries (its own, else its application's).
+pub async fn secret(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Response> {
+    let tenant = st.tenant_access(&headers, &app)?;
+    let e = st
+        .endpoints
+        .get(&crate::endpoint::internal_id(&tenant.id, &id))
+        .filter(|_| !id.contains('/'))
+        .ok_or_else(|| SvixError::not_found(format!("no endpoint with id {id:?}")))?;
+    let key = match &e.secret {
+        Some(s) => s.to_whsec(),
+        None => tenant.keys.first().map(|k| k.secret.to_whsec()).unwrap_or_default(),
+    };
+    Ok(answer(StatusCode::OK, json!({ "key": key })))
+}

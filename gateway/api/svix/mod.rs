@@ -1,0 +1,125 @@
+//! The Svix-compatible API (`/api/v1/…`): what Svix's SDKs call, answered by the same engine
+//! as the native API. Applications are tenants, endpoints are endpoints, messages are events
+//! delivered exactly as sent and signed with the message's id.
+//!
+//! Owns: Svix's conventions (camelCase bodies, `{code, detail}` errors, `{data, iterator,
+//! prevIterator, done}` lists, `msg_` ids) and the translation of each call into the native
+//! handlers' terms. `apps`, `endpoints` and `messages` hold the routes of each resource.
+//! Must not touch: the stores or the engine directly: every write goes through a native
+//! handler or `ingest`, so quotas, validation and the delivery log apply unchanged.
+//!
+//! Covered so far: applications (create with `uid` and `get_if_exists`, get, list, delete),
+//! endpoints (create, get, list, delete, secret), messages (create with `eventId`, get). Not yet:
+//! updates, event types, attempts, resend, portal access, rotation, pagination past one page.
+
+pub mod apps;
+pub mod endpoints;
+pub mod messages;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+
+/// An error in Svix's shape: `{"code", "detail"}`.
+#[derive(Debug)]
+pub struct SvixError {
+    pub status: StatusCode,
+    pub code: String,
+    pub detail: String,
+}
+
+impl SvixError {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> SvixError {
+        SvixError { status, code: code.to_owned(), detail: detail.into() }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> SvixError {
+        SvixError::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> SvixError {
+        SvixError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
+    }
+}
+
+impl From<ApiError> for SvixError {
+    fn from(e: ApiError) -> SvixError {
+        let code = match e.status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::UNAUTHORIZED => "authentication_failed",
+            _ => e.code,
+        };
+        SvixError { status: e.status, code: code.to_owned(), detail: e.message }
+    }
+}
+
+impl IntoResponse for SvixError {
+    fn into_response(self) -> Response {
+        let body = if self.status == StatusCode::UNPROCESSABLE_ENTITY {
+            // Svix's validation errors: a list of `{loc, msg, type}`.
+            json!({ "code": self.code, "detail": [{ "loc": ["body"], "msg": self.detail, "type": "value_error" }] })
+        } else {
+            json!({ "code": self.code, "detail": self.detail })
+        };
+        super::error::json_response(self.status, body.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SvixError>;
+
+/// A native handler's answer as its status and JSON body.
+pub async fn native(r: std::result::Result<Response, ApiError>) -> Result<(StatusCode, Value)> {
+    let response = r?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .map_err(|e| SvixError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+/// The request body as a JSON object (an empty body is an empty object).
+pub fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => Ok(o),
+        Ok(_) => Err(SvixError::invalid("the body must be a JSON object")),
+        Err(e) => Err(SvixError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())),
+    }
+}
+
+/// A list answer: every item on one page (`done`), as Svix's SDKs read it.
+pub fn list(data: Vec<Value>) -> Response {
+    let body = json!({ "data": data, "iterator": Value::Null, "prevIterator": Value::Null, "done": true });
+    super::error::json_response(StatusCode::OK, body.to_string())
+}
+
+/// A JSON answer with `status`.
+pub fn answer(status: StatusCode, v: Value) -> Response {
+    super::error::json_response(status, v.to_string())
+}
+
+/// An RFC 3339 time from the native API, or the epoch for an object without one (the SDKs
+/// require `createdAt` and `updatedAt`).
+pub fn time_of(v: &Value) -> Value {
+    match v {
+        Value::String(_) => v.clone(),
+        _ => Value::String("1970-01-01T00:00:00Z".into()),
+    }
+}
+
+/// A string-to-string map from a native `metadata` object (Svix's metadata holds strings).
+pub fn metadata_of(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.as_str().map_or_else(|| v.to_string(), str::to_owned))))
+                .collect(),
+        ),
+        _ => json!({}),
+    }
+}
