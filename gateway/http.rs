@@ -61,15 +61,22 @@ async fn json_errors(response: Response) -> Response {
 
 /// The Svix-compatible API, each path with and without a trailing slash (the SDKs differ).
 fn svix_routes() -> Router<AppState> {
-    use api::svix::{apps, endpoints, messages};
+    use api::svix::{apps, attempts, endpoints, messages, portal};
     let routes: Vec<(&str, axum::routing::MethodRouter<AppState>)> = vec![
         ("/api/v1/app", get(apps::list_apps).post(apps::create)),
-        ("/api/v1/app/{app}", get(apps::get).delete(apps::delete)),
+        ("/api/v1/app/{app}", get(apps::get).put(apps::upsert).patch(apps::patch).delete(apps::delete)),
         ("/api/v1/app/{app}/endpoint", get(endpoints::list_endpoints).post(endpoints::create)),
-        ("/api/v1/app/{app}/endpoint/{endpoint}", get(endpoints::get).delete(endpoints::delete)),
+        (
+            "/api/v1/app/{app}/endpoint/{endpoint}",
+            get(endpoints::get).put(endpoints::update).patch(endpoints::patch).delete(endpoints::delete),
+        ),
         ("/api/v1/app/{app}/endpoint/{endpoint}/secret", get(endpoints::secret)),
         ("/api/v1/app/{app}/msg", post(messages::create)),
         ("/api/v1/app/{app}/msg/{msg}", get(messages::get)),
+        ("/api/v1/app/{app}/msg/{msg}/endpoint/{endpoint}/resend", post(attempts::resend)),
+        ("/api/v1/app/{app}/attempt/msg/{msg}", get(attempts::by_message)),
+        ("/api/v1/app/{app}/attempt/endpoint/{endpoint}", get(attempts::by_endpoint)),
+        ("/api/v1/auth/app-portal-access/{app}", post(portal::access)),
     ];
     routes
         .into_iter()

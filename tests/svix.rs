@@ -73,10 +73,11 @@ async fn the_svix_python_sdk_drives_the_compatible_api() {
 
     // One object in both APIs: the application is the tenant, its message an event in the log.
     let (s, t) = gw.get("/v1/tenants/acme").await;
-    assert_eq!((s, t["name"].as_str()), (200, Some("Acme")), "{t}");
+    assert_eq!((s, t["name"].as_str()), (200, Some("Acme Corp")), "{t}");
     let (_, log) = gw.get("/v1/tenants/acme/deliveries").await;
     let data = log["data"].as_array().unwrap();
     assert_eq!(data.len(), 1, "{log}");
     assert_eq!((data[0]["trigger"].as_str(), data[0]["state"].as_str()), (Some("invoice.paid"), Some("succeeded")));
+    assert_eq!(data[0]["attempt_count"], 2, "the first attempt and the SDK's resend: {log}");
     gw.stop().await.unwrap();
 }

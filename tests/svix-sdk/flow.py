@@ -8,11 +8,17 @@ import json
 import os
 import queue
 import threading
+import time
 
 from svix.api import (
+    AppPortalAccessIn,
     ApplicationIn,
+    ApplicationPatch,
     EndpointIn,
+    EndpointPatch,
+    MessageAttemptListByMsgOptions,
     MessageIn,
+    MessageStatus,
     Svix,
     SvixOptions,
 )
@@ -82,6 +88,42 @@ except HttpError as e:
     assert e.status_code == 409, e
 
 assert svix.message.get(app.id, msg.id).payload == payload
+
+# Attempts, by message and by endpoint, and a resend that arrives with the same svix-id.
+attempts = svix.message_attempt.list_by_msg(app.id, msg.id).data
+assert len(attempts) == 1 and attempts[0].status == MessageStatus.SUCCESS, attempts
+assert attempts[0].endpoint_id == ep.id and attempts[0].response_status_code == 200, attempts[0]
+assert [a.id for a in svix.message_attempt.list_by_endpoint(app.id, ep.id).data] == [attempts[0].id]
+failed = MessageAttemptListByMsgOptions(status=MessageStatus.FAIL)
+assert svix.message_attempt.list_by_msg(app.id, msg.id, failed).data == []
+svix.message_attempt.resend(app.id, msg.id, ep.id)
+_, again, body_again = received.get(timeout=15)
+assert again["svix-id"] == msg.id and body_again == body
+Webhook(secret).verify(body_again, again)
+for _ in range(100):
+    attempts = svix.message_attempt.list_by_msg(app.id, msg.id).data
+    if len(attempts) == 2:
+        break
+    time.sleep(0.05)
+assert len(attempts) == 2 and attempts[0].trigger_type == 1, attempts  # the manual one first
+
+# Updates: the application's name, an endpoint's types and state.
+assert svix.application.patch(app.id, ApplicationPatch(name="Acme Corp")).name == "Acme Corp"
+assert svix.application.get(app.id).metadata == {"plan": "pro"}, "a patch keeps what it does not name"
+patched = svix.endpoint.patch(app.id, ep.id, EndpointPatch(disabled=True, event_types=["invoice.paid", "invoice.sent"]))
+assert patched.disabled and patched.event_types == ["invoice.paid", "invoice.sent"], patched
+assert svix.endpoint.patch(app.id, ep.id, EndpointPatch(disabled=False)).disabled is False
+
+# The portal: a link and a token scoped to the application.
+portal = svix.authentication.app_portal_access(app.id, AppPortalAccessIn())
+assert "#portal=" in portal.url and portal.token, portal
+scoped = Svix(portal.token, SvixOptions(server_url=os.environ["HOOKGATE_URL"]))
+assert scoped.endpoint.get(app.id, ep.id).id == ep.id
+try:
+    scoped.application.list()
+    raise AssertionError("an application token listed every application")
+except HttpError as e:
+    assert e.status_code == 401, e
 svix.endpoint.delete(app.id, ep.id)
 try:
     svix.endpoint.get(app.id, ep.id)

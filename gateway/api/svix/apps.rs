@@ -88,3 +88,67 @@ pub async fn delete(State(st): State<AppState>, headers: HeaderMap, Path(app): P
     native(tenants::delete_tenant(State(st), headers, Path(app), Query(force)).await).await?;
     Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
 }
+
+/// The native tenant fields of an `ApplicationIn` (`full`: a PUT, where a missing optional
+/// field clears it) or an `ApplicationPatch`.
+fn native_fields(o: &serde_json::Map<String, Value>, full: bool) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    for (svix, native) in [("name", "name"), ("metadata", "metadata"), ("throttleRate", "max_events_per_second")] {
+        match o.get(svix) {
+            Some(v) => {
+                out.insert(native.into(), v.clone());
+            }
+            None if full && svix != "name" => {
+                out.insert(native.into(), Value::Null);
+            }
+            None => {}
+        }
+    }
+    if full && !o.contains_key("name") {
+        return Err(SvixError::invalid("`name` is required"));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `PUT /api/v1/app/{app_id}` (`ApplicationIn`): updates the application, or creates it
+/// with this id.
+pub async fn upsert(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let o = object(&body)?;
+    if st.tenants.get(&app).is_none() {
+        let mut o = o;
+        o.insert("uid".into(), Value::String(app));
+        let body = axum::body::Bytes::from(Value::Object(o).to_string());
+        return create(State(st), headers, Query(HashMap::new()), body).await;
+    }
+    update(st, headers, app, &o, true).await
+}
+
+/// `PATCH /api/v1/app/{app_id}` (`ApplicationPatch`).
+pub async fn patch(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    update(st, headers, app, &object(&body)?, false).await
+}
+
+async fn update(
+    st: AppState,
+    headers: HeaderMap,
+    app: String,
+    o: &serde_json::Map<String, Value>,
+    full: bool,
+) -> Result<Response> {
+    if let Some(uid) = o.get("uid").and_then(Value::as_str).filter(|uid| *uid != app) {
+        return Err(SvixError::invalid(format!("an application's uid is its id here and cannot become {uid:?}")));
+    }
+    let body = axum::body::Bytes::from(native_fields(o, full)?.to_string());
+    let (_, t) = native(tenants::patch_tenant(State(st), headers, Path(app), body).await).await?;
+    Ok(answer(StatusCode::OK, application_out(&t)))
+}

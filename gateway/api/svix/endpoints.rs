@@ -80,6 +80,87 @@ pub async fn create(
     Ok(answer(StatusCode::CREATED, endpoint_out(&e)))
 }
 
+/// The native endpoint fields of an `EndpointIn`/`EndpointUpdate` (`full`: missing optional
+/// fields take their defaults) or an `EndpointPatch`.
+fn native_fields(o: &serde_json::Map<String, Value>, full: bool) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    match o.get("url") {
+        Some(Value::String(u)) => {
+            out.insert("url".into(), json!(u));
+        }
+        None if !full => {}
+        _ => return Err(SvixError::invalid("`url` is required and must be a string")),
+    }
+    let types = o.get("eventTypes").or_else(|| o.get("filterTypes"));
+    match types {
+        None if !full => {}
+        None | Some(Value::Null) => {
+            out.insert("triggers".into(), json!(["*"]));
+        }
+        Some(Value::Array(a)) if a.is_empty() => {
+            out.insert("triggers".into(), json!(["*"]));
+        }
+        Some(t @ Value::Array(_)) => {
+            out.insert("triggers".into(), t.clone());
+        }
+        Some(_) => return Err(SvixError::invalid("`eventTypes` must be a list of event type names")),
+    }
+    match o.get("throttleRate") {
+        None if !full => {}
+        None | Some(Value::Null) => {
+            out.insert("rate_limit".into(), Value::Null);
+        }
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+            out.insert("rate_limit".into(), json!(format!("{n}/s")));
+        }
+        Some(_) => return Err(SvixError::invalid("`throttleRate` must be a positive whole number")),
+    }
+    match o.get("disabled") {
+        None if !full => {}
+        None | Some(Value::Null) => {
+            out.insert("enabled".into(), json!(true));
+        }
+        Some(Value::Bool(d)) => {
+            out.insert("enabled".into(), json!(!d));
+        }
+        Some(_) => return Err(SvixError::invalid("`disabled` must be true or false")),
+    }
+    Ok(Value::Object(out))
+}
+
+/// `PUT /api/v1/app/{app_id}/endpoint/{endpoint_id}` (`EndpointUpdate`): every field, with
+/// defaults for those left out. An endpoint is created with `POST` (ids are the gateway's).
+pub async fn update(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(ids): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    change(st, headers, ids, &object(&body)?, true).await
+}
+
+/// `PATCH /api/v1/app/{app_id}/endpoint/{endpoint_id}` (`EndpointPatch`).
+pub async fn patch(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(ids): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    change(st, headers, ids, &object(&body)?, false).await
+}
+
+async fn change(
+    st: AppState,
+    headers: HeaderMap,
+    ids: (String, String),
+    o: &serde_json::Map<String, Value>,
+    full: bool,
+) -> Result<Response> {
+    let body = axum::body::Bytes::from(native_fields(o, full)?.to_string());
+    let (_, e) = native(native_endpoints::tenant_patch_endpoint(State(st), headers, Path(ids), body).await).await?;
+    Ok(answer(StatusCode::OK, endpoint_out(&e)))
+}
+
 /// `GET /api/v1/app/{app_id}/endpoint`.
 pub async fn list_endpoints(
     State(st): State<AppState>,

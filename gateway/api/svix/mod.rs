@@ -13,8 +13,10 @@
 //! updates, event types, attempts, resend, portal access, rotation, pagination past one page.
 
 pub mod apps;
+pub mod attempts;
 pub mod endpoints;
 pub mod messages;
+pub mod portal;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
