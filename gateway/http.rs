@@ -71,7 +71,7 @@ fn svix_routes() -> Router<AppState> {
             get(endpoints::get).put(endpoints::update).patch(endpoints::patch).delete(endpoints::delete),
         ),
         ("/api/v1/app/{app}/endpoint/{endpoint}/secret", get(endpoints::secret)),
-        ("/api/v1/app/{app}/msg", post(messages::create)),
+        ("/api/v1/app/{app}/msg", get(messages::list_messages).post(messages::create)),
         ("/api/v1/app/{app}/msg/{msg}", get(messages::get)),
         ("/api/v1/app/{app}/msg/{msg}/endpoint/{endpoint}/resend", post(attempts::resend)),
         ("/api/v1/app/{app}/attempt/msg/{msg}", get(attempts::by_message)),

@@ -52,9 +52,15 @@ fn run(cmd: &mut std::process::Command) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_svix_python_sdk_drives_the_compatible_api() {
     let Some(python) = sdk_python() else { return };
+    for (backend, on) in backends().await {
+        sdk_flow(&python, backend, on).await;
+    }
+}
+
+async fn sdk_flow(python: &Path, backend: &str, on: OnBackend) {
     let dir = temp_dir();
     let cfg = set(&base_config(dir.path()), "delivery", "signature_headers", r#"["webhook", "svix"]"#);
-    let gw = TestGateway::start(&cfg).await;
+    let gw = TestGateway::start(&on(cfg)).await;
     let flow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk/flow.py");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
@@ -69,7 +75,7 @@ async fn the_svix_python_sdk_drives_the_compatible_api() {
     .expect("the SDK flow finished in time")
     .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && stdout.contains("svix flow ok"), "{stdout}\n{stderr}");
+    assert!(out.status.success() && stdout.contains("svix flow ok"), "{backend}: {stdout}\n{stderr}");
 
     // One object in both APIs: the application is the tenant, its message an event in the log.
     let (s, t) = gw.get("/v1/tenants/acme").await;

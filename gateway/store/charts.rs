@@ -1,5 +1,6 @@
 //! The charts' side of the [`Store`] handle: adding the dispatcher's tally and reading bucket
-//! ranges and backlogs, on either backend.
+//! ranges and backlogs, on either backend; and the newest events of a tenant (the Svix API's
+//! message list).
 //!
 //! Owns: the dispatch between backends for these calls (each backend's statements live in its
 //! own `tally` modules).
@@ -43,6 +44,38 @@ impl Store {
             Backend::Redb(r) => r.tally_totals(res, scopes, from_ms, to_ms).await,
             Backend::Postgres(p) => p.tally_totals(res, &scopes, from_ms, to_ms).await,
         }
+    }
+
+    /// Events of `tenant` (`None`: the default tenant's), newest first, older than `before`:
+    /// at most `limit`, visiting at most `budget` events (the table is in arrival order, not by
+    /// tenant). `next` continues after the last event visited, when there may be more.
+    pub async fn list_events(
+        &self,
+        tenant: Option<String>,
+        before: Option<uuid::Uuid>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<(Vec<crate::model::EventRecord>, Option<uuid::Uuid>), StoreError> {
+        let (visited, last) = match &self.backend {
+            Backend::Redb(r) => r.events_before(before, budget).await?,
+            Backend::Postgres(p) => p.events_before(before, budget).await?,
+        };
+        let full = visited.len() == budget;
+        let mut out = Vec::new();
+        let mut next = None;
+        for e in visited {
+            if e.tenant == tenant {
+                out.push(e);
+                if out.len() == limit {
+                    next = out.last().map(|e| e.id);
+                    break;
+                }
+            }
+        }
+        if next.is_none() && full {
+            next = last;
+        }
+        Ok((out, next))
     }
 
     /// The deliveries due or waiting for a retry on these endpoints (internal ids), counted up

@@ -18,6 +18,8 @@ from svix.api import (
     EndpointPatch,
     MessageAttemptListByMsgOptions,
     MessageIn,
+    MessageListOptions,
+    ApplicationListOptions,
     MessageStatus,
     Svix,
     SvixOptions,
@@ -64,7 +66,20 @@ payload = {"amount": 1200, "currency": "eur", "lines": [{"sku": "a-1", "qty": 2}
 msg = svix.message.create(app.id, MessageIn(event_type="invoice.paid", payload=payload, event_id="evt_1"))
 assert msg.id.startswith("msg_") and msg.event_type == "invoice.paid" and msg.payload == payload, msg
 # A message type the endpoint does not take is not delivered to it.
-svix.message.create(app.id, MessageIn(event_type="invoice.voided", payload={"n": 2}))
+voided = svix.message.create(app.id, MessageIn(event_type="invoice.voided", payload={"n": 2}))
+
+# Messages are listed newest first, a page at a time, and by type.
+assert [m.id for m in svix.message.list(app.id).data] == [voided.id, msg.id]
+page = svix.message.list(app.id, MessageListOptions(limit=1))
+assert [m.id for m in page.data] == [voided.id] and not page.done and page.iterator, page
+page = svix.message.list(app.id, MessageListOptions(limit=1, iterator=page.iterator))
+assert [m.id for m in page.data] == [msg.id], page
+paid = svix.message.list(app.id, MessageListOptions(event_types=["invoice.paid"])).data
+assert [m.id for m in paid] == [msg.id] and paid[0].payload == payload
+# Applications page too: both, one at a time.
+first = svix.application.list(ApplicationListOptions(limit=1))
+second = svix.application.list(ApplicationListOptions(limit=1, iterator=first.iterator))
+assert not first.done and {first.data[0].id, second.data[0].id} == {app.id, generated.id}, (first, second)
 
 path, headers, body = received.get(timeout=15)
 assert path == "/hook"

@@ -70,10 +70,14 @@ pub async fn create(
 }
 
 /// `GET /api/v1/app` (the organisation's token: the admin token).
-pub async fn list_apps(State(st): State<AppState>, headers: HeaderMap) -> Result<Response> {
+pub async fn list_apps(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
     let (_, all) = native(tenants::list_tenants(State(st), headers).await).await?;
     let data = all["data"].as_array().map(|a| a.iter().map(application_out).collect()).unwrap_or_default();
-    Ok(list(data))
+    list(data, &q)
 }
 
 /// `GET /api/v1/app/{app_id}`.

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Result, SvixError, answer, list};
+use super::{Result, SvixError, answer, list_page};
 use crate::api::state::AppState;
 use crate::endpoint::{internal_id, split_id};
 use crate::model::{AttemptRecord, DeliveryRecord, rfc3339};
@@ -44,11 +44,7 @@ fn attempt_out(st: &AppState, d: &DeliveryRecord, a: &AttemptRecord) -> Value {
 /// The attempts of these deliveries, newest first, filtered by `status` (0 success, 2 fail)
 /// and capped at `limit`.
 fn attempts(st: &AppState, deliveries: &[DeliveryRecord], q: &HashMap<String, String>) -> Result<Vec<Value>> {
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
-        None => 50,
-        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => return Err(SvixError::invalid(format!("`limit` must be from 1 to {MAX_LIMIT}"))),
-    };
+    let limit = super::limit(q)?;
     let status = q
         .get("status")
         .map(|s| s.parse::<u8>())
@@ -88,7 +84,7 @@ pub async fn by_message(
         let internal = internal_id(&tenant.id, e);
         deliveries.retain(|d| d.endpoint_id == internal);
     }
-    Ok(list(attempts(&st, &deliveries, &q)?))
+    Ok(list_page(attempts(&st, &deliveries, &q)?, None))
 }
 
 /// `GET /api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}`: the attempts of the endpoint's
@@ -106,7 +102,7 @@ pub async fn by_endpoint(
     }
     let query = DeliveryQuery { endpoint_id: Some(internal), limit: MAX_LIMIT, ..DeliveryQuery::default() };
     let page = st.store.list_deliveries(query).await.map_err(|e| crate::api::error::ApiError::store(&e))?;
-    Ok(list(attempts(&st, &page.deliveries, &q)?))
+    Ok(list_page(attempts(&st, &page.deliveries, &q)?, None))
 }
 
 /// `POST /api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend`: 202 `{}`.

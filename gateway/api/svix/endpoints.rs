@@ -166,9 +166,10 @@ pub async fn list_endpoints(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(app): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response> {
     let (_, all) = native(native_endpoints::tenant_list_endpoints(State(st), headers, Path(app)).await).await?;
-    Ok(list(all["data"].as_array().map(|a| a.iter().map(endpoint_out).collect()).unwrap_or_default()))
+    list(all["data"].as_array().map(|a| a.iter().map(endpoint_out).collect()).unwrap_or_default(), &q)
 }
 
 /// `GET /api/v1/app/{app_id}/endpoint/{endpoint_id}`.

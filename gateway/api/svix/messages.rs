@@ -153,3 +153,39 @@ pub async fn get(
     }
     Ok(answer(StatusCode::OK, message_out(&event)))
 }
+
+/// Events visited at most to answer one page of a message list.
+const LIST_BUDGET: usize = 5_000;
+
+/// `GET /api/v1/app/{app_id}/msg`: the application's messages (every event of its tenant),
+/// newest first; `event_types` filters, `iterator` continues.
+pub async fn list_messages(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response> {
+    let tenant = st.tenant_access(&headers, &app)?;
+    let limit = super::limit(&q)?;
+    let before = match q.get("iterator").filter(|i| !i.is_empty()) {
+        None => None,
+        Some(i) => Some(
+            i.strip_prefix("msg_")
+                .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
+                .ok_or_else(|| SvixError::invalid("`iterator` is not one this API gave"))?,
+        ),
+    };
+    let types: Option<Vec<&str>> = q.get("event_types").map(|t| t.split(',').map(str::trim).collect());
+    let key = (tenant.id != crate::model::DEFAULT_TENANT).then(|| tenant.id.clone());
+    let (events, next) = st
+        .store
+        .list_events(key, before, limit, LIST_BUDGET)
+        .await
+        .map_err(|e| crate::api::error::ApiError::store(&e))?;
+    let data = events
+        .iter()
+        .filter(|e| types.as_ref().is_none_or(|t| t.contains(&e.trigger.as_str())))
+        .map(message_out)
+        .collect();
+    Ok(super::list_page(data, next.map(|id| format!("msg_{}", id.simple()))))
+}

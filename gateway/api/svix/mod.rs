@@ -94,10 +94,35 @@ pub fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>> {
     }
 }
 
-/// A list answer: every item on one page (`done`), as Svix's SDKs read it.
-pub fn list(data: Vec<Value>) -> Response {
-    let body = json!({ "data": data, "iterator": Value::Null, "prevIterator": Value::Null, "done": true });
+/// A list answer of one page, as Svix's SDKs read it: `iterator` continues after the page
+/// when `done` is false.
+pub fn list_page(data: Vec<Value>, iterator: Option<String>) -> Response {
+    let done = iterator.is_none();
+    let body = json!({ "data": data, "iterator": iterator, "prevIterator": Value::Null, "done": done });
     super::error::json_response(StatusCode::OK, body.to_string())
+}
+
+/// A list answer of items that are all in hand: sorted by `id`, the page after `iterator` (an
+/// id) of `limit` items (50 by default, at most 250).
+pub fn list(mut data: Vec<Value>, q: &std::collections::HashMap<String, String>) -> Result<Response> {
+    let limit = limit(q)?;
+    data.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    if let Some(after) = q.get("iterator").filter(|i| !i.is_empty()) {
+        data.retain(|v| v["id"].as_str().is_some_and(|id| id > after.as_str()));
+    }
+    let more = data.len() > limit;
+    data.truncate(limit);
+    let iterator = more.then(|| data.last().and_then(|v| v["id"].as_str()).map(str::to_owned)).flatten();
+    Ok(list_page(data, iterator))
+}
+
+/// `?limit=`: 50 by default, at most 250 (Svix's bounds).
+pub fn limit(q: &std::collections::HashMap<String, String>) -> Result<usize> {
+    match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => Ok(50),
+        Some(Ok(n)) if (1..=250).contains(&n) => Ok(n),
+        Some(_) => Err(SvixError::invalid("`limit` must be a whole number from 1 to 250")),
+    }
 }
 
 /// A JSON answer with `status`.

@@ -1,5 +1,5 @@
 //! The charts on PostgreSQL: reading bucket ranges from `tally` and a set of endpoints'
-//! backlog.
+//! backlog; and the newest events (the Svix API's message list).
 //!
 //! Owns: read-only statements over `tally` and the due index for a backlog.
 //! Must not touch: writes (the writer adds buckets in `write::tally`) or what a bucket means
@@ -91,5 +91,22 @@ impl Pg {
             out.oldest_pending_ms = Some(record.map_or((id.as_u128() >> 80) as u64, |d| d.created_at_ms));
         }
         Ok(out)
+    }
+
+    /// Up to `budget` events older than `before`, newest first, and the id of the last one.
+    pub(in crate::store) async fn events_before(
+        &self,
+        before: Option<uuid::Uuid>,
+        budget: usize,
+    ) -> Result<(Vec<crate::model::EventRecord>, Option<uuid::Uuid>), StoreError> {
+        let client = self.client().await?;
+        let end = before.unwrap_or(uuid::Uuid::max());
+        let rows = client
+            .query("SELECT id, record FROM events WHERE id < $1 ORDER BY id DESC LIMIT $2", &[&end, &(budget as i64)])
+            .await
+            .map_err(pg_error)?;
+        let last = rows.last().map(|r| r.get::<_, uuid::Uuid>(0));
+        let events = rows.iter().filter_map(|r| serde_json::from_slice(r.get::<_, &[u8]>(1)).ok()).collect();
+        Ok((events, last))
     }
 }

@@ -1,4 +1,5 @@
-//! The redb side of the charts: reading bucket ranges and a set of endpoints' backlog.
+//! The redb side of the charts: reading bucket ranges and a set of endpoints' backlog; and
+//! the newest events (the Svix API's message list).
 //!
 //! Owns: read transactions over `tally_minute` / `tally_hour` and the per-endpoint due ranges.
 //! Must not touch: writes (the writer adds buckets in `write::tally`) or what a bucket means
@@ -50,6 +51,31 @@ impl Redb {
 
     pub(crate) async fn backlog_of(&self, endpoints: Vec<String>) -> Result<Backlog, StoreError> {
         self.read(move |db| backlog(db, &endpoints)).await
+    }
+
+    /// Up to `budget` events older than `before`, newest first, and the id of the last one.
+    pub(crate) async fn events_before(
+        &self,
+        before: Option<uuid::Uuid>,
+        budget: usize,
+    ) -> Result<(Vec<crate::model::EventRecord>, Option<uuid::Uuid>), StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(storage)?;
+            let events = txn.open_table(super::schema::EVENTS).map_err(storage)?;
+            let end = before.map_or(u128::MAX, |b| b.as_u128());
+            let mut out = Vec::new();
+            let mut last = None;
+            for entry in events.range(..end).map_err(storage)?.rev().take(budget) {
+                let (k, v) = entry.map_err(storage)?;
+                last = Some(uuid::Uuid::from_u128(k.value()));
+                // An unreadable record is skipped here; the log shows it to an operator.
+                if let Ok(e) = serde_json::from_slice(v.value()) {
+                    out.push(e);
+                }
+            }
+            Ok((out, last))
+        })
+        .await
     }
 }
 
