@@ -61,7 +61,7 @@ async fn json_errors(response: Response) -> Response {
 
 /// The Svix-compatible API, each path with and without a trailing slash (the SDKs differ).
 fn svix_routes() -> Router<AppState> {
-    use api::svix::{apps, attempts, endpoints, messages, portal};
+    use api::svix::{apps, attempts, endpoints, event_types, messages, portal};
     let routes: Vec<(&str, axum::routing::MethodRouter<AppState>)> = vec![
         ("/api/v1/app", get(apps::list_apps).post(apps::create)),
         ("/api/v1/app/{app}", get(apps::get).put(apps::upsert).patch(apps::patch).delete(apps::delete)),
@@ -77,6 +77,11 @@ fn svix_routes() -> Router<AppState> {
         ("/api/v1/app/{app}/attempt/msg/{msg}", get(attempts::by_message)),
         ("/api/v1/app/{app}/attempt/endpoint/{endpoint}", get(attempts::by_endpoint)),
         ("/api/v1/auth/app-portal-access/{app}", post(portal::access)),
+        ("/api/v1/event-type", get(event_types::list_types).post(event_types::create)),
+        (
+            "/api/v1/event-type/{name}",
+            get(event_types::get).put(event_types::update).patch(event_types::patch).delete(event_types::archive),
+        ),
     ];
     routes
         .into_iter()

@@ -47,6 +47,7 @@ pub mod plugin;
 pub mod registry;
 pub mod retention;
 pub mod retry;
+pub mod schemas;
 pub mod seal;
 pub mod serve;
 pub mod sign;
@@ -231,6 +232,7 @@ async fn services(
     Ok(api::AppState {
         live,
         reloader,
+        schemas: Arc::new(schemas::Schemas::new(store.clone())),
         store,
         wake: hooks.wake.clone(),
         endpoints: registry,

@@ -43,6 +43,28 @@ pub struct EventRecord {
     pub message: Option<MessageMeta>,
 }
 
+/// An event type of the Svix-compatible API: a name with a description and, optionally, JSON
+/// Schemas per version. Stored by name; archiving keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventTypeRecord {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub archived: bool,
+    #[serde(default)]
+    pub deprecated: bool,
+    /// JSON text of `{"<version>": <JSON Schema>}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schemas: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_flags: Vec<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
 /// What a Svix-compatible message adds to its event.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct MessageMeta {

@@ -469,21 +469,21 @@ async fn migrate_and_check_report_the_schema() {
     assert!(!ok && err.contains("run `hookgate migrate"), "{err}");
 
     let (ok, out, err) = hookgate(&["migrate", "--config", example], &env);
-    assert!(ok && out.contains("applied migration(s) 1, 2, 3; schema version 3"), "{out}{err}");
+    assert!(ok && out.contains("applied migration(s) 1, 2, 3, 4; schema version 4"), "{out}{err}");
     let (ok, out, _) = hookgate(&["migrate", "--config", example], &env);
     assert!(ok && out.contains("up to date"), "{out}");
     let (ok, out, err) = hookgate(&["check", "--config", example], &env);
-    assert!(ok && out.contains("schema version 3 (up to date)"), "{out}{err}");
+    assert!(ok && out.contains("schema version 4 (up to date)"), "{out}{err}");
 
     // A database migrated by a newer hookgate is refused, not misread.
     let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(conn);
     client.execute("UPDATE hookgate_schema SET version = 99", &[]).await.unwrap();
     let (ok, _, err) = hookgate(&["check", "--config", example], &env);
-    assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 3"), "{err}");
+    assert!(!ok && err.contains("schema version 99") && err.contains("understands up to 4"), "{err}");
     let (ok, _, err) = hookgate(&["serve", "--config", path.to_str().unwrap()], &[]);
     assert!(!ok && err.contains("schema version 99"), "{err}");
-    client.execute("UPDATE hookgate_schema SET version = 3", &[]).await.unwrap();
+    client.execute("UPDATE hookgate_schema SET version = 4", &[]).await.unwrap();
     drop(client);
     let _ = driver.await;
 
@@ -506,7 +506,7 @@ async fn migrate_and_check_report_the_schema() {
         .await
         .unwrap();
     let (ok, out, err) = hookgate(&["migrate", "--config", example], &[("DATABASE_URL", old.as_str())]);
-    assert!(ok && out.contains("applied migration(s) 2, 3; schema version 3"), "{out}{err}");
+    assert!(ok && out.contains("applied migration(s) 2, 3, 4; schema version 4"), "{out}{err}");
     let row = client.query_one("SELECT count(*), min(lease_token) FROM deliveries", &[]).await.unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 0), "the row is kept, with a token of 0");
     drop(client);

@@ -60,6 +60,7 @@ async fn the_svix_python_sdk_drives_the_compatible_api() {
 async fn sdk_flow(python: &Path, backend: &str, on: OnBackend) {
     let dir = temp_dir();
     let cfg = set(&base_config(dir.path()), "delivery", "signature_headers", r#"["webhook", "svix"]"#);
+    let cfg = set(&cfg, "event_types", "validate", "true");
     let gw = TestGateway::start(&on(cfg)).await;
     let flow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk/flow.py");
     let out = tokio::time::timeout(
@@ -85,5 +86,39 @@ async fn sdk_flow(python: &Path, backend: &str, on: OnBackend) {
     assert_eq!(data.len(), 1, "{log}");
     assert_eq!((data[0]["trigger"].as_str(), data[0]["state"].as_str()), (Some("invoice.paid"), Some("succeeded")));
     assert_eq!(data[0]["attempt_count"], 2, "the first attempt and the SDK's resend: {log}");
+    gw.stop().await.unwrap();
+}
+
+/// `[event_types] validate = true` checks native events too: an event whose object does not
+/// match its event type's schema is refused with 422 naming the path, one that matches is
+/// accepted, and an event type without a schema (or validation off) checks nothing.
+#[tokio::test]
+async fn event_type_schemas_check_native_events_when_asked() {
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "event_types", "validate", "true");
+    let gw = TestGateway::start(&cfg).await;
+    let schema = serde_json::json!({"type": "object", "required": ["data"],
+        "properties": {"data": {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}}}}});
+    let (s, t) = gw
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/event-type",
+            &serde_json::json!({"name": "invoice.paid", "description": "paid", "schemas": {"1": schema}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let (s, b) = gw.ingest(&serde_json::json!({"trigger": "invoice.paid", "data": {"amount": "12"}})).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (422, Some("schema_mismatch")), "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("/data/amount"), "{b}");
+    assert_eq!(gw.ingest(&serde_json::json!({"trigger": "invoice.paid", "data": {"amount": 12}})).await.0, 202);
+    assert_eq!(gw.ingest(&serde_json::json!({"trigger": "other.type", "data": {"x": "y"}})).await.0, 202);
+    let (s, b) = gw
+        .send_json(
+            reqwest::Method::POST,
+            "/api/v1/event-type",
+            &serde_json::json!({"name": "bad.schema", "description": "", "schemas": {"1": {"type": 5}}}),
+        )
+        .await;
+    assert_eq!((s, b["code"].as_str()), (422, Some("validation")), "a schema that cannot compile is refused: {b}");
     gw.stop().await.unwrap();
 }

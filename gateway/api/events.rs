@@ -25,6 +25,62 @@ use crate::tenants::Tenant;
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The whole request body, within `server.max_body_bytes` (413) and the body deadline (408).
+async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let limit = st.config().server.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than server.max_body_bytes ({limit} bytes)"),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut chain: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+            let (mut over, mut slow) = (false, false);
+            while let Some(s) = chain {
+                over |= s.is::<http_body_util::LengthLimitError>();
+                slow |= s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                chain = s.source();
+            }
+            Err(if over {
+                too_large()
+            } else if slow {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within server.request_body_timeout ({:?})",
+                        st.config().server.request_body_timeout
+                    ),
+                )
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            })
+        }
+    }
+}
+
+/// With `[event_types] validate` on, checks `payload` against the schema of its event type:
+/// `Err` is where and why it does not match. Off, or without a schema, everything passes.
+pub async fn schema_check(
+    st: &AppState,
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Result<Result<(), crate::schemas::Invalid>, ApiError> {
+    if !st.config().validate_event_schemas {
+        return Ok(Ok(()));
+    }
+    st.schemas.check(event_type, payload).await.map_err(|e| ApiError::store(&e))
+}
+
 /// Checks the body against the event rules: a JSON object (per `json::parse`'s strict rules)
 /// with a well-formed `trigger`, an object `data` and no reserved key.
 pub fn validate(body: &[u8]) -> Result<ValidEvent, ApiError> {
@@ -102,47 +158,20 @@ async fn create(st: &AppState, headers: &HeaderMap, body: Body, tenant: &str) ->
     };
     admit(st, &t)?;
     check_content_type(headers)?;
-    let limit = st.config().server.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than server.max_body_bytes ({limit} bytes)"),
-        )
-    };
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(e) => {
-            let mut chain: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-            let (mut over, mut slow) = (false, false);
-            while let Some(s) = chain {
-                over |= s.is::<http_body_util::LengthLimitError>();
-                slow |= s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
-                chain = s.source();
-            }
-            return Err(if over {
-                too_large()
-            } else if slow {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    format!(
-                        "the request body did not arrive within server.request_body_timeout ({:?})",
-                        st.config().server.request_body_timeout
-                    ),
-                )
-            } else {
-                ApiError::bad_request("the request body could not be read")
-            });
-        }
-    };
+    let bytes = read_body(st, headers, body).await?;
     let idempotency_key = idempotency_key(headers)?;
     let event = validate(&bytes)?;
+    let instance: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if let Err(invalid) = schema_check(st, &event.trigger, &instance).await? {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "schema_mismatch",
+            format!(
+                "the event does not match the schema of event type {:?} at {:?}: {}",
+                event.trigger, invalid.path, invalid.message
+            ),
+        ));
+    }
     // One trace per event: a producer's `traceparent` becomes the ingest span's parent.
     let parent = telemetry::remote(headers.get("traceparent").and_then(|v| v.to_str().ok()));
     let span = st.telemetry.start_span(

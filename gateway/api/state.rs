@@ -47,6 +47,8 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     /// Traces (a no-op when off).
     pub telemetry: Telemetry,
+    /// Event types' JSON Schemas, for `[event_types] validate`.
+    pub schemas: Arc<crate::schemas::Schemas>,
 }
 
 impl AppState {

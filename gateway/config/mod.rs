@@ -38,6 +38,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[operations] endpoint`: the endpoint that receives Hookgate's own events.
     pub operations_endpoint: Option<String>,
+    /// `[event_types] validate`: payloads of event types with a JSON Schema are checked against
+    /// it at ingest (422 naming the path).
+    pub validate_event_schemas: bool,
     /// `[telemetry]`: where traces go (each value, when set, over its `OTEL_*` variable).
     pub telemetry: TelemetryConfig,
     /// `[[tenants]]`; the `default` tenant is implicit.
@@ -396,6 +399,8 @@ impl Config {
         }
         let operations_endpoint = Self::operations_from_raw(raw.operations.unwrap_or_default(), ctx, &endpoints)?;
         let telemetry = Self::telemetry_from_raw(raw.telemetry.unwrap_or_default(), ctx)?;
+        let validate_event_schemas =
+            ctx.boolean(raw.event_types.unwrap_or_default().validate, "event_types.validate")?;
         Ok(Config {
             server,
             auth,
@@ -404,6 +409,7 @@ impl Config {
             retention,
             storage,
             operations_endpoint,
+            validate_event_schemas,
             telemetry,
             tenants,
             tenant_defaults,

@@ -72,6 +72,7 @@ section!(RawDelivery {
 section!(RawRetention { deliveries: String, idempotency: String });
 section!(RawStorage { backend: String, postgres_url: String, postgres_pool: i64, lease: String });
 section!(RawOperations { endpoint: String });
+section!(RawEventTypes { validate: bool });
 section!(RawTelemetry { endpoint: String, service_name: String, sample_ratio: f64 });
 section!(RawTenantLimits { max_endpoints: i64, max_events_per_second: i64 });
 
@@ -87,6 +88,7 @@ pub(super) struct RawConfig {
     pub(super) retention: Option<RawRetention>,
     pub(super) storage: Option<RawStorage>,
     pub(super) operations: Option<RawOperations>,
+    pub(super) event_types: Option<RawEventTypes>,
     pub(super) telemetry: Option<RawTelemetry>,
     pub(super) endpoints: Option<Vec<RawEndpoint>>,
     pub(super) plugins: Option<Vec<RawPlugin>>,
@@ -129,6 +131,7 @@ impl RawConfig {
             retention: both(self.retention, base.retention, RawRetention::over),
             storage: both(self.storage, base.storage, RawStorage::over),
             operations: both(self.operations, base.operations, RawOperations::over),
+            event_types: both(self.event_types, base.event_types, RawEventTypes::over),
             telemetry: both(self.telemetry, base.telemetry, RawTelemetry::over),
             tenants_defaults: both(self.tenants_defaults, base.tenants_defaults, RawTenantLimits::over),
             tenants: self.tenants,

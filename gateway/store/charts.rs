@@ -46,6 +46,19 @@ impl Store {
         }
     }
 
+    /// Creates or replaces an event type.
+    pub async fn put_event_type(&self, r: crate::model::EventTypeRecord) -> Result<(), StoreError> {
+        self.write(|reply| Op::PutEventType(r, reply)).await
+    }
+
+    /// Every event type, by name.
+    pub async fn event_types(&self) -> Result<Vec<crate::model::EventTypeRecord>, StoreError> {
+        match &self.backend {
+            Backend::Redb(r) => r.all_json("event_types").await,
+            Backend::Postgres(p) => p.all_json("event_types").await,
+        }
+    }
+
     /// Events of `tenant` (`None`: the default tenant's), newest first, older than `before`:
     /// at most `limit`, visiting at most `budget` events (the table is in arrival order, not by
     /// tenant). `next` continues after the last event visited, when there may be more.

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Effects, Finish, IngestOutcome, IngestWrite, PruneReport, PruneRequest, StoreError};
-use crate::model::{EndpointRecord, TenantRecord, TokenRecord};
+use crate::model::{EndpointRecord, EventTypeRecord, TenantRecord, TokenRecord};
 use crate::tally::Row;
 
 /// One write, and where its answer goes once the batch holding it has committed.
@@ -34,6 +34,8 @@ pub(crate) enum Op {
         at_ms: u64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    /// Creates or replaces an event type (the Svix-compatible API).
+    PutEventType(EventTypeRecord, oneshot::Sender<Result<(), StoreError>>),
     /// Adds the charts' counts (`tally`) to their buckets, dropping buckets past their keep.
     AddTally {
         rows: Vec<Row>,
@@ -59,6 +61,7 @@ pub(crate) enum Body {
     DeleteEndpoint(String),
     Requeue { ids: Vec<Uuid>, at_ms: u64 },
     AddTally { rows: Vec<Row>, now_ms: u64 },
+    PutEventType(EventTypeRecord),
 }
 
 impl Op {
@@ -91,6 +94,7 @@ impl Op {
             Op::DeleteEndpoint(s, _) => Body::DeleteEndpoint(s.clone()),
             Op::Requeue { ids, at_ms, .. } => Body::Requeue { ids: ids.clone(), at_ms: *at_ms },
             Op::AddTally { rows, now_ms, .. } => Body::AddTally { rows: rows.clone(), now_ms: *now_ms },
+            Op::PutEventType(r, _) => Body::PutEventType(r.clone()),
         }
     }
 }
@@ -113,6 +117,7 @@ impl Body {
             (Body::DeleteEndpoint(s), Reply::Unit(tx, _)) => Op::DeleteEndpoint(s, tx),
             (Body::Requeue { ids, at_ms }, Reply::Count(reply, _)) => Op::Requeue { ids, at_ms, reply },
             (Body::AddTally { rows, now_ms }, Reply::Unit(reply, _)) => Op::AddTally { rows, now_ms, reply },
+            (Body::PutEventType(r), Reply::Unit(tx, _)) => Op::PutEventType(r, tx),
             _ => unreachable!("a batch answers each operation with the reply of its kind, in order"),
         }
     }

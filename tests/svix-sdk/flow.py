@@ -16,6 +16,9 @@ from svix.api import (
     ApplicationPatch,
     EndpointIn,
     EndpointPatch,
+    EventTypeIn,
+    EventTypeListOptions,
+    EventTypePatch,
     MessageAttemptListByMsgOptions,
     MessageIn,
     MessageListOptions,
@@ -24,7 +27,7 @@ from svix.api import (
     Svix,
     SvixOptions,
 )
-from svix.exceptions import HttpError
+from svix.exceptions import HttpError, HTTPValidationError
 from svix.webhooks import Webhook
 
 received = queue.Queue()
@@ -54,6 +57,30 @@ assert svix.application.get("acme").id == app.id
 assert app.id in [a.id for a in svix.application.list().data]
 generated = svix.application.create(ApplicationIn(name="No uid"))
 assert generated.id.startswith("app_") and generated.uid is None, generated
+
+# Event types, with a JSON Schema that the gateway (run with [event_types] validate = true)
+# checks each message of that type against.
+schema = {"type": "object", "required": ["amount", "currency"], "properties": {"amount": {"type": "integer"}}}
+created = svix.event_type.create(EventTypeIn(name="invoice.paid", description="An invoice was paid", schemas={"1": schema}))
+assert created.name == "invoice.paid" and created.schemas == {"1": schema} and created.deprecated is False, created
+svix.event_type.create(EventTypeIn(name="invoice.voided", description="An invoice was voided"))
+try:
+    svix.event_type.create(EventTypeIn(name="invoice.paid", description="again"))
+    raise AssertionError("a second event type of the same name was created")
+except HttpError as e:
+    assert e.status_code == 409, e
+assert svix.event_type.patch("invoice.voided", EventTypePatch(description="Voided")).description == "Voided"
+assert [t.name for t in svix.event_type.list().data] == ["invoice.paid", "invoice.voided"]
+svix.event_type.create(EventTypeIn(name="invoice.old", description="Gone"))
+svix.event_type.delete("invoice.old")
+assert svix.event_type.get("invoice.old").archived is True
+assert "invoice.old" not in [t.name for t in svix.event_type.list().data]
+assert "invoice.old" in [t.name for t in svix.event_type.list(EventTypeListOptions(include_archived=True)).data]
+try:
+    svix.message.create(app.id, MessageIn(event_type="invoice.paid", payload={"amount": "12", "currency": "eur"}))
+    raise AssertionError("a payload against its schema was accepted")
+except HTTPValidationError as e:
+    assert e.status_code == 422 and e.detail[0].loc == ["body", "payload", "amount"], e
 
 ep = svix.endpoint.create(app.id, EndpointIn(url=receiver_url, event_types=["invoice.paid"]))
 assert ep.url == receiver_url and ep.event_types == ["invoice.paid"] and ep.description == "", ep

@@ -88,6 +88,14 @@ pub async fn create(
         }
     }
     let tenant = st.tenants.get(&app).ok_or_else(|| SvixError::not_found(format!("no application {app:?}")))?;
+    let instance: Value = serde_json::from_str(m.payload.get()).unwrap_or_default();
+    if let Err(invalid) = crate::api::events::schema_check(&st, &m.event_type, &instance).await? {
+        // Svix's validation shape, with the location inside the payload.
+        let mut loc = vec![json!("body"), json!("payload")];
+        loc.extend(invalid.path.split('/').filter(|s| !s.is_empty()).map(|s| json!(s)));
+        let body = json!({ "code": "validation", "detail": [{ "loc": loc, "msg": invalid.message, "type": "schema_mismatch" }] });
+        return Ok(answer(StatusCode::UNPROCESSABLE_ENTITY, body));
+    }
     crate::api::events::admit(&st, &tenant)?;
     // `eventId` is unique per application (a repeat is 409); otherwise the SDK's automatic
     // `idempotency-key` makes its retries replay the first answer.

@@ -15,6 +15,7 @@
 pub mod apps;
 pub mod attempts;
 pub mod endpoints;
+pub mod event_types;
 pub mod messages;
 pub mod portal;
 

@@ -10,11 +10,15 @@ use crate::store::StoreError;
 
 /// The schema this binary reads and writes. `migrate` brings a database up to it; a database
 /// at a newer version is refused (an older binary must not misread it).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The embedded migrations, in order: `(version, SQL)`.
-pub(super) const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("001_init.sql")), (2, include_str!("002_lease_token.sql")), (3, include_str!("003_tally.sql"))];
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("001_init.sql")),
+    (2, include_str!("002_lease_token.sql")),
+    (3, include_str!("003_tally.sql")),
+    (4, include_str!("004_event_types.sql")),
+];
 
 /// An advisory lock key ("hookgate" in ASCII, truncated), held while migrating so that nodes
 /// starting together apply each migration once.

@@ -108,6 +108,7 @@ impl Redb {
             "tokens" => schema::TOKENS,
             "endpoint_health" => schema::ENDPOINT_HEALTH,
             "endpoints" => schema::ENDPOINTS,
+            "event_types" => schema::EVENT_TYPES,
             other => return Err(StoreError::Storage(format!("no keyed table {other:?}"))),
         };
         self.read(move |db| read::all_json(db, def)).await

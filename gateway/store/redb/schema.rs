@@ -39,6 +39,9 @@ pub(crate) const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("t
 /// Tenant-scoped tokens, by token id → JSON `TokenRecord` (the token's SHA-256, never the token).
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
+/// Event types of the Svix-compatible API, by name → JSON `EventTypeRecord`.
+pub(crate) const EVENT_TYPES: TableDefinition<&str, &[u8]> = TableDefinition::new("event_types");
+
 /// The charts' buckets (`tally`), one table per resolution: `(scope, bucket_start_ms)` →
 /// `tally::Counts::to_bytes`. Grouped by scope first, so one chart is one range read.
 pub(crate) const TALLY_MINUTE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("tally_minute");
@@ -89,6 +92,7 @@ pub(super) fn init(db: &Database) -> Result<(), StoreError> {
         // Added after schema 1 shipped: opening creates them in an older file.
         txn.open_table(TALLY_MINUTE).map_err(storage)?;
         txn.open_table(TALLY_HOUR).map_err(storage)?;
+        txn.open_table(EVENT_TYPES).map_err(storage)?;
     }
     txn.commit().map_err(storage)
 }

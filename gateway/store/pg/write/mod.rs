@@ -76,6 +76,7 @@ fn fail_all(ops: Vec<Op>, e: StoreError) -> (Vec<Reply>, Result<(), StoreError>)
             | Op::PutToken(_, tx)
             | Op::DeleteToken(_, tx)
             | Op::DeleteEndpoint(_, tx)
+            | Op::PutEventType(_, tx)
             | Op::AddTally { reply: tx, .. } => Reply::Unit(tx, Err(e.clone())),
             Op::Prune(_, tx) => Reply::Prune(tx, Err(e.clone())),
             Op::ReleaseFifo(_, tx) => Reply::Count(tx, Err(e.clone())),
@@ -241,6 +242,10 @@ impl<'a, 't> Batch<'a, 't> {
             Op::Requeue { ids, at_ms, reply } => {
                 let r = if skip { Ok(0) } else { self.requeue(&ids, at_ms).await };
                 split(r.map(Ok), failure, |r| Reply::Count(reply, r))
+            }
+            Op::PutEventType(r, tx) => {
+                let r = if skip { Ok(()) } else { self.put_keyed("event_types", &r.name, to_json(&r)).await };
+                split(r.map(Ok), failure, |r| Reply::Unit(tx, r))
             }
             Op::AddTally { rows, now_ms, reply } => {
                 let r = if skip { Ok(()) } else { self.add_tally(&rows, now_ms).await };

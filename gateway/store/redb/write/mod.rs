@@ -123,6 +123,10 @@ fn apply_batch(
                     let r = if skip { Ok(0) } else { t.requeue(&ids, at_ms) };
                     split(r.map(Ok), &mut failure, |r| Reply::Count(reply, r))
                 }
+                Op::PutEventType(r, tx) => {
+                    let r = if skip { Ok(()) } else { put_event_type(&txn, &r) };
+                    split(r.map(Ok), &mut failure, |r| Reply::Unit(tx, r))
+                }
                 Op::AddTally { rows, now_ms, reply } => {
                     let r = if skip { Ok(()) } else { tally::add_rows(&txn, &rows, now_ms) };
                     split(r.map(Ok), &mut failure, |r| Reply::Unit(reply, r))
@@ -140,6 +144,11 @@ fn apply_batch(
         return Err(e);
     }
     txn.commit().map_err(storage)
+}
+
+/// Stores an event type (the Svix-compatible API's), by name.
+fn put_event_type(txn: &redb::WriteTransaction, r: &crate::model::EventTypeRecord) -> Result<(), StoreError> {
+    put_json(&mut txn.open_table(super::schema::EVENT_TYPES).map_err(storage)?, &r.name, r)
 }
 
 /// Stores `value`'s JSON under `key`.
