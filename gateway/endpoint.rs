@@ -38,6 +38,8 @@ pub struct Endpoint {
     pub matches: Vec<(String, json::Value)>,
     /// Overrides `[signing]` for this endpoint; previous secrets then do not apply.
     pub secret: Option<Secret>,
+    /// The secret a rotation of `secret` replaced, and until when it signs beside it.
+    pub previous_secret: Option<(Secret, u64)>,
     /// Plugins run for this endpoint's deliveries, after the trigger's chain.
     pub plugins: Vec<String>,
     /// Where the endpoint was defined. Config endpoints are read-only through the API.

@@ -38,6 +38,7 @@ mod tests {
             },
             matches: bot.map(|b| vec![("bot_id".to_string(), Value::String(b.into()))]).unwrap_or_default(),
             secret: None,
+            previous_secret: None,
             plugins: Vec::new(),
             origin: crate::config::Origin::Config,
             rate_limit: None,

@@ -71,6 +71,7 @@ fn svix_routes() -> Router<AppState> {
             get(endpoints::get).put(endpoints::update).patch(endpoints::patch).delete(endpoints::delete),
         ),
         ("/api/v1/app/{app}/endpoint/{endpoint}/secret", get(endpoints::secret)),
+        ("/api/v1/app/{app}/endpoint/{endpoint}/secret/rotate", post(endpoints::rotate_secret)),
         ("/api/v1/app/{app}/msg", get(messages::list_messages).post(messages::create)),
         ("/api/v1/app/{app}/msg/{msg}", get(messages::get)),
         ("/api/v1/app/{app}/msg/{msg}/endpoint/{endpoint}/resend", post(attempts::resend)),
@@ -107,6 +108,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stats/overview", get(charts::get_overview))
         .route("/v1/tenants/{id}/stats", get(charts::get_tenant_stats))
         .route("/v1/tenants/{id}/stats/overview", get(charts::get_tenant_overview))
+        .route("/v1/endpoints/{id}/secret/rotate", post(endpoints::rotate_endpoint_secret))
+        .route("/v1/tenants/{id}/endpoints/{endpoint}/secret/rotate", post(endpoints::tenant_rotate_endpoint_secret))
         .route("/v1/tenants", get(tenants::list_tenants).post(tenants::create_tenant))
         .route("/v1/tenants/{id}", get(tenants::get_tenant).patch(tenants::patch_tenant).delete(tenants::delete_tenant))
         .route("/v1/tenants/{id}/secret/rotate", post(tenants::rotate_secret))

@@ -220,6 +220,19 @@ pub struct EndpointRecord {
     pub ordering: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
+    /// The secret a rotation replaced, which still signs beside `secret` until
+    /// `previous_until_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until_ms: Option<u64>,
+}
+
+impl EndpointRecord {
+    /// Every stored secret of the record (its own and the one a rotation replaced), for sealing.
+    pub fn secrets_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        self.secret.iter_mut().chain(self.previous_secret.iter_mut())
+    }
 }
 
 /// An endpoint's health, as stored: its circuit, whether it is enabled, and its recent
@@ -347,6 +360,8 @@ impl std::fmt::Debug for EndpointRecord {
             .field("rate_limit", &self.rate_limit)
             .field("ordering", &self.ordering)
             .field("ordering_key", &self.ordering_key)
+            .field("previous_secret", &self.previous_secret.as_ref().map(|_| REDACTED))
+            .field("previous_until_ms", &self.previous_until_ms)
             .finish()
     }
 }
@@ -559,6 +574,8 @@ mod tests {
             rate_limit: None,
             ordering: None,
             ordering_key: None,
+            previous_secret: None,
+            previous_until_ms: None,
         };
         for shown in [format!("{tenant:?}"), format!("{endpoint:?}"), format!("{endpoint:#?}")] {
             assert!(!shown.contains("c2VjcmV0"), "{shown}");

@@ -215,7 +215,11 @@ pub fn validate_body(
         rate_limit: valid.rate_limit.map(|r| r.to_string()),
         ordering: valid.fifo.as_ref().map(|_| "fifo".to_owned()),
         ordering_key: valid.fifo.as_ref().and_then(|f| f.key.clone()),
+        // A change leaves a rotation's overlap as it was.
+        previous_secret: base.and_then(|b| b.previous_secret.clone()),
+        previous_until_ms: base.and_then(|b| b.previous_until_ms),
     };
+    let previous_secret = previous_of(&record)?;
     let endpoint = Endpoint {
         id: internal,
         tenant: tenant.to_owned(),
@@ -223,6 +227,7 @@ pub fn validate_body(
         triggers: valid.triggers,
         matches: valid.matches,
         secret: valid.secret,
+        previous_secret,
         plugins: Vec::new(),
         origin: Origin::Api { created_at_ms },
         rate_limit: valid.rate_limit,
@@ -264,6 +269,14 @@ fn body_matches(o: &json::Object, base: Option<&EndpointRecord>) -> Result<Optio
     })
 }
 
+/// A record's rotated-out secret and until when it signs.
+fn previous_of(r: &EndpointRecord) -> Result<Option<(Secret, u64)>, String> {
+    match (&r.previous_secret, r.previous_until_ms) {
+        (Some(s), Some(until)) => Ok(Some((Secret::parse(s).map_err(|e| e.to_string())?, until))),
+        _ => Ok(None),
+    }
+}
+
 fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
     let url = url::Url::parse(&r.url).map_err(|e| e.to_string())?;
     let triggers = if r.triggers.iter().any(|t| t == "*") { Triggers::All } else { Triggers::Only(r.triggers.clone()) };
@@ -282,6 +295,7 @@ fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
         triggers,
         matches,
         secret,
+        previous_secret: previous_of(r)?,
         plugins: Vec::new(),
         origin: Origin::Api { created_at_ms: r.created_at_ms },
         rate_limit,

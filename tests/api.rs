@@ -662,3 +662,67 @@ async fn turning_ordering_off_drops_its_key() {
     assert!(after["ordering"].is_null() && after["ordering_key"].is_null(), "{after}");
     gw.stop().await.unwrap();
 }
+
+/// Checks a received delivery's standard-webhooks signature against one secret.
+fn verifies(rx: &crate::util::receiver::Received, secret: &str) -> bool {
+    let wh = standardwebhooks::Webhook::new(secret).unwrap();
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, rx.header(name).parse().unwrap());
+    }
+    wh.verify(&rx.body, &headers).is_ok()
+}
+
+/// `POST /v1/endpoints/{id}/secret/rotate`: the new secret is shown once and signs from then
+/// on; the old one signs beside it for the overlap, which survives a restart; an overlap of
+/// "0s" retires it at once; bad bodies and config endpoints are refused.
+#[tokio::test]
+async fn rotating_an_endpoint_secret_overlaps_the_old_one() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = base_config(dir.path()) + &endpoint("fixed", &rx.url("/fixed"), r#"["other.trigger"]"#);
+    let gw = TestGateway::start(&cfg).await;
+    const OLD: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let (s, ep) = post(&gw, "/v1/endpoints", &json!({"url": rx.url("/r"), "triggers": ["*"], "secret": OLD})).await;
+    assert_eq!(s, 201, "{ep}");
+    let rotate = format!("/v1/endpoints/{}/secret/rotate", ep["id"].as_str().unwrap());
+
+    for (body, named) in [
+        (json!({"overlap": "8d"}), "overlap"),
+        (json!({"overlap": 5}), "overlap"),
+        (json!({"secret": "short"}), "secret"),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let (s, b) = post(&gw, &rotate, &body).await;
+        assert_eq!(s, 400, "{body} => {b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains(named), "{body} => {b}");
+    }
+    assert_eq!(post(&gw, "/v1/endpoints/fixed/secret/rotate", &json!({})).await.0, 409, "config endpoints");
+    assert_eq!(post(&gw, "/v1/endpoints/nope/secret/rotate", &json!({})).await.0, 404);
+
+    let (s, b) = post(&gw, &rotate, &json!({"overlap": "1h"})).await;
+    assert_eq!(s, 200, "{b}");
+    let new = b["secret"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != OLD, "{b}");
+    assert!(b["previous_secret_signs_until"].as_str().is_some(), "{b}");
+    let (_, shown) = gw.get(&format!("/v1/endpoints/{}", ep["id"].as_str().unwrap())).await;
+    assert!(!shown.to_string().contains(&new[6..]), "the secret is shown only once: {shown}");
+    gw.ingest(&state_change("b")).await;
+    let got = rx.next(WAIT).await;
+    assert!(verifies(&got, &new) && verifies(&got, OLD), "both sign during the overlap");
+    gw.stop().await.unwrap();
+
+    // The overlap is stored: after a restart both still sign; then it is ended at once.
+    let gw = TestGateway::start(&cfg).await;
+    gw.ingest(&state_change("b")).await;
+    let got = rx.next(WAIT).await;
+    assert!(verifies(&got, &new) && verifies(&got, OLD), "the overlap survives a restart");
+    let (s, b) = post(&gw, &rotate, &json!({"overlap": "0s"})).await;
+    assert_eq!(s, 200, "{b}");
+    let newest = b["secret"].as_str().unwrap().to_owned();
+    gw.ingest(&state_change("b")).await;
+    let got = rx.next(WAIT).await;
+    assert!(verifies(&got, &newest), "the newest secret signs");
+    assert!(!verifies(&got, &new) && !verifies(&got, OLD), "no overlap: the replaced secrets do not");
+    gw.stop().await.unwrap();
+}

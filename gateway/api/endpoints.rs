@@ -422,3 +422,98 @@ pub async fn delete_orphaned(
     tracing::info!(endpoint = %e.id, "endpoint of a deleted tenant removed through the API");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// The longest overlap a rotated-out endpoint secret may sign beside the new one.
+const MAX_OVERLAP: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// `POST /v1/endpoints/{id}/secret/rotate` `{secret?, overlap?}` (admin).
+pub async fn rotate_endpoint_secret(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    rotate(&st, &headers, None, &id, &body).await
+}
+
+/// `POST /v1/tenants/{id}/endpoints/{endpoint}/secret/rotate` (admin or the tenant's token).
+pub async fn tenant_rotate_endpoint_secret(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((t, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    rotate(&st, &headers, Some(&t), &id, &body).await
+}
+
+/// Gives an endpoint of the API a new signing secret (`secret`, or a generated one of the same
+/// kind), shown this once. The secret it replaces (its own, or its tenant's when it had none)
+/// signs beside it for `overlap` (24 h by default, at most 7 days), so receivers switch over
+/// without failing a delivery.
+async fn rotate(
+    st: &AppState,
+    headers: &HeaderMap,
+    tenant: Option<&str>,
+    local: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let tenant = scope(st, headers, tenant)?;
+    let current = find(st, &tenant, local)?;
+    let Some(mut record) = st.endpoints.record(&current.id).filter(|_| matches!(current.origin, Origin::Api { .. }))
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "endpoint_read_only",
+            format!("endpoint {local:?} is defined in the config file; rotate its secret there"),
+        ));
+    };
+    let v = if body.iter().all(u8::is_ascii_whitespace) {
+        json::Value::Object(json::Object::new())
+    } else {
+        json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?
+    };
+    let o = v.as_object().ok_or_else(|| invalid("the body must be a JSON object".into()))?;
+    if let Some((k, _)) = o.iter().find(|(k, _)| !matches!(*k, "secret" | "overlap")) {
+        return Err(invalid(format!("unknown field `{k}`; expected secret, overlap")));
+    }
+    let now = st.clock.now_ms();
+    let old = match &current.secret {
+        Some(s) => s.clone(),
+        None => st
+            .tenants
+            .signing_keys(&tenant, now)
+            .map(|(s, _)| s)
+            .ok_or_else(|| invalid("the endpoint's tenant is gone".into()))?,
+    };
+    let new = match o.get("secret") {
+        None | Some(json::Value::Null) if old.public_key().is_some() => crate::sign::Secret::generate_ed25519(),
+        None | Some(json::Value::Null) => crate::sign::Secret::generate(),
+        Some(json::Value::String(s)) => {
+            crate::sign::Secret::parse(s).map_err(|e| invalid(format!("`secret`: the secret {e}")))?
+        }
+        Some(_) => return Err(invalid("`secret` must be a string".into())),
+    };
+    let overlap = match o.get("overlap") {
+        None | Some(json::Value::Null) => std::time::Duration::from_secs(86_400),
+        Some(json::Value::String(t)) => {
+            crate::config::parse_duration(t).filter(|d| *d <= MAX_OVERLAP).ok_or_else(|| {
+                invalid(format!("`overlap` {t:?} must be a duration of at most 7d, e.g. \"24h\" (\"0s\": none)"))
+            })?
+        }
+        Some(_) => return Err(invalid("`overlap` must be a duration like \"24h\"".into())),
+    };
+    let until = now + overlap.as_millis() as u64;
+    record.secret = Some(new.to_whsec());
+    record.previous_secret = Some(old.to_whsec());
+    record.previous_until_ms = Some(until);
+    let endpoint = Endpoint { secret: Some(new.clone()), previous_secret: Some((old, until)), ..current };
+    st.store.put_endpoint(record.clone()).await.map_err(|e| ApiError::store(&e))?;
+    st.endpoints.put(endpoint, record);
+    tracing::info!(endpoint = %internal_id(&tenant, local), fingerprint = %new.fingerprint(), "endpoint secret rotated");
+    let body = serde_json::json!({
+        "secret": new.to_whsec(),
+        "public_key": new.public_key(),
+        "previous_secret_signs_until": rfc3339(until),
+    });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}

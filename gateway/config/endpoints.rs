@@ -143,6 +143,7 @@ fn endpoint_from_raw(
         triggers: valid.triggers,
         matches: valid.matches,
         secret: valid.secret,
+        previous_secret: None,
         plugins: Vec::new(),
         origin: Origin::Config,
         rate_limit: valid.rate_limit,

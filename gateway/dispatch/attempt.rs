@@ -288,7 +288,11 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
                 ),
                 (Some(tenant_keys), own) => {
                     let (secret, previous) = match own {
-                        Some(s) => (s.clone(), Vec::new()),
+                        // A rotated-out secret signs beside the new one until its overlap ends.
+                        Some(s) => {
+                            let until = |(_, until): &&(sign::Secret, u64)| *until > started_at_ms;
+                            (s.clone(), endpoint.previous_secret.iter().filter(until).map(|(p, _)| p.clone()).collect())
+                        }
                         None => tenant_keys,
                     };
                     let key = sign_id.unwrap_or_else(|| delivery.idempotency_key.to_string());

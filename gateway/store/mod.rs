@@ -331,10 +331,10 @@ impl Store {
     }
 
     pub async fn put_endpoint(&self, mut e: EndpointRecord) -> Result<(), StoreError> {
-        if let (Some(key), Some(secret)) = (self.main_key(), e.secret.as_mut())
-            && !crate::seal::is_sealed(secret)
-        {
-            *secret = key.seal(secret);
+        if let Some(key) = self.main_key() {
+            for secret in e.secrets_mut().filter(|s| !crate::seal::is_sealed(s)) {
+                *secret = key.seal(secret);
+            }
         }
         self.write(|reply| Op::PutEndpoint(e, reply)).await
     }
@@ -412,10 +412,17 @@ impl Store {
             }
         }
         for mut e in self.stored_endpoints().await? {
-            let Some(new) = e.secret.as_deref().map(reseal).transpose()?.flatten() else { continue };
-            e.secret = Some(new);
-            written += 1;
-            self.write(|reply| Op::PutEndpoint(e, reply)).await?;
+            let mut changed = false;
+            for secret in e.secrets_mut() {
+                if let Some(new) = reseal(secret)? {
+                    *secret = new;
+                    changed = true;
+                }
+            }
+            if changed {
+                written += 1;
+                self.write(|reply| Op::PutEndpoint(e, reply)).await?;
+            }
         }
         Ok(written)
     }
@@ -440,10 +447,8 @@ impl Store {
     pub async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
         let mut records = self.stored_endpoints().await?;
         let key = self.main_key();
-        for e in &mut records {
-            if let Some(s) = &mut e.secret {
-                *s = crate::seal::open(key.as_ref(), s).map_err(sealed)?;
-            }
+        for s in records.iter_mut().flat_map(EndpointRecord::secrets_mut) {
+            *s = crate::seal::open(key.as_ref(), s).map_err(sealed)?;
         }
         Ok(records)
     }

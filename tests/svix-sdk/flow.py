@@ -16,6 +16,7 @@ from svix.api import (
     ApplicationPatch,
     EndpointIn,
     EndpointPatch,
+    EndpointSecretRotateIn,
     EventTypeIn,
     EventTypeListOptions,
     EventTypePatch,
@@ -148,6 +149,18 @@ for _ in range(100):
         break
     time.sleep(0.05)
 assert len(attempts) == 2 and attempts[0].trigger_type == 1, attempts  # the manual one first
+
+# Rotation: the new secret signs from now on, the old one beside it for the grace period.
+new_secret = svix.endpoint.rotate_secret(app.id, ep.id, EndpointSecretRotateIn()).key
+assert new_secret.startswith("whsec_") and new_secret != secret
+assert svix.endpoint.get_secret(app.id, ep.id).key == new_secret
+rotated = svix.message.create(app.id, MessageIn(event_type="invoice.paid", payload={"amount": 1, "currency": "eur"}))
+_, headers3, body3 = received.get(timeout=15)
+assert headers3["svix-id"] == rotated.id
+Webhook(new_secret).verify(body3, headers3)
+Webhook(secret).verify(body3, headers3)  # the old one too, during the grace period
+svix.endpoint.rotate_secret(app.id, ep.id, EndpointSecretRotateIn(key=secret, grace_period_seconds=0))
+assert svix.endpoint.get_secret(app.id, ep.id).key == secret
 
 # Updates: the application's name, an endpoint's types and state.
 assert svix.application.patch(app.id, ApplicationPatch(name="Acme Corp")).name == "Acme Corp"

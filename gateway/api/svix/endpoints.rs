@@ -211,3 +211,30 @@ pub async fn secret(
     };
     Ok(answer(StatusCode::OK, json!({ "key": key })))
 }
+
+/// `POST /api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate` `{key?,
+/// gracePeriodSeconds?}`: `{key}`, the new secret; the old one signs beside it for the grace
+/// period (24 h by default).
+pub async fn rotate_secret(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(ids): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let o = object(&body)?;
+    let mut native_body = json!({});
+    match o.get("key") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(k)) => native_body["secret"] = json!(k),
+        Some(_) => return Err(SvixError::invalid("`key` must be a string")),
+    }
+    match o.get("gracePeriodSeconds") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_u64().is_some() => native_body["overlap"] = json!(format!("{n}s")),
+        Some(_) => return Err(SvixError::invalid("`gracePeriodSeconds` must be a whole number")),
+    }
+    let body = axum::body::Bytes::from(native_body.to_string());
+    let (_, r) =
+        native(native_endpoints::tenant_rotate_endpoint_secret(State(st), headers, Path(ids), body).await).await?;
+    Ok(answer(StatusCode::OK, json!({ "key": r["secret"] })))
+}

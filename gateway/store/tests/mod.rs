@@ -804,12 +804,27 @@ async fn endpoints_health_tenants_and_tokens(t) {
         rate_limit: None,
         ordering: None,
         ordering_key: None,
+        previous_secret: None,
+        previous_until_ms: None,
     };
     store.put_endpoint(endpoint("x", "https://one.example/")).await.unwrap();
     store.put_endpoint(endpoint("x", "https://two.example/")).await.unwrap();
     store.put_endpoint(endpoint("acme/e1", "https://acme.example/")).await.unwrap();
     let urls: Vec<String> = store.endpoints().await.unwrap().into_iter().map(|e| e.url).collect();
     assert_eq!(urls, ["https://acme.example/", "https://two.example/"], "replaced, in id order");
+
+    // Under a main key both secrets of a rotated endpoint are sealed at rest and opened on read.
+    let (own, old) = ("whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "whsec_AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=");
+    store.set_main_key(Some(crate::seal::MainKey::parse("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=").unwrap()));
+    let rotated = EndpointRecord { secret: Some(own.into()), previous_secret: Some(old.into()), previous_until_ms: Some(9), ..endpoint("r", "https://r.example/") };
+    store.put_endpoint(rotated).await.unwrap();
+    let mut stored = store.stored_endpoints().await.unwrap().into_iter().find(|e| e.id == "r").unwrap();
+    let sealed = stored.secrets_mut().all(|s| crate::seal::is_sealed(s));
+    assert!(sealed, "{stored:?}");
+    let opened = store.endpoints().await.unwrap().into_iter().find(|e| e.id == "r").unwrap();
+    assert_eq!((opened.secret.as_deref(), opened.previous_secret.as_deref()), (Some(own), Some(old)));
+    store.set_main_key(None);
+    store.delete_endpoint("r".into()).await.unwrap();
 
     let health = |id: &str, version: u64| EndpointHealth { endpoint_id: id.into(), version, opens: version as u32, ..EndpointHealth::default() };
     store.put_health(Effects { health: Some(health("x", 2)), events: vec![] }).await.unwrap();
