@@ -1,7 +1,10 @@
-//! The Svix-compatible API driven by the official Svix Python SDK (`svix`, pinned in
-//! `tests/svix-sdk/requirements.txt`, installed into a venv by this test): `flow.py` creates
-//! applications and endpoints, sends messages, and verifies every delivery with the SDK's own
-//! `Webhook` class. Under `CI` a missing Python fails the test; elsewhere it says it skipped.
+//! The Svix-compatible API driven by the official Svix SDKs, unchanged but for the server URL:
+//! Python (`svix`, pinned in `tests/svix-sdk/requirements.txt`, installed into a venv by this
+//! test) runs `flow.py`, JavaScript (`svix` from npm, pinned in `tests/svix-sdk/js`'s lockfile,
+//! installed with `npm ci`) runs `js/flow.mjs`. Each creates applications, event types and
+//! endpoints, sends messages, lists them and their attempts, resends, rotates a secret, opens
+//! the portal, and verifies every delivery with the SDK's own `Webhook` class. Under `CI` a
+//! missing Python or Node.js fails the test; elsewhere it says it skipped.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -10,6 +13,7 @@ use std::time::Duration;
 use crate::util::*;
 
 static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static NODE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// The venv's python with the SDK installed, built once per test run.
 fn sdk_python() -> Option<PathBuf> {
@@ -26,6 +30,23 @@ fn sdk_python() -> Option<PathBuf> {
         }
         Ok(python)
     });
+    ready(built)
+}
+
+/// `tests/svix-sdk/js` with the npm SDK installed from the lockfile, once per test run.
+fn sdk_node() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk/js");
+    let built = NODE.get_or_init(|| {
+        if !dir.join("node_modules/svix/package.json").exists() {
+            run(std::process::Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir))?;
+        }
+        run(std::process::Command::new("node").arg("--version"))?;
+        Ok(dir.clone())
+    });
+    ready(built)
+}
+
+fn ready(built: &Result<PathBuf, String>) -> Option<PathBuf> {
     match built {
         Ok(p) => Some(p.clone()),
         Err(e) if e.starts_with("missing:") && std::env::var_os("CI").is_none() => {
@@ -37,8 +58,9 @@ fn sdk_python() -> Option<PathBuf> {
 }
 
 fn run(cmd: &mut std::process::Command) -> Result<(), String> {
-    let out =
-        cmd.output().map_err(|e| format!("missing: cannot run {cmd:?} ({e}); install python3 and python3-venv"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("missing: cannot run {cmd:?} ({e}); install python3, python3-venv, nodejs and npm"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed:\n{}{}",
@@ -52,36 +74,46 @@ fn run(cmd: &mut std::process::Command) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_svix_python_sdk_drives_the_compatible_api() {
     let Some(python) = sdk_python() else { return };
+    let flow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk/flow.py");
     for (backend, on) in backends().await {
-        sdk_flow(&python, backend, on).await;
+        let mut cmd = tokio::process::Command::new(&python);
+        cmd.arg(&flow);
+        sdk_flow(cmd, "svix flow ok", ("acme", "Acme Corp"), backend, on).await;
     }
 }
 
-async fn sdk_flow(python: &Path, backend: &str, on: OnBackend) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svix_javascript_sdk_drives_the_compatible_api() {
+    let Some(dir) = sdk_node() else { return };
+    for (backend, on) in backends().await {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg("flow.mjs").current_dir(&dir);
+        sdk_flow(cmd, "svix js flow ok", ("globex", "Globex Corp"), backend, on).await;
+    }
+}
+
+/// Runs one SDK flow against a fresh gateway on `backend`, then checks through the native API
+/// that its application is a tenant (`uid`, renamed to `name` by the flow) whose delivery log
+/// holds its two delivered messages, the first resent once.
+async fn sdk_flow(mut cmd: tokio::process::Command, ok: &str, (uid, name): (&str, &str), backend: &str, on: OnBackend) {
     let dir = temp_dir();
     let cfg = set(&base_config(dir.path()), "delivery", "signature_headers", r#"["webhook", "svix"]"#);
     let cfg = set(&cfg, "event_types", "validate", "true");
     let gw = TestGateway::start(&on(cfg)).await;
-    let flow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk/flow.py");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new(python)
-            .arg(flow)
-            .env("HOOKGATE_URL", &gw.base)
-            .env("HOOKGATE_TOKEN", ADMIN_TOKEN)
-            .kill_on_drop(true)
-            .output(),
+        cmd.env("HOOKGATE_URL", &gw.base).env("HOOKGATE_TOKEN", ADMIN_TOKEN).kill_on_drop(true).output(),
     )
     .await
     .expect("the SDK flow finished in time")
     .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && stdout.contains("svix flow ok"), "{backend}: {stdout}\n{stderr}");
+    assert!(out.status.success() && stdout.contains(ok), "{backend}: {stdout}\n{stderr}");
 
     // One object in both APIs: the application is the tenant, its message an event in the log.
-    let (s, t) = gw.get("/v1/tenants/acme").await;
-    assert_eq!((s, t["name"].as_str()), (200, Some("Acme Corp")), "{t}");
-    let (_, log) = gw.get("/v1/tenants/acme/deliveries").await;
+    let (s, t) = gw.get(&format!("/v1/tenants/{uid}")).await;
+    assert_eq!((s, t["name"].as_str()), (200, Some(name)), "{t}");
+    let (_, log) = gw.get(&format!("/v1/tenants/{uid}/deliveries")).await;
     let data = log["data"].as_array().unwrap();
     assert_eq!(data.len(), 2, "{log}");
     let states: Vec<(&str, u64)> =
