@@ -84,6 +84,11 @@ except HTTPValidationError as e:
     assert e.status_code == 422 and e.detail[0].loc == ["body", "payload", "amount"], e
 
 ep = svix.endpoint.create(app.id, EndpointIn(url=receiver_url, event_types=["invoice.paid"]))
+try:
+    svix.endpoint.create(app.id, EndpointIn(url=receiver_url, description="kept nowhere"))
+    raise AssertionError("a description Hookgate does not keep was accepted")
+except HTTPValidationError as e:
+    assert e.status_code == 422 and "description" in e.detail[0].msg, e
 assert ep.url == receiver_url and ep.event_types == ["invoice.paid"] and ep.description == "", ep
 assert ep.id in [e.id for e in svix.endpoint.list(app.id).data]
 assert svix.endpoint.get(app.id, ep.id).id == ep.id

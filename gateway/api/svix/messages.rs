@@ -24,8 +24,9 @@ use crate::model::{EventRecord, MessageMeta, rfc3339};
 use crate::store::IngestOutcome;
 use crate::telemetry;
 
-/// `MessageIn`, with the payload kept as the bytes sent. Fields the SDKs may add and Hookgate
-/// does not use (`tags`, `deliverAt`, retention periods) are accepted and ignored.
+/// `MessageIn`, with the payload kept as the bytes sent. Fields the SDKs may add that change
+/// nothing about delivery here (`tags`, retention periods) are accepted and ignored; a
+/// `deliverAt` is refused, since sending at once what was meant for later would be wrong.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct MessageIn<'a> {
@@ -38,6 +39,8 @@ struct MessageIn<'a> {
     channels: Option<Vec<String>>,
     #[serde(default)]
     application: Option<Value>,
+    #[serde(default)]
+    deliver_at: Option<Value>,
 }
 
 /// A stored message as Svix's `MessageOut`.
@@ -63,6 +66,9 @@ pub async fn create(
 ) -> Result<Response> {
     st.admin(&headers)?;
     let m: MessageIn = serde_json::from_slice(&body).map_err(|e| SvixError::invalid(e.to_string()))?;
+    if m.deliver_at.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(SvixError::invalid("`deliverAt` is not supported by Hookgate yet: messages are delivered at once"));
+    }
     if !crate::endpoint::valid_trigger(&m.event_type) {
         return Err(SvixError::invalid(format!(
             "`eventType` {:?}: 1-128 characters of lowercase letters, digits, '_', '.', '-'",

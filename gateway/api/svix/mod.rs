@@ -8,9 +8,8 @@
 //! Must not touch: the stores or the engine directly: every write goes through a native
 //! handler or `ingest`, so quotas, validation and the delivery log apply unchanged.
 //!
-//! Covered so far: applications (create with `uid` and `get_if_exists`, get, list, delete),
-//! endpoints (create, get, list, delete, secret), messages (create with `eventId`, get). Not yet:
-//! updates, event types, attempts, resend, portal access, rotation, pagination past one page.
+//! Covered: applications, endpoints (with secret get and rotate), messages, attempts, resend,
+//! event types and app portal access; what is not is listed in the README's "Coming from Svix".
 
 pub mod apps;
 pub mod attempts;

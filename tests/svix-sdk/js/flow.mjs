@@ -79,6 +79,10 @@ const invalid = await refused(422, () =>
   svix.message.create(app.id, { eventType: "order.placed", payload: { amount: "42" } }),
 );
 assert.deepEqual(invalid.body.detail[0].loc, ["body", "payload", "amount"]);
+const later = await refused(422, () =>
+  svix.message.create(app.id, { eventType: "order.placed", payload, deliverAt: new Date(Date.now() + 60_000) }),
+);
+assert.match(later.body.detail[0].msg, /deliverAt/, "not sent at once when it was meant for later");
 
 const got = await nextDelivery();
 assert.equal(got.path, "/hook");
