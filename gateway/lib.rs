@@ -42,6 +42,7 @@ pub mod listen;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod operations;
 pub mod plugin;
 pub mod registry;
@@ -244,6 +245,7 @@ async fn services(
         tenants,
         ingest,
         telemetry,
+        openapi: Arc::from(""),
     })
 }
 

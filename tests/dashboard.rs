@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`, driven through its
 //! `chromedriver`) loads the page, filters by bot, opens a failed delivery, presses Resend and
-//! sees the new attempt, then disables and enables the endpoint from the endpoints view.
+//! sees the new attempt, then disables and enables the endpoint from the endpoints view; and
+//! the API reference page draws every operation of the OpenAPI document.
 
 use std::time::Duration;
 
@@ -465,5 +466,41 @@ async fn charts_show_the_sent_deliveries_overview_endpoint_page_and_portal() {
     let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;
     browser.quit().await;
     outcome.expect("the charts scenario finished in time");
+    gw.stop().await.unwrap();
+}
+
+/// The API reference page at `/docs` draws every operation of `/openapi.json` in Chromium,
+/// grouped by tag, with the body schema of an operation resolved from its `$ref`, and its
+/// filter narrows the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_page_in_chromium_lists_every_operation() {
+    if !browser_available() {
+        return;
+    }
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    let operations = hookgate::http::operations().len();
+    let browser = Browser::start().await;
+    let run = async {
+        browser.goto(&format!("{}/docs", gw.base)).await;
+        browser.wait_for(&format!("document.querySelectorAll('details.op').length === {operations}"), WAIT).await;
+        let ingest = browser.find(r#"details[data-route="post /v1/events"]"#).await;
+        ingest.click().await;
+        let text = ingest.text().await;
+        assert!(text.contains("EventIn") && text.contains("trigger: string"), "{text}");
+        assert!(text.contains("Token: ingest or admin"), "{text}");
+        let svix = browser.find(r#"details[data-route="post /api/v1/app/{app}/msg"]"#).await.text().await;
+        assert!(svix.contains("Create a message"), "{svix}");
+        browser.find("#filter").await.type_text("event-type").await;
+        browser
+            .wait_for(
+                "[...document.querySelectorAll('details.op')].filter(d => d.style.display !== 'none').length === 6",
+                WAIT,
+            )
+            .await;
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run).await;
+    browser.quit().await;
+    outcome.expect("the reference page scenario finished in time");
     gw.stop().await.unwrap();
 }

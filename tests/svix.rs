@@ -12,63 +12,26 @@ use std::time::Duration;
 
 use crate::util::*;
 
-static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-static NODE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-
-/// The venv's python with the SDK installed, built once per test run.
+/// The venv's python with the Python SDK installed, built once per test run.
 fn sdk_python() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk");
-    let built = PYTHON.get_or_init(|| {
-        let venv = dir.join(".venv");
-        let python = venv.join("bin/python");
-        let installed = std::process::Command::new(&python).args(["-c", "import svix"]).output();
-        if !installed.is_ok_and(|o| o.status.success()) {
-            run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-            run(std::process::Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "-r", "requirements.txt"])
-                .current_dir(&dir))?;
-        }
-        Ok(python)
-    });
-    ready(built)
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PYTHON.get_or_init(|| venv_python(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk"), "svix")).clone()
 }
 
 /// `tests/svix-sdk/js` with the npm SDK installed from the lockfile, once per test run.
 fn sdk_node() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk/js");
-    let built = NODE.get_or_init(|| {
-        if !dir.join("node_modules/svix/package.json").exists() {
-            run(std::process::Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir))?;
-        }
-        run(std::process::Command::new("node").arg("--version"))?;
-        Ok(dir.clone())
-    });
-    ready(built)
-}
-
-fn ready(built: &Result<PathBuf, String>) -> Option<PathBuf> {
-    match built {
-        Ok(p) => Some(p.clone()),
-        Err(e) if e.starts_with("missing:") && std::env::var_os("CI").is_none() => {
-            skipped(e);
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
-fn run(cmd: &mut std::process::Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("missing: cannot run {cmd:?} ({e}); install python3, python3-venv, nodejs and npm"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
+    static NODE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/svix-sdk/js");
+        tool_ready((|| {
+            run_tool(std::process::Command::new("node").arg("--version"))?;
+            if !dir.join("node_modules/svix/package.json").exists() {
+                run_tool(std::process::Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir))?;
+            }
+            Ok(dir.clone())
+        })())
+    })
+    .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

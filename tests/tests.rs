@@ -26,13 +26,15 @@ mod ingest;
 mod languages;
 /// kill -9 and SIGTERM with the real binary.
 mod lifecycle;
+/// `/openapi.json` against the router, a validator and real answers; the reference page.
+mod openapi;
 /// Example plugins through the pipeline, hostile guests, the compile cache.
 mod plugins;
 /// Hot reload of the config file and plugins.
 mod reload;
 /// Retention and FIFO ordering.
 mod retention;
-/// The Svix-compatible API, driven by the official Svix Python SDK.
+/// The Svix-compatible API, driven by the official Svix Python and JavaScript SDKs.
 mod svix;
 /// OpenTelemetry traces, received by a collector in the test.
 mod telemetry;

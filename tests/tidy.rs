@@ -46,6 +46,7 @@ fn crates_stay_inside_their_stage() {
         ("wasmtime", "plugin"),
         ("hyper", "serve"),
         ("hyper_util", "serve"),
+        ("utoipa", "openapi"),
     ];
     for (rel, text) in gateway_sources() {
         for (krate, owner) in owners {
@@ -72,6 +73,25 @@ fn unsafe_only_in_the_plugin_cache() {
     }
     let cache = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway/plugin/cache.rs")).unwrap();
     assert!(cache.contains("// SAFETY:"), "the unsafe block must carry a SAFETY comment");
+}
+
+/// Routes are added in one place only, from `http.rs`'s documented table, so that
+/// `/openapi.json` (built from the same table) cannot miss one.
+#[test]
+fn routes_come_only_from_the_documented_table() {
+    for (rel, text) in gateway_sources() {
+        for (n, l) in text.lines().enumerate() {
+            let l = l.trim_start();
+            if l.starts_with("//") || !(l.contains(".route(") || l.contains(".nest(") || l.contains(".merge(")) {
+                continue;
+            }
+            assert!(
+                rel == "http.rs" && l.contains("op.path"),
+                "gateway/{rel}:{}: add routes to the table in http.rs, not with .route/.nest/.merge",
+                n + 1
+            );
+        }
+    }
 }
 
 /// A skipped test must be seen: the harness captures `eprintln!`/`println!`, so a skip printed
@@ -135,7 +155,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "pure leaves",
-        &["sign", "json", "retry", "clock", "seal", "config", "endpoint", "model", "tally", "deliver/guard"],
+        &["sign", "json", "retry", "clock", "seal", "config", "endpoint", "model", "tally", "deliver/guard", "openapi"],
     ),
 ];
 

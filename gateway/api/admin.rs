@@ -1,5 +1,5 @@
-//! The operator's routes: `/healthz`, `POST /v1/admin/reload`, `/metrics` and the dashboard
-//! page.
+//! The operator's routes: `/healthz`, `POST /v1/admin/reload`, `/metrics`, the dashboard
+//! page, and the API's description (`/openapi.json` and the reference page at `/docs`).
 //!
 //! Owns: what each of them shows, and that unauthenticated callers see only a status.
 //! Must not touch: the stores' layout; it reads counts through `store`, `health` and `live`.
@@ -178,6 +178,49 @@ pub async fn charts_js() -> Response {
             (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         include_str!("charts.js"),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of every route (built from the route table).
+pub async fn openapi_json(State(st): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json"), (axum::http::header::CACHE_CONTROL, "no-cache")],
+        st.openapi.to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /docs`: the API reference, a static page that draws `/openapi.json`. Everything it
+/// needs is in the binary, so it works offline.
+pub async fn reference() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+        ],
+        include_str!("reference.html"),
+    )
+        .into_response()
+}
+
+/// `GET /docs/reference.js`: the reference page's script.
+pub async fn reference_js() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        include_str!("reference.js"),
     )
         .into_response()
 }

@@ -49,6 +49,9 @@ pub struct AppState {
     pub telemetry: Telemetry,
     /// Event types' JSON Schemas, for `[event_types] validate`.
     pub schemas: Arc<crate::schemas::Schemas>,
+    /// The OpenAPI document served at `/openapi.json`, built by `http::router` from its route
+    /// table (empty until then).
+    pub openapi: Arc<str>,
 }
 
 impl AppState {

@@ -413,3 +413,53 @@ pub fn temp_dir() -> tempfile::TempDir {
 pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+/// The python of a venv at `dir/.venv` with `dir/requirements.txt` installed (once: it is kept
+/// while `import` works), or `None` locally after saying how to get Python. Under `CI` a
+/// missing Python fails the test.
+pub fn venv_python(dir: &Path, import: &str) -> Option<PathBuf> {
+    let venv = dir.join(".venv");
+    let python = venv.join("bin/python");
+    let built = (|| {
+        let installed = std::process::Command::new(&python).args(["-c", &format!("import {import}")]).output();
+        if !installed.is_ok_and(|o| o.status.success()) {
+            run_tool(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+            run_tool(
+                std::process::Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q", "-r", "requirements.txt"])
+                    .current_dir(dir),
+            )?;
+        }
+        Ok(python)
+    })();
+    tool_ready(built)
+}
+
+/// A tool's outcome: its path, or `None` after saying it skipped when the tool is missing and
+/// this is not CI; any other failure fails the test.
+pub fn tool_ready(built: Result<PathBuf, String>) -> Option<PathBuf> {
+    match built {
+        Ok(p) => Some(p),
+        Err(e) if e.starts_with("missing:") && std::env::var_os("CI").is_none() => {
+            skipped(&e);
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Runs a setup command: `Err("missing: …")` when it cannot start, `Err` with its output when
+/// it fails.
+pub fn run_tool(cmd: &mut std::process::Command) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("missing: cannot run {cmd:?} ({e}); install python3, python3-venv, nodejs and npm"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
