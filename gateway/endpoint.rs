@@ -49,6 +49,68 @@ pub struct Endpoint {
     /// Set for `ordering = "fifo"`: deliveries with the same key are attempted one at a time,
     /// in ingest order.
     pub fifo: Option<Fifo>,
+    /// When not empty, only messages sent to one of these channels reach the endpoint.
+    pub channels: Vec<String>,
+    /// What the endpoint is for, and the API user's own key-value pairs (shown, never used).
+    pub description: String,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Extra headers sent with every delivery ([`check_headers`] keeps out the ones the
+    /// gateway sets).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Headers a custom header may not set: the gateway's own (content, signatures) and those
+/// HTTP itself manages.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "user-agent",
+    "x-webhook-signature",
+    "te",
+    "upgrade",
+    "expect",
+    "traceparent",
+];
+
+/// Checks an endpoint's custom headers: at most 20, names HTTP tokens that are not the
+/// gateway's own (nor `webhook-*` or `svix-*`), values visible ASCII of at most 4 KiB.
+pub fn check_headers(headers: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    if headers.len() > 20 {
+        return Err("`headers`: at most 20 custom headers".into());
+    }
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let token =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(format!("`headers`: {name:?} is not a header name"));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") || lower.starts_with("svix-") {
+            return Err(format!("`headers`: {name:?} is set by the gateway and cannot be overridden"));
+        }
+        if value.len() > 4096 || !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return Err(format!("`headers`: the value of {name:?} must be printable ASCII of at most 4 KiB"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an endpoint's channels: at most 10, each 1 to 128 of `a-z A-Z 0-9 - _ . :` (Svix's
+/// rule).
+pub fn check_channels(channels: &[String]) -> Result<(), String> {
+    if channels.len() > 10 {
+        return Err("`channels`: at most 10".into());
+    }
+    for c in channels {
+        if c.is_empty() || c.len() > 128 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+            return Err(format!("`channels`: {c:?} must be 1 to 128 of a-z, A-Z, 0-9, '-', '_', '.', ':'"));
+        }
+    }
+    Ok(())
 }
 
 /// `rate_limit = "50/s"` or `"600/m"`: a token bucket holding at most one second's worth.

@@ -20,6 +20,12 @@ pub fn select<'a>(endpoints: &'a [Endpoint], trigger: &str, event: &Object) -> V
     candidates.into_iter().filter(|e| e.triggers.contains(trigger)).collect()
 }
 
+/// Svix's channel rule: an endpoint without channels takes every message; one with channels
+/// only messages sent to at least one of them (so never an event without channels).
+pub fn in_channels(endpoint: &Endpoint, channels: &[String]) -> bool {
+    endpoint.channels.is_empty() || endpoint.channels.iter().any(|c| channels.contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,12 +49,26 @@ mod tests {
             origin: crate::config::Origin::Config,
             rate_limit: None,
             fifo: None,
+            channels: Vec::new(),
+            headers: Vec::new(),
+            description: String::new(),
+            metadata: Default::default(),
         }
     }
 
     fn ids(eps: &[Endpoint], trigger: &str, event: &str) -> Vec<String> {
         let v = json::parse(event.as_bytes()).unwrap();
         select(eps, trigger, v.as_object().unwrap()).iter().map(|e| e.id.clone()).collect()
+    }
+
+    #[test]
+    fn channels_narrow_what_an_endpoint_takes() {
+        let all = ep("all", &["*"], None);
+        let some = Endpoint { channels: vec!["p1".into(), "p2".into()], ..ep("some", &["*"], None) };
+        let sent = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(in_channels(&all, &[]) && in_channels(&all, &sent(&["p9"])));
+        assert!(in_channels(&some, &sent(&["p2", "p9"])));
+        assert!(!in_channels(&some, &sent(&["p9"])) && !in_channels(&some, &[]));
     }
 
     #[test]

@@ -161,6 +161,9 @@ fn table() -> Vec<(Op, MethodRouter<AppState>)> {
         patch "/api/v1/app/{app}/endpoint/{endpoint}" svix_endpoints::patch => op("Svix: endpoints", "Patch an endpoint", Tenant, "EndpointOut").body("EndpointPatchSvix");
         delete "/api/v1/app/{app}/endpoint/{endpoint}" svix_endpoints::delete => op("Svix: endpoints", "Delete an endpoint", Tenant, "Text").ok(204, None);
         get "/api/v1/app/{app}/endpoint/{endpoint}/secret" svix_endpoints::secret => op("Svix: endpoints", "Get an endpoint's secret", Tenant, "EndpointSecretOut");
+        get "/api/v1/app/{app}/endpoint/{endpoint}/headers" svix_endpoints::get_headers => op("Svix: endpoints", "An endpoint's custom headers (sensitive values left out)", Tenant, "EndpointHeadersOut");
+        put "/api/v1/app/{app}/endpoint/{endpoint}/headers" svix_endpoints::set_headers => op("Svix: endpoints", "Replace an endpoint's custom headers", Tenant, "Text").body("EndpointHeadersIn").ok(204, None);
+        patch "/api/v1/app/{app}/endpoint/{endpoint}/headers" svix_endpoints::patch_headers => op("Svix: endpoints", "Add, change or remove custom headers", Tenant, "Text").body("EndpointHeadersIn").ok(204, None);
         post "/api/v1/app/{app}/endpoint/{endpoint}/secret/rotate" svix_endpoints::rotate_secret => op("Svix: endpoints", "Rotate an endpoint's secret", Tenant, "Text").body("EndpointSecretRotateInSvix").ok(204, None);
         get "/api/v1/app/{app}/msg" messages::list_messages => op("Svix: messages", "List messages, newest first", Tenant, "ListResponseMessageOut").query(&[("limit", "At most 250."), ("iterator", "The previous page's `iterator`."), ("event_types", "Only these types (repeatable).")]);
         post "/api/v1/app/{app}/msg" messages::create => op("Svix: messages", "Create a message", Admin, "MessageOut").body("MessageIn").ok(202, Some("MessageOut"));
@@ -194,8 +197,13 @@ pub fn router(state: AppState) -> Router {
         openapi: std::sync::Arc::from(document.to_json().expect("the OpenAPI document serialises")),
         ..state
     };
+    let replies = std::sync::Arc::new(api::svix::replay::Replies::default());
     let mut router = Router::new();
-    for (op, handler) in routes {
+    for (op, mut handler) in routes {
+        // Svix's POSTs replay a repeated idempotency key (messages do it durably themselves).
+        if op.is_svix() && op.method == "post" && !op.path.ends_with("/msg") {
+            handler = handler.layer(axum::middleware::from_fn_with_state(replies.clone(), api::svix::replay::replay));
+        }
         if op.is_svix() {
             router = router.route(&format!("{}/", op.path), handler.clone());
         }

@@ -83,7 +83,11 @@ impl Ingest {
         // Fan-out (and Attendee's override rule) within the tenant's own endpoints.
         let fanout = self.telemetry.start_span("hookgate.fanout", SpanKind::Internal, span, vec![], vec![]);
         let endpoints = self.registry.of_tenant(tenant);
-        let receivers = crate::fanout::select(&endpoints, &event.trigger, &event.fields);
+        let channels = message.as_ref().map_or(&[][..], |m| &m.channels[..]);
+        let receivers: Vec<&Endpoint> = crate::fanout::select(&endpoints, &event.trigger, &event.fields)
+            .into_iter()
+            .filter(|e| crate::fanout::in_channels(e, channels))
+            .collect();
         // A disabled endpoint gets no delivery; the event's record says why.
         let (receivers, disabled): (Vec<&Endpoint>, Vec<&Endpoint>) =
             receivers.into_iter().partition(|e| self.health.is_enabled(&e.id));

@@ -198,8 +198,8 @@ impl DeliveryRecord {
 /// The most attempts one delivery may have, manual ones included (Attendee's cap).
 pub const MAX_ATTEMPTS: usize = 50;
 
-/// An endpoint created through the API, as stored. `Debug` leaves the secret out.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+/// An endpoint created through the API, as stored. `Debug` leaves the secrets and header values out.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EndpointRecord {
     /// The internal id (`tenant/id` outside the default tenant).
     pub id: String,
@@ -226,6 +226,18 @@ pub struct EndpointRecord {
     pub previous_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_until_ms: Option<u64>,
+    /// What the endpoint is for, shown in the API (Svix's `description`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The API user's own key-value pairs (Svix's `metadata`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// When set, the endpoint receives only messages sent to at least one of these channels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// Extra headers sent with every delivery (never the signature or content headers).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 impl EndpointRecord {
@@ -362,6 +374,11 @@ impl std::fmt::Debug for EndpointRecord {
             .field("ordering_key", &self.ordering_key)
             .field("previous_secret", &self.previous_secret.as_ref().map(|_| REDACTED))
             .field("previous_until_ms", &self.previous_until_ms)
+            .field("description", &self.description)
+            .field("metadata", &self.metadata)
+            .field("channels", &self.channels)
+            // Custom headers often carry a receiver's credentials: names only.
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -576,6 +593,8 @@ mod tests {
             ordering_key: None,
             previous_secret: None,
             previous_until_ms: None,
+            headers: [("authorization".to_owned(), "Bearer c2VjcmV0".to_owned())].into(),
+            ..Default::default()
         };
         for shown in [format!("{tenant:?}"), format!("{endpoint:?}"), format!("{endpoint:#?}")] {
             assert!(!shown.contains("c2VjcmV0"), "{shown}");

@@ -141,7 +141,23 @@ impl Index {
 }
 
 /// The fields an API body may set (`enabled` only in a PATCH).
-const FIELDS: &str = "url, triggers, match, secret, rate_limit, ordering, ordering_key";
+const KNOWN: &[&str] = &[
+    "url",
+    "triggers",
+    "match",
+    "secret",
+    "rate_limit",
+    "ordering",
+    "ordering_key",
+    "description",
+    "metadata",
+    "channels",
+    "headers",
+];
+
+/// The same, as the refusal of an unknown field lists them.
+const FIELDS: &str =
+    "url, triggers, match, secret, rate_limit, ordering, ordering_key, description, metadata, channels, headers";
 
 /// Validates a `POST /v1/endpoints` body (`base` is `None`) or a `PATCH` body laid over the
 /// endpoint's stored record, with exactly the config file's rules (`endpoint::validate`).
@@ -159,10 +175,7 @@ pub fn validate_body(
         return Err(format!("the body must be a JSON object, not {}", body.kind()));
     };
     let patch = base.is_some();
-    let known = |k: &str| {
-        matches!(k, "url" | "triggers" | "match" | "secret" | "rate_limit" | "ordering" | "ordering_key")
-            || (patch && k == "enabled")
-    };
+    let known = |k: &str| KNOWN.contains(&k) || (patch && k == "enabled");
     if let Some((k, _)) = o.iter().find(|(k, _)| !known(k)) {
         let also = if patch { ", enabled" } else { "" };
         return Err(format!("unknown field `{k}`; expected {FIELDS}{also}"));
@@ -199,6 +212,7 @@ pub fn validate_body(
         ordering_key: ordering_key.clone(),
     };
     let valid = crate::endpoint::validate(spec, delivery.allow_http).map_err(|e| e.to_string())?;
+    let extras = body_extras(o, base)?;
     let created_at_ms = base.map_or(now_ms, |b| b.created_at_ms);
     let internal = crate::endpoint::internal_id(tenant, &valid.id);
     let record = EndpointRecord {
@@ -218,6 +232,10 @@ pub fn validate_body(
         // A change leaves a rotation's overlap as it was.
         previous_secret: base.and_then(|b| b.previous_secret.clone()),
         previous_until_ms: base.and_then(|b| b.previous_until_ms),
+        description: extras.description.clone(),
+        metadata: extras.metadata.clone(),
+        channels: extras.channels.clone(),
+        headers: extras.headers.clone(),
     };
     let previous_secret = previous_of(&record)?;
     let endpoint = Endpoint {
@@ -232,8 +250,61 @@ pub fn validate_body(
         origin: Origin::Api { created_at_ms },
         rate_limit: valid.rate_limit,
         fifo: valid.fifo,
+        channels: extras.channels,
+        headers: extras.headers.into_iter().collect(),
+        description: extras.description,
+        metadata: extras.metadata,
     };
     Ok((endpoint, record))
+}
+
+/// What an endpoint carries beside its delivery rules: a description, metadata, channels and
+/// custom headers.
+struct Extras {
+    description: String,
+    metadata: std::collections::BTreeMap<String, String>,
+    channels: Vec<String>,
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+/// A body's extras (`null` clears one), the stored ones where a PATCH leaves them out.
+fn body_extras(o: &json::Object, base: Option<&EndpointRecord>) -> Result<Extras, String> {
+    let strings_map = |name: &str, current: Option<&std::collections::BTreeMap<String, String>>| match o.get(name) {
+        Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.to_owned(), s.clone())),
+                _ => Err(format!("`{name}`: the value of {k:?} must be a string")),
+            })
+            .collect(),
+        Some(other) => Err(format!("`{name}` must be an object of strings, not {}", other.kind())),
+        None => Ok(current.cloned().unwrap_or_default()),
+    };
+    let description = match o.get("description") {
+        Some(Value::Null) => String::new(),
+        Some(Value::String(d)) if d.len() <= 1024 => d.clone(),
+        Some(Value::String(_)) => return Err("`description`: at most 1,024 bytes".into()),
+        Some(other) => return Err(format!("`description` must be a string, not {}", other.kind())),
+        None => base.map(|b| b.description.clone()).unwrap_or_default(),
+    };
+    let metadata = strings_map("metadata", base.map(|b| &b.metadata))?;
+    if metadata.len() > 50 || metadata.iter().any(|(k, v)| k.len() + v.len() > 1024) {
+        return Err("`metadata`: at most 50 pairs of at most 1,024 bytes each".into());
+    }
+    let headers = strings_map("headers", base.map(|b| &b.headers))?;
+    crate::endpoint::check_headers(&headers)?;
+    let channels = match o.get("channels") {
+        Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|c| c.as_str().map(str::to_owned).ok_or("`channels` must be a list of strings".to_owned()))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => return Err(format!("`channels` must be a list of strings, not {}", other.kind())),
+        None => base.map(|b| b.channels.clone()).unwrap_or_default(),
+    };
+    crate::endpoint::check_channels(&channels)?;
+    Ok(Extras { description, metadata, channels, headers })
 }
 
 /// A body's `triggers`, or the stored ones in a PATCH that leaves them out.
@@ -300,5 +371,9 @@ fn from_record(r: &EndpointRecord) -> Result<Endpoint, String> {
         origin: Origin::Api { created_at_ms: r.created_at_ms },
         rate_limit,
         fifo,
+        channels: r.channels.clone(),
+        headers: r.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        description: r.description.clone(),
+        metadata: r.metadata.clone(),
     })
 }

@@ -726,3 +726,44 @@ async fn rotating_an_endpoint_secret_overlaps_the_old_one() {
     assert!(!verifies(&got, &new) && !verifies(&got, OLD), "no overlap: the replaced secrets do not");
     gw.stop().await.unwrap();
 }
+
+/// An endpoint's custom headers go out with every delivery, are never shown back (names
+/// only), cannot override the gateway's own; an endpoint with channels takes no plain event.
+#[tokio::test]
+async fn custom_headers_are_sent_and_never_shown() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    for (headers, named) in [
+        (json!({"webhook-signature": "x"}), "webhook-signature"),
+        (json!({"Content-Type": "text/plain"}), "Content-Type"),
+        (json!({"bad name": "x"}), "bad name"),
+        (json!({"X-Ok": "line\nbreak"}), "X-Ok"),
+        (json!({"X-Ok": 5}), "X-Ok"),
+    ] {
+        let (s, b) =
+            post(&gw, "/v1/endpoints", &json!({"url": rx.url("/h"), "triggers": ["*"], "headers": headers})).await;
+        assert_eq!(s, 400, "{headers} => {b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains(named), "{headers} => {b}");
+    }
+    let body = json!({"url": rx.url("/h"), "triggers": ["*"], "description": "CRM", "metadata": {"team": "crm"},
+        "headers": {"Authorization": "Bearer s3cret-value", "X-Source": "hookgate-test"}});
+    let (s, ep) = post(&gw, "/v1/endpoints", &body).await;
+    assert_eq!(s, 201, "{ep}");
+    assert_eq!((ep["description"].as_str(), &ep["metadata"]), (Some("CRM"), &json!({"team": "crm"})), "{ep}");
+    assert_eq!(ep["header_names"], json!(["Authorization", "X-Source"]), "{ep}");
+    let (_, list) = gw.get("/v1/endpoints").await;
+    assert!(!list.to_string().contains("s3cret") && !ep.to_string().contains("s3cret"), "values never shown");
+    gw.ingest(&state_change("b")).await;
+    let got = rx.next(WAIT).await;
+    assert_eq!((got.header("authorization"), got.header("x-source")), ("Bearer s3cret-value", "hookgate-test"));
+    got.assert_signed();
+
+    // Channels: a plain event (no channels) does not reach an endpoint that has some.
+    let id = ep["id"].as_str().unwrap();
+    let (s, b) = gw.patch(&format!("/v1/endpoints/{id}"), &json!({"channels": ["eu"]})).await;
+    assert_eq!((s, &b["channels"]), (200, &json!(["eu"])), "{b}");
+    let (_, r) = gw.ingest(&state_change("b")).await;
+    assert_eq!(r["deliveries"], 0, "{r}");
+    gw.stop().await.unwrap();
+}

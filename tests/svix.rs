@@ -118,3 +118,35 @@ async fn event_type_schemas_check_native_events_when_asked() {
     assert_eq!((s, b["code"].as_str()), (422, Some("validation")), "a schema that cannot compile is refused: {b}");
     gw.stop().await.unwrap();
 }
+
+/// A repeated `idempotency-key` on a Svix POST replays the first answer: one application and
+/// one endpoint, whatever the number of retries; another key (or another caller) acts anew.
+#[tokio::test]
+async fn a_repeated_idempotency_key_replays_the_first_answer() {
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        let req = gw
+            .http
+            .post(format!("{}{path}", gw.base))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        response(req)
+    };
+    let first = post("/api/v1/app", "k-1", serde_json::json!({"name": "Hooli", "uid": "hooli"})).await;
+    let again = post("/api/v1/app/", "k-1", serde_json::json!({"name": "Hooli", "uid": "hooli"})).await;
+    assert_eq!(first.0, 201, "{}", first.1);
+    assert_eq!(again, first, "the same answer, not a 409");
+    let other = post("/api/v1/app", "k-2", serde_json::json!({"name": "Hooli", "uid": "hooli"})).await;
+    assert_eq!(other.0, 409, "a new key acts anew: {}", other.1);
+
+    let body = serde_json::json!({"url": "https://hooks.example/in"});
+    let ep = post("/api/v1/app/hooli/endpoint", "k-3", body.clone()).await;
+    let ep_again = post("/api/v1/app/hooli/endpoint", "k-3", body.clone()).await;
+    assert_eq!((ep.0, &ep_again), (201, &ep), "{}", ep.1);
+    let (_, list) = gw.get("/api/v1/app/hooli/endpoint").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "one endpoint: {list}");
+    gw.stop().await.unwrap();
+}

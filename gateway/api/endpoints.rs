@@ -59,6 +59,12 @@ struct EndpointView<'a> {
     success_rate_last_hour: Option<f64>,
     /// The last circuit and enabled/disabled changes, newest first.
     health_history: Vec<serde_json::Value>,
+    description: &'a str,
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    channels: &'a [String],
+    /// The names of the custom headers; their values (often a receiver's credentials) are
+    /// never shown.
+    header_names: Vec<&'a str>,
 }
 
 fn endpoint_view<'a>(e: &'a Endpoint, hv: &HealthView) -> EndpointView<'a> {
@@ -109,6 +115,10 @@ fn endpoint_view<'a>(e: &'a Endpoint, hv: &HealthView) -> EndpointView<'a> {
             .rev()
             .map(|c| serde_json::json!({ "at": rfc3339(c.at_ms), "change": c.change, "detail": c.detail }))
             .collect(),
+        description: &e.description,
+        metadata: &e.metadata,
+        channels: &e.channels,
+        header_names: e.headers.iter().map(|(k, _)| k.as_str()).collect(),
     }
 }
 
@@ -220,8 +230,26 @@ pub async fn create_endpoint(
 
 async fn create(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
     let tenant = scope(st, headers, tenant)?;
-    let v = json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
-    let id = format!("ep_{}", Uuid::now_v7().simple());
+    let mut v = json::parse(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.message))?;
+    // An `id` of the caller's choosing (Svix's endpoint `uid`), else a generated one.
+    let chosen = match &mut v {
+        json::Value::Object(o) => o.remove("id"),
+        _ => None,
+    };
+    let id = match chosen {
+        None | Some(json::Value::Null) => format!("ep_{}", Uuid::now_v7().simple()),
+        Some(json::Value::String(id)) => {
+            if st.endpoints.get(&internal_id(&tenant, &id)).is_some() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("an endpoint with id {id:?} already exists"),
+                ));
+            }
+            id
+        }
+        Some(_) => return Err(invalid("`id` must be a string".into())),
+    };
     let (endpoint, record) =
         crate::registry::validate_body(&v, None, &st.config().delivery, &tenant, id, now_ms()).map_err(invalid)?;
     if let Some(t) = st.tenants.get(&tenant) {

@@ -148,6 +148,11 @@ fn endpoint_from_raw(
         origin: Origin::Config,
         rate_limit: valid.rate_limit,
         fifo: valid.fifo,
+        // Channels and custom headers are set through the API.
+        channels: Vec::new(),
+        headers: Vec::new(),
+        description: String::new(),
+        metadata: Default::default(),
     };
     Ok((endpoint, e.plugins))
 }

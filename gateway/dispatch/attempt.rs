@@ -299,6 +299,8 @@ pub async fn send(ctx: &Ctx, ready: Box<Ready>) -> Sent {
                     let signed = sign::sign(&secret, &previous, &key, (started_at_ms / 1000) as i64, body.as_bytes());
                     let generation = ctx.live.get();
                     let mut headers = signed.pairs_for(generation.config.delivery.signature_headers);
+                    // The endpoint's custom headers (validated to never name one of these).
+                    headers.extend(endpoint.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                     let traceparent = telemetry::traceparent(&span);
                     if let Some(tp) = traceparent.as_deref().filter(|_| generation.config.delivery.propagate_trace) {
                         headers.push(("traceparent", tp));

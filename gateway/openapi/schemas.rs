@@ -140,7 +140,11 @@ fn endpoints() -> Vec<(&'static str, Value)> {
             "url": {"type": "string"}, "triggers": strings, "match": {"type": ["object", "null"]},
             "secret": {"type": ["string", "null"], "description": "base64, `whsec_…` or `whsk_…`; else the tenant's secret signs."},
             "rate_limit": {"type": ["string", "null"], "description": "e.g. `100/s`"},
-            "ordering": {"type": ["string", "null"], "enum": ["fifo", null]}, "ordering_key": maybe_string}}),
+            "ordering": {"type": ["string", "null"], "enum": ["fifo", null]}, "ordering_key": maybe_string,
+            "id": {"type": "string", "description": "Your own id (1-64 of letters, digits, '_', '.', '-'); else `ep_…`."},
+            "description": maybe_string, "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+            "channels": {"type": ["array", "null"], "items": {"type": "string"}, "description": "Only messages sent to one of these."},
+            "headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}, "description": "Sent with every delivery; values never shown."}}}),
         ),
         (
             "EndpointPatch",
@@ -156,7 +160,9 @@ fn endpoints() -> Vec<(&'static str, Value)> {
             "source": {"type": "string", "enum": ["config", "api"]}, "created_at": maybe_time, "rate_limit": maybe_string,
             "enabled": {"type": "boolean"}, "circuit": {"type": "string", "enum": ["closed", "open", "half_open"]},
             "consecutive_failures": {"type": "integer"}, "attempts_last_hour": {"type": "integer"},
-            "success_rate_last_hour": {"type": ["number", "null"]}}}),
+            "success_rate_last_hour": {"type": ["number", "null"]}, "description": {"type": "string"},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}}, "channels": strings,
+            "header_names": strings}}),
         ),
         (
             "EndpointList",
@@ -332,13 +338,17 @@ fn svix_apps_and_endpoints() -> Vec<(&'static str, Value)> {
             "EndpointInSvix",
             json!({"type": "object", "required": ["url"], "properties": {
             "url": {"type": "string"}, "eventTypes": strings, "filterTypes": strings, "secret": {"type": ["string", "null"]},
-            "throttleRate": {"type": ["integer", "null"]}, "disabled": {"type": "boolean"}}}),
+            "throttleRate": {"type": ["integer", "null"]}, "disabled": {"type": "boolean"},
+            "uid": {"type": ["string", "null"]}, "description": {"type": "string"}, "metadata": metadata,
+            "channels": strings, "headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}}),
         ),
         (
             "EndpointPatchSvix",
             json!({"type": "object", "properties": {
             "url": {"type": "string"}, "eventTypes": strings, "filterTypes": strings,
-            "throttleRate": {"type": ["integer", "null"]}, "disabled": {"type": "boolean"}}}),
+            "throttleRate": {"type": ["integer", "null"]}, "disabled": {"type": "boolean"},
+            "uid": {"type": ["string", "null"]}, "description": {"type": "string"}, "metadata": metadata,
+            "channels": strings, "headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}}),
         ),
         (
             "EndpointOut",
@@ -350,6 +360,18 @@ fn svix_apps_and_endpoints() -> Vec<(&'static str, Value)> {
             "createdAt": time, "updatedAt": time}}),
         ),
         ("ListResponseEndpointOut", svix_list("EndpointOut")),
+        (
+            "EndpointHeadersIn",
+            json!({"type": "object", "required": ["headers"], "properties": {
+            "headers": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+            "deleteHeaders": {"type": ["array", "null"], "items": {"type": "string"}}}}),
+        ),
+        (
+            "EndpointHeadersOut",
+            json!({"type": "object", "required": ["headers", "sensitive"], "properties": {
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "sensitive": {"type": "array", "items": {"type": "string"}}}}),
+        ),
         (
             "EndpointSecretOut",
             json!({"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}),

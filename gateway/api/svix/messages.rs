@@ -66,6 +66,9 @@ pub async fn create(
 ) -> Result<Response> {
     st.admin(&headers)?;
     let m: MessageIn = serde_json::from_slice(&body).map_err(|e| SvixError::invalid(e.to_string()))?;
+    if let Some(channels) = &m.channels {
+        crate::endpoint::check_channels(channels).map_err(SvixError::invalid)?;
+    }
     if m.deliver_at.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(SvixError::invalid("`deliverAt` is not supported by Hookgate yet: messages are delivered at once"));
     }

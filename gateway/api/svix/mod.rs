@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod event_types;
 pub mod messages;
 pub mod portal;
+pub mod replay;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

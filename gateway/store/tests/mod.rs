@@ -806,7 +806,17 @@ async fn endpoints_health_tenants_and_tokens(t) {
         ordering_key: None,
         previous_secret: None,
         previous_until_ms: None,
+        ..Default::default()
     };
+    // What the Svix-compatible API adds to an endpoint is kept as written.
+    let mut rich = endpoint("acme/rich", "https://acme.example/rich");
+    rich.description = "Invoices".into();
+    rich.metadata = [("team".to_owned(), "billing".to_owned())].into();
+    rich.channels = vec!["project_1".into()];
+    rich.headers = [("x-api-key".to_owned(), "k-1".to_owned())].into();
+    store.put_endpoint(rich.clone()).await.unwrap();
+    assert!(store.endpoints().await.unwrap().contains(&rich), "description, metadata, channels, headers");
+    store.delete_endpoint("acme/rich".into()).await.unwrap();
     store.put_endpoint(endpoint("x", "https://one.example/")).await.unwrap();
     store.put_endpoint(endpoint("x", "https://two.example/")).await.unwrap();
     store.put_endpoint(endpoint("acme/e1", "https://acme.example/")).await.unwrap();

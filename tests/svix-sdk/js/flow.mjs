@@ -128,6 +128,29 @@ await refused(401, () => scoped.application.list());
 await svix.endpoint.delete(app.id, ep.id);
 const gone = await refused(404, () => svix.endpoint.get(app.id, ep.id));
 assert.equal(gone.body.code, "not_found");
+// Endpoint details Svix keeps, in an application of its own (Globex's log stays as checked):
+// a uid that works as the id, description, metadata, channels and custom headers.
+await svix.application.create({ name: "Umbrella", uid: "umbrella" });
+const hook = await svix.endpoint.create("umbrella", {
+  url: receiverUrl,
+  uid: "ops-hook",
+  description: "Ops",
+  metadata: { team: "ops" },
+  channels: ["eu"],
+  headers: { "X-Region": "eu" },
+});
+assert.deepEqual([hook.id, hook.uid, hook.description, hook.metadata, hook.channels], [
+  "ops-hook",
+  "ops-hook",
+  "Ops",
+  { team: "ops" },
+  ["eu"],
+]);
+await svix.message.create("umbrella", { eventType: "order.placed", payload: { amount: 2 }, channels: ["us"] });
+const eu = await svix.message.create("umbrella", { eventType: "order.placed", payload: { amount: 3 }, channels: ["eu"] });
+const regional = await nextDelivery();
+assert.equal(regional.headers["svix-id"], eu.id, "the us-only message is not delivered");
+assert.equal(regional.headers["x-region"], "eu");
 assert.equal(received.length, 0, "nothing else was delivered");
 server.close();
 console.log("svix js flow ok");
