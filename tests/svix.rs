@@ -150,3 +150,35 @@ async fn a_repeated_idempotency_key_replays_the_first_answer() {
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "one endpoint: {list}");
     gw.stop().await.unwrap();
 }
+
+/// Ed25519 through the Svix API: an endpoint created with a `whsk_` secret shows its `whpk_`
+/// public key with the secret, and its deliveries' `svix-signature` carries a `v1a` signature
+/// that an Ed25519 library verifies with that public key alone.
+#[tokio::test]
+async fn an_ed25519_endpoint_signs_v1a_under_svix_names() {
+    let mut rx = Receiver::start(Behavior::Status(200)).await;
+    let dir = temp_dir();
+    let cfg = set(&base_config(dir.path()), "delivery", "signature_headers", r#"["webhook", "svix"]"#);
+    let gw = TestGateway::start(&cfg).await;
+    let (s, _) =
+        gw.send_json(reqwest::Method::POST, "/api/v1/app", &serde_json::json!({"name": "Ed", "uid": "ed"})).await;
+    assert_eq!(s, 201);
+    let body = serde_json::json!({"url": rx.url("/ed"), "uid": "signer", "secret": format!("whsk_{SECRET}")});
+    let (s, ep) = gw.send_json(reqwest::Method::POST, "/api/v1/app/ed/endpoint", &body).await;
+    assert_eq!(s, 201, "{ep}");
+    let (_, secret) = gw.get("/api/v1/app/ed/endpoint/signer/secret").await;
+    assert_eq!(secret["key"], format!("whsk_{SECRET}"));
+    let public_key = secret["publicKey"].as_str().unwrap().to_owned();
+    assert!(public_key.starts_with("whpk_"), "{secret}");
+    let msg = serde_json::json!({"eventType": "key.used", "payload": {"n": 1}});
+    assert_eq!(gw.send_json(reqwest::Method::POST, "/api/v1/app/ed/msg", &msg).await.0, 202);
+    let got = rx.next(std::time::Duration::from_secs(15)).await;
+    assert!(got.header("svix-signature").starts_with("v1a,"), "{}", got.header("svix-signature"));
+    assert_eq!(got.header("svix-signature"), got.header("webhook-signature"));
+    assert!(crate::tenants::v1a_verifies(&got, &public_key), "v1a verifies with the public key");
+    use base64::Engine as _;
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+    let other = format!("whpk_{}", base64::engine::general_purpose::STANDARD.encode(other.as_bytes()));
+    assert!(!crate::tenants::v1a_verifies(&got, &other), "and not with another key");
+    gw.stop().await.unwrap();
+}

@@ -828,7 +828,7 @@ async fn tenants_reveal_and_rotate_their_own_secret() {
 
 /// Checks every `v1a,` entry of a `webhook-signature` with an Ed25519 library against the
 /// `whpk_` public key, as a receiver holding only the public key would.
-fn v1a_verifies(r: &Received, public_key: &str) -> bool {
+pub fn v1a_verifies(r: &Received, public_key: &str) -> bool {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let key: [u8; 32] = b64.decode(public_key.strip_prefix("whpk_").unwrap()).unwrap().try_into().unwrap();

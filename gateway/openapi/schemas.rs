@@ -374,7 +374,8 @@ fn svix_apps_and_endpoints() -> Vec<(&'static str, Value)> {
         ),
         (
             "EndpointSecretOut",
-            json!({"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}),
+            json!({"type": "object", "required": ["key"], "properties": {"key": {"type": "string"},
+            "publicKey": {"type": ["string", "null"], "description": "For an Ed25519 key (`whsk_`): the `whpk_` key that verifies `v1a`."}}}),
         ),
         (
             "EndpointSecretRotateInSvix",

@@ -323,11 +323,14 @@ pub async fn secret(
         .get(&crate::endpoint::internal_id(&tenant.id, &id))
         .filter(|_| !id.contains('/'))
         .ok_or_else(|| SvixError::not_found(format!("no endpoint with id {id:?}")))?;
-    let key = match &e.secret {
-        Some(s) => s.to_whsec(),
-        None => tenant.keys.first().map(|k| k.secret.to_whsec()).unwrap_or_default(),
+    let secret = match &e.secret {
+        Some(s) => Some(s.clone()),
+        None => tenant.keys.first().map(|k| k.secret.clone()),
     };
-    Ok(answer(StatusCode::OK, json!({ "key": key })))
+    let key = secret.as_ref().map(|s| s.to_whsec()).unwrap_or_default();
+    // An Ed25519 key (`whsk_`) also gives the `whpk_` public key receivers verify `v1a` with.
+    let public_key = secret.as_ref().and_then(crate::sign::Secret::public_key);
+    Ok(answer(StatusCode::OK, json!({ "key": key, "publicKey": public_key })))
 }
 
 /// `POST /api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate` `{key?,
