@@ -205,6 +205,12 @@ chan_secret = svix.endpoint.get_secret("initech", "billing-hook").key
 svix.message.create("initech", MessageIn(event_type="invoice.paid", payload={"amount": 5, "currency": "eur"}, channels=["project_2"]))
 sent = svix.message.create("initech", MessageIn(
     event_type="invoice.paid", payload={"amount": 6, "currency": "eur"}, channels=["project_1", "project_2"]))
+# Listing by channel and time.
+first_sent = svix.message.list("initech").data[-1]
+assert [m.id for m in svix.message.list("initech", MessageListOptions(channel="project_1")).data] == [sent.id]
+assert len(svix.message.list("initech", MessageListOptions(channel="project_2")).data) == 2
+assert len(svix.message.list("initech", MessageListOptions(after=first_sent.timestamp)).data) == 2
+assert svix.message.list("initech", MessageListOptions(before=first_sent.timestamp)).data == []
 _, h4, b4 = received.get(timeout=15)
 assert h4["svix-id"] == sent.id, "the project_2-only message did not arrive first"
 assert h4["x-tenant"] == "initech" and h4["x-api-key"] == "k-1", h4

@@ -3,7 +3,7 @@
 //! Owns: `/api/v1/app/{app_id}/msg[/{msg_id}]`: create (`eventType`, `payload`, `eventId`
 //! unique per application: 409 on a repeat; `channels`; an inline `application` created when
 //! the one in the path does not exist; the SDKs' `idempotency-key` replays the first answer),
-//! and get. A message's deliveries send the payload's bytes as the producer wrote them, signed
+//! get, and list (newest first; `event_types`, `channel`, `before`, `after`). A message's deliveries send the payload's bytes as the producer wrote them, signed
 //! with the message's id (`svix-id`/`webhook-id`; `[delivery] signature_headers` chooses the
 //! header sets).
 //! Must not touch: the store: messages are committed by `ingest`, like every event.
@@ -193,16 +193,35 @@ pub async fn list_messages(
         ),
     };
     let types: Option<Vec<&str>> = q.get("event_types").map(|t| t.split(',').map(str::trim).collect());
+    let channel = q.get("channel").filter(|c| !c.is_empty());
+    let time = |name: &str| {
+        q.get(name)
+            .filter(|t| !t.is_empty())
+            .map(|t| crate::model::parse_time(t).map_err(|e| SvixError::invalid(format!("`{name}`: {e}"))))
+            .transpose()
+    };
+    let (created_before, created_after) = (time("before")?, time("after")?);
+    // Ids are UUIDv7, so "created before T" is an id bound: the smallest id of T's millisecond.
+    let bound = |t: u64| uuid::Builder::from_unix_timestamp_millis(t, &[0; 10]).into_uuid();
+    let before = match created_before.map(bound) {
+        Some(bound) => Some(before.map_or(bound, |b| b.min(bound))),
+        None => before,
+    };
     let key = (tenant.id != crate::model::DEFAULT_TENANT).then(|| tenant.id.clone());
     let (events, next) = st
         .store
         .list_events(key, before, limit, LIST_BUDGET)
         .await
         .map_err(|e| crate::api::error::ApiError::store(&e))?;
+    // Newest first: once a page reaches past `after`, nothing older is wanted.
+    let past_after = created_after.is_some_and(|a| events.last().is_some_and(|e| e.received_at_ms < a));
     let data = events
         .iter()
         .filter(|e| types.as_ref().is_none_or(|t| t.contains(&e.trigger.as_str())))
+        .filter(|e| channel.is_none_or(|c| e.message.as_ref().is_some_and(|m| m.channels.contains(c))))
+        .filter(|e| created_after.is_none_or(|a| e.received_at_ms >= a))
         .map(message_out)
         .collect();
+    let next = next.filter(|_| !past_after);
     Ok(super::list_page(data, next.map(|id| format!("msg_{}", id.simple()))))
 }
