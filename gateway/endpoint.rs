@@ -95,6 +95,10 @@ pub fn check_headers(headers: &std::collections::BTreeMap<String, String>) -> Re
         if value.len() > 4096 || !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
             return Err(format!("`headers`: the value of {name:?} must be printable ASCII of at most 4 KiB"));
         }
+        // Values are sealed at rest like secrets; one that looks sealed already would not be.
+        if crate::seal::is_sealed(value) {
+            return Err(format!("`headers`: the value of {name:?} cannot start with \"sealed:\""));
+        }
     }
     Ok(())
 }

@@ -241,9 +241,10 @@ pub struct EndpointRecord {
 }
 
 impl EndpointRecord {
-    /// Every stored secret of the record (its own and the one a rotation replaced), for sealing.
+    /// Every stored secret of the record (its own, the one a rotation replaced, and the custom
+    /// headers' values, which often are a receiver's credentials), for sealing.
     pub fn secrets_mut(&mut self) -> impl Iterator<Item = &mut String> {
-        self.secret.iter_mut().chain(self.previous_secret.iter_mut())
+        self.secret.iter_mut().chain(self.previous_secret.iter_mut()).chain(self.headers.values_mut())
     }
 }
 

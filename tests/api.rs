@@ -740,6 +740,7 @@ async fn custom_headers_are_sent_and_never_shown() {
         (json!({"bad name": "x"}), "bad name"),
         (json!({"X-Ok": "line\nbreak"}), "X-Ok"),
         (json!({"X-Ok": 5}), "X-Ok"),
+        (json!({"X-Ok": "sealed:v1:x"}), "sealed:"),
     ] {
         let (s, b) =
             post(&gw, "/v1/endpoints", &json!({"url": rx.url("/h"), "triggers": ["*"], "headers": headers})).await;

@@ -826,13 +826,15 @@ async fn endpoints_health_tenants_and_tokens(t) {
     // Under a main key both secrets of a rotated endpoint are sealed at rest and opened on read.
     let (own, old) = ("whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "whsec_AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=");
     store.set_main_key(Some(crate::seal::MainKey::parse("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=").unwrap()));
-    let rotated = EndpointRecord { secret: Some(own.into()), previous_secret: Some(old.into()), previous_until_ms: Some(9), ..endpoint("r", "https://r.example/") };
+    let headers = [("authorization".to_owned(), "Bearer hdr-credential".to_owned())].into();
+    let rotated = EndpointRecord { secret: Some(own.into()), previous_secret: Some(old.into()), previous_until_ms: Some(9), headers, ..endpoint("r", "https://r.example/") };
     store.put_endpoint(rotated).await.unwrap();
     let mut stored = store.stored_endpoints().await.unwrap().into_iter().find(|e| e.id == "r").unwrap();
     let sealed = stored.secrets_mut().all(|s| crate::seal::is_sealed(s));
-    assert!(sealed, "{stored:?}");
+    assert!(sealed && stored.secrets_mut().count() == 3, "the secrets and the header value: {stored:?}");
     let opened = store.endpoints().await.unwrap().into_iter().find(|e| e.id == "r").unwrap();
     assert_eq!((opened.secret.as_deref(), opened.previous_secret.as_deref()), (Some(own), Some(old)));
+    assert_eq!(opened.headers["authorization"], "Bearer hdr-credential");
     store.set_main_key(None);
     store.delete_endpoint("r".into()).await.unwrap();
 
