@@ -170,6 +170,11 @@ pub async fn dashboard() -> Response {
 /// `GET /dashboard/charts.js`: the dashboard's charts (plain SVG, no library), served by the
 /// gateway itself so that the page needs no network beyond it.
 pub async fn charts_js() -> Response {
+    script(include_str!("charts.js"))
+}
+
+/// A script of ours, embedded in the binary.
+fn script(body: &'static str) -> Response {
     (
         StatusCode::OK,
         [
@@ -177,7 +182,7 @@ pub async fn charts_js() -> Response {
             (axum::http::header::CACHE_CONTROL, "no-cache"),
             (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        include_str!("charts.js"),
+        body,
     )
         .into_response()
 }
@@ -213,14 +218,5 @@ pub async fn reference() -> Response {
 
 /// `GET /docs/reference.js`: the reference page's script.
 pub async fn reference_js() -> Response {
-    (
-        StatusCode::OK,
-        [
-            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (axum::http::header::CACHE_CONTROL, "no-cache"),
-            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        include_str!("reference.js"),
-    )
-        .into_response()
+    script(include_str!("reference.js"))
 }

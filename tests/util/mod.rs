@@ -451,15 +451,11 @@ pub fn tool_ready(built: Result<PathBuf, String>) -> Option<PathBuf> {
 /// Runs a setup command: `Err("missing: …")` when it cannot start, `Err` with its output when
 /// it fails.
 pub fn run_tool(cmd: &mut std::process::Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("missing: cannot run {cmd:?} ({e}); install python3, python3-venv, nodejs and npm"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
+    wasm::run(cmd).map_err(|e| {
+        if e.starts_with("cannot run") {
+            format!("missing: {e}; install python3, python3-venv, nodejs and npm")
+        } else {
+            e
+        }
+    })
 }

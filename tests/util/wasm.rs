@@ -108,7 +108,7 @@ fn toolchain(program: &str, install: &str) -> Result<(), String> {
     }
 }
 
-fn run(cmd: &mut std::process::Command) -> Result<(), String> {
+pub fn run(cmd: &mut std::process::Command) -> Result<(), String> {
     let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
