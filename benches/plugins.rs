@@ -5,7 +5,8 @@
 //! (`recall_envelope`, and `redact` over a ~1 KB envelope) in Rust, a JavaScript filter
 //! (`speaker_filter`) and a Python transform (`slack_state`), the median microseconds per call
 //! over several runs, called directly and through the chain path dispatch uses, the CPU time
-//! per call (all threads), and the first call after load.
+//! per call (all threads), and the first call after load. `cargo bench --bench plugins --
+//! only_event_types` runs only the cases whose label contains the word (for profiling one).
 
 #[path = "../tests/util/wasm.rs"]
 mod wasm;
@@ -80,7 +81,11 @@ fn main() {
         "{:<28} {:>8} {:>10} {:>10} {:>10} {:>12}",
         "plugin", "bytes in", "first call", "direct", "chain", "CPU/call"
     );
-    for (label, name, input) in &cases {
+    // cargo passes `--bench` to a bench without a harness; the first other word filters.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    for (label, name, input) in
+        cases.iter().filter(|(label, _, _)| only.as_ref().is_none_or(|o| label.contains(o.as_str())))
+    {
         let t = Instant::now();
         rt.block_on(host.call_by_name(name, input)).unwrap();
         let first = t.elapsed().as_secs_f64() * 1e6;
