@@ -21,6 +21,10 @@ pub struct Registry {
     current: RwLock<Arc<Index>>,
     /// The stored records of API endpoints, as given (secrets included), for PATCH.
     records: RwLock<Vec<EndpointRecord>>,
+    /// Held by an API create from its checks (the id is free, the tenant's quota) until the
+    /// endpoint is stored and in the registry, so that two concurrent creates cannot both pass
+    /// them (one would silently replace the other). Creates are rare; they take turns.
+    pub creating: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -39,7 +43,11 @@ impl Registry {
                 Err(msg) => tracing::warn!(endpoint = %r.id, error = %msg, "stored endpoint is invalid; ignored"),
             }
         }
-        Registry { current: RwLock::new(Arc::new(Index::new(all))), records: RwLock::new(kept) }
+        Registry {
+            current: RwLock::new(Arc::new(Index::new(all))),
+            records: RwLock::new(kept),
+            creating: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn index(&self) -> Arc<Index> {

@@ -768,3 +768,39 @@ async fn custom_headers_are_sent_and_never_shown() {
     assert_eq!(r["deliveries"], 0, "{r}");
     gw.stop().await.unwrap();
 }
+
+/// Concurrent creates cannot both pass the checks: of eight creates with one chosen id, one
+/// succeeds and seven get 409 (none silently replaces another); a tenant's `max_endpoints`
+/// holds under eight concurrent creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_keep_ids_unique_and_quotas() {
+    let dir = temp_dir();
+    let gw = TestGateway::start(&base_config(dir.path())).await;
+    let (s, _) = post(&gw, "/v1/tenants", &json!({"id": "small", "max_endpoints": 3})).await;
+    assert_eq!(s, 201);
+    let same = burst(&gw, "/v1/endpoints", json!({"id": "same", "url": "https://a.example/", "triggers": ["*"]})).await;
+    let mut codes: Vec<u16> = same.iter().map(|(s, _)| *s).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409], "{same:?}");
+    let quota =
+        burst(&gw, "/v1/tenants/small/endpoints", json!({"url": "https://b.example/", "triggers": ["*"]})).await;
+    assert_eq!(quota.iter().filter(|(s, _)| *s == 201).count(), 3, "{quota:?}");
+    let (_, list) = gw.get("/v1/tenants/small/endpoints").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
+    gw.stop().await.unwrap();
+}
+
+/// Eight admin POSTs of `body` to `path`, all in flight at once; their answers.
+async fn burst(gw: &TestGateway, path: &str, body: Value) -> Vec<(u16, Value)> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let req = gw
+            .http
+            .post(format!("{}{path}", gw.base))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        set.spawn(response(req));
+    }
+    set.join_all().await
+}

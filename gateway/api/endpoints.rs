@@ -236,6 +236,7 @@ async fn create(st: &AppState, headers: &HeaderMap, tenant: Option<&str>, body: 
         json::Value::Object(o) => o.remove("id"),
         _ => None,
     };
+    let _turn = st.endpoints.creating.lock().await;
     let id = match chosen {
         None | Some(json::Value::Null) => format!("ep_{}", Uuid::now_v7().simple()),
         Some(json::Value::String(id)) => {
