@@ -151,6 +151,10 @@ pub struct Tenants {
     tokens: RwLock<HashMap<[u8; 32], TokenRecord>>,
     /// Portal code hash → (tenant, expiry).
     codes: Mutex<HashMap<[u8; 32], (String, u64)>>,
+    /// Held by an API create from its check that the id is free until the tenant is stored and
+    /// live, so that two concurrent creates of one id cannot both succeed (the second would
+    /// replace the secret the first was just shown).
+    pub creating: tokio::sync::Mutex<()>,
 }
 
 /// A token or code's digest: what is stored and compared.
@@ -237,6 +241,7 @@ impl Tenants {
             buckets: Mutex::default(),
             tokens: RwLock::new(tokens),
             codes: Mutex::default(),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -769,15 +769,18 @@ async fn custom_headers_are_sent_and_never_shown() {
     gw.stop().await.unwrap();
 }
 
-/// Concurrent creates cannot both pass the checks: of eight creates with one chosen id, one
-/// succeeds and seven get 409 (none silently replaces another); a tenant's `max_endpoints`
-/// holds under eight concurrent creates.
+/// Concurrent creates cannot both pass the checks: of eight creates of one tenant id, or of
+/// endpoints with one chosen id, one succeeds and seven get 409 (none silently replaces
+/// another); a tenant's `max_endpoints` holds under eight concurrent creates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_keep_ids_unique_and_quotas() {
     let dir = temp_dir();
     let gw = TestGateway::start(&base_config(dir.path())).await;
-    let (s, _) = post(&gw, "/v1/tenants", &json!({"id": "small", "max_endpoints": 3})).await;
-    assert_eq!(s, 201);
+    let tenants = burst(&gw, "/v1/tenants", json!({"id": "small", "max_endpoints": 3})).await;
+    let created: Vec<&Value> = tenants.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b).collect();
+    assert_eq!(created.len(), 1, "one tenant of that id: {tenants:?}");
+    let (_, revealed) = post(&gw, "/v1/tenants/small/secret/reveal", &json!({})).await;
+    assert_eq!(revealed["secret"], created[0]["secret"], "the secret the creator was shown is the one that signs");
     let same = burst(&gw, "/v1/endpoints", json!({"id": "same", "url": "https://a.example/", "triggers": ["*"]})).await;
     let mut codes: Vec<u16> = same.iter().map(|(s, _)| *s).collect();
     codes.sort();

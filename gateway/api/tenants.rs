@@ -141,6 +141,7 @@ pub async fn create_tenant(
         Some(_) => return Err(invalid("`id` must be a string")),
         None => return Err(invalid("missing `id`")),
     };
+    let _turn = st.tenants.creating.lock().await;
     if st.tenants.get(&id).is_some() {
         return Err(ApiError::new(StatusCode::CONFLICT, "tenant_exists", format!("tenant {id:?} already exists")));
     }
