@@ -42,11 +42,14 @@ type Entry = (Instant, Option<Arc<jsonschema::Validator>>);
 pub struct Schemas {
     store: Store,
     cache: Mutex<HashMap<String, Entry>>,
+    /// Held by an event type's create from its check that the name is free until it is
+    /// stored, so that of two concurrent creates one gets 409.
+    pub creating: tokio::sync::Mutex<()>,
 }
 
 impl Schemas {
     pub fn new(store: Store) -> Schemas {
-        Schemas { store, cache: Mutex::new(HashMap::new()) }
+        Schemas { store, cache: Mutex::new(HashMap::new()), creating: tokio::sync::Mutex::new(()) }
     }
 
     /// Drops what is cached of `name` (its event type changed).

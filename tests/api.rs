@@ -769,8 +769,8 @@ async fn custom_headers_are_sent_and_never_shown() {
     gw.stop().await.unwrap();
 }
 
-/// Concurrent creates cannot both pass the checks: of eight creates of one tenant id, or of
-/// endpoints with one chosen id, one succeeds and seven get 409 (none silently replaces
+/// Concurrent creates cannot both pass the checks: of eight creates of one tenant id, of
+/// endpoints with one chosen id, or of one event type, one succeeds and seven get 409 (none silently replaces
 /// another); a tenant's `max_endpoints` holds under eight concurrent creates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_keep_ids_unique_and_quotas() {
@@ -785,6 +785,10 @@ async fn concurrent_creates_keep_ids_unique_and_quotas() {
     let mut codes: Vec<u16> = same.iter().map(|(s, _)| *s).collect();
     codes.sort();
     assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409], "{same:?}");
+    let types = burst(&gw, "/api/v1/event-type", json!({"name": "a.b", "description": "x"})).await;
+    let mut codes: Vec<u16> = types.iter().map(|(s, _)| *s).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409], "one event type of that name: {types:?}");
     let quota =
         burst(&gw, "/v1/tenants/small/endpoints", json!({"url": "https://b.example/", "triggers": ["*"]})).await;
     assert_eq!(quota.iter().filter(|(s, _)| *s == 201).count(), 3, "{quota:?}");

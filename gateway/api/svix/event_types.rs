@@ -94,6 +94,8 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: axum::
             "`name` {name:?}: 1-128 characters of lowercase letters, digits, '_', '.', '-'"
         )));
     }
+    let schemas = st.schemas.clone();
+    let _turn = schemas.creating.lock().await;
     if find(&st, &name).await?.is_some() {
         return Err(SvixError::new(StatusCode::CONFLICT, "conflict", format!("event type {name:?} already exists")));
     }
